@@ -1,0 +1,18 @@
+"""tdlab: the shared library of the training-dynamics book.
+
+Modules, one job each:
+
+- :mod:`tdlab.data`     datasets as device-resident tensors (MNIST-1D, digits, modular arithmetic, ...)
+- :mod:`tdlab.noise`    seeded label noise with the mask of corrupted examples
+- :mod:`tdlab.models`   MLP, small CNNs, PreAct ResNet-18
+- :mod:`tdlab.losses`   cross-entropy, ELR, ... (batched over a leading "member" axis)
+- :mod:`tdlab.train`    one training loop over device tensors, returning a :class:`History`
+- :mod:`tdlab.sweep`    many configurations trained at once (vmap over stacked parameters)
+- :mod:`tdlab.plots`    one visual style and the standard dynamics figures
+- :mod:`tdlab.interact` widget panels around a pure ``run(**knobs)`` function
+"""
+from tdlab.config import device, env_scale, env_seed, set_seed
+from tdlab.history import History
+
+__version__ = "0.1.0"
+__all__ = ["History", "device", "env_scale", "env_seed", "set_seed", "__version__"]

@@ -1,0 +1,148 @@
+"""Losses, written once for a single run and for a batch of E models.
+
+Every loss takes ``logits`` of shape ``(..., B, C)`` and integer ``targets`` of shape
+``(..., B)`` and returns the mean over the B examples, shape ``(...)``. A single run
+passes ``(B, C)`` and gets a scalar; a sweep passes ``(E, B, C)`` and gets one loss
+per member. Coefficients (ELR's λ and β) may be floats or tensors of shape ``(E,)``,
+one value per member — that is how :mod:`tdlab.sweep` varies them.
+
+A loss with per-example state (ELR's target buffer) is a :class:`Loss` whose
+:meth:`Loss.setup` is called by the training loop before the first step, and which
+reads the dataset ``index`` of each example in the batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tdlab.config import check_choice, check_range
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the example axis of −log softmax(z)_y, for any leading shape."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+def mse_onehot(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of ‖z − e_y‖² / C: squared error against one-hot targets (Doshi et al. 2023)."""
+    onehot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+    return ((logits - onehot) ** 2).mean(-1).mean(-1)
+
+
+def _member_values(value, like: torch.Tensor) -> torch.Tensor:
+    """A coefficient as a tensor that broadcasts against a per-member loss of shape ``like.shape``."""
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    return value.reshape(value.shape + (1,) * (like.dim() - value.dim())) if value.dim() else value
+
+
+class Loss:
+    """Base class: a callable ``loss(logits, targets, index) -> per-member mean loss``.
+
+    ``hyperparameters`` names the coefficients a sweep may vary per member.
+    """
+
+    name = "loss"
+    hyperparameters: tuple[str, ...] = ()
+
+    def setup(self, num_examples: int, num_classes: int, members: int = 1, device=None) -> None:
+        """Allocate per-example state (no-op for stateless losses)."""
+
+    def __call__(self, logits, targets, index=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def set(self, **values) -> "Loss":
+        for key, value in values.items():
+            if key not in self.hyperparameters:
+                raise ValueError(f"{self.name} has no hyper-parameter {key!r}; it has: {self.hyperparameters or 'none'}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters)
+        return f"{type(self).__name__}({args})"
+
+
+class CrossEntropy(Loss):
+    name = "ce"
+
+    def __call__(self, logits, targets, index=None):
+        return cross_entropy(logits, targets)
+
+
+class MSE(Loss):
+    """Squared error against one-hot targets."""
+
+    name = "mse"
+
+    def __call__(self, logits, targets, index=None):
+        return mse_onehot(logits, targets)
+
+
+class ELR(Loss):
+    r"""Early-Learning Regularization (Liu et al., NeurIPS 2020, Eq. 6; official ``elr_loss``).
+
+    Keeps a target t_i ∈ Δ^{C−1} per training example, a running average of the
+    model's own (detached) predictions, and adds a term that pulls p_i towards it:
+
+    .. math::
+        p_i &= \mathrm{clamp}(\mathrm{softmax}(z_i), 10^{-4}, 1-10^{-4}) \\
+        t_i &\leftarrow \beta\, t_i + (1-\beta)\, \mathrm{sg}(p_i / \textstyle\sum_c p_{ic}) \\
+        \mathcal{L} &= \mathrm{CE}(z, \tilde y) + \lambda \cdot \tfrac1B \textstyle\sum_i \log(1 - \langle t_i, p_i\rangle)
+
+    As in the official code the target is updated *before* the loss is computed, and
+    the regulariser uses the clamped but not renormalised, non-detached p. Because
+    log(1 − ⟨t, p⟩) decreases as p agrees with t, the gradient on the corrupted
+    examples points back towards the early-learning prediction instead of the noisy
+    label. With λ = 0 this is plain cross-entropy (the buffer still updates).
+    """
+
+    name = "elr"
+    hyperparameters = ("lam", "beta")
+
+    def __init__(self, lam: float = 3.0, beta: float = 0.7):
+        check_range("ELR lam", float(torch.as_tensor(lam).min()), 0)
+        check_range("ELR beta", float(torch.as_tensor(beta).min()), 0, 1, high_open=True)
+        check_range("ELR beta", float(torch.as_tensor(beta).max()), 0, 1, high_open=True)
+        self.lam, self.beta = lam, beta
+        self.targets: torch.Tensor | None = None
+
+    def setup(self, num_examples, num_classes, members=1, device=None):
+        self.targets = torch.zeros(members, num_examples, num_classes, device=device)
+
+    def __call__(self, logits, targets, index=None):
+        if self.targets is None:
+            raise RuntimeError("ELR keeps one target per training example: call setup(num_examples, num_classes) first")
+        if index is None:
+            raise ValueError("ELR needs the dataset index of every example in the batch")
+        single = logits.dim() == 2
+        if single:
+            logits, targets = logits.unsqueeze(0), targets.unsqueeze(0)
+        members = logits.shape[0]
+        if self.targets.shape[0] != members:
+            raise ValueError(f"ELR state holds {self.targets.shape[0]} member(s), logits have {members}")
+        probs = torch.softmax(logits, dim=-1).clamp(1e-4, 1.0 - 1e-4)
+        with torch.no_grad():
+            beta = _member_values(self.beta, probs[..., 0, 0]).reshape(-1, 1, 1)
+            running = self.targets[:, index]                                   # (E, B, C)
+            fresh = probs / probs.sum(-1, keepdim=True)
+            self.targets[:, index] = beta * running + (1 - beta) * fresh
+        agreement = (self.targets[:, index] * probs).sum(-1)                   # ⟨t_i, p_i⟩, (E, B)
+        regularizer = torch.log(1 - agreement).mean(-1)                        # (E,)
+        loss = cross_entropy(logits, targets) + _member_values(self.lam, regularizer) * regularizer
+        return loss[0] if single else loss
+
+
+LOSSES = {"ce": CrossEntropy, "cross_entropy": CrossEntropy, "mse": MSE, "elr": ELR}
+
+
+def get_loss(loss: str | Loss, **kwargs) -> Loss:
+    """A loss by name (``ce``, ``mse``, ``elr``) or passed through if already a :class:`Loss`."""
+    if isinstance(loss, Loss):
+        return loss.set(**kwargs) if kwargs else loss
+    check_choice("loss", loss, tuple(LOSSES))
+    cls = LOSSES[loss]
+    unknown = [k for k in kwargs if k not in cls.hyperparameters]
+    if unknown:
+        raise ValueError(f"{cls.name} has no hyper-parameter {unknown[0]!r}; it has: {cls.hyperparameters or 'none'}")
+    return cls(**kwargs)

@@ -1,0 +1,172 @@
+"""Models: an MLP, small 1-D/2-D CNNs, and PreAct ResNet-18 for GPU-scale runs.
+
+The MLP and CNNs use no batch norm and no in-place tricks, so :mod:`tdlab.sweep`
+can stack E copies and run them with one ``vmap``'d call. PreAct ResNet-18 (He et
+al. 2016, "Identity Mappings in Deep Residual Networks") has batch norm and is meant
+for single runs at ``TDLAB_SCALE=paper``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tdlab.config import check_choice, check_range
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
+}
+
+
+class Square(nn.Module):
+    """x ↦ x², the activation of Gromov's modular-arithmetic network."""
+
+    def forward(self, x):
+        return x * x
+
+
+ACTIVATIONS["square"] = Square
+
+
+def _activation(name: str) -> nn.Module:
+    check_choice("activation", name, tuple(ACTIVATIONS))
+    return ACTIVATIONS[name]()
+
+
+def scale_init_(model: nn.Module, init_scale: float) -> nn.Module:
+    """Multiply every weight and bias of ``model`` by ``init_scale`` (α of lazy/rich studies)."""
+    check_range("init_scale", init_scale, 0, low_open=True)
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.mul_(init_scale)
+    return model
+
+
+class MLP(nn.Module):
+    """x → [Linear → activation] × depth → Linear, on flattened inputs.
+
+    ``depth`` counts hidden layers; ``depth=0`` is a linear model.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, width: int = 256, depth: int = 2,
+                 activation: str = "relu", bias: bool = True, init_scale: float = 1.0):
+        super().__init__()
+        check_range("width", width, 1)
+        check_range("depth", depth, 0)
+        layers: list[nn.Module] = [nn.Flatten()]
+        features = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(features, width, bias=bias), _activation(activation)]
+            features = width
+        layers.append(nn.Linear(features, num_classes, bias=bias))
+        self.net = nn.Sequential(*layers)
+        scale_init_(self, init_scale)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN1d(nn.Module):
+    """A small 1-D CNN for sequences such as MNIST-1D (input (B, L) or (B, 1, L)).
+
+    Three conv layers (kernel 5, stride 2 on the last two) then a linear head — the
+    shape of the MNIST-1D paper's CNN baseline.
+    """
+
+    def __init__(self, length: int, num_classes: int, channels: int = 32, activation: str = "relu"):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, channels, 5, padding=2), _activation(activation),
+            nn.Conv1d(channels, channels, 5, stride=2, padding=2), _activation(activation),
+            nn.Conv1d(channels, channels, 5, stride=2, padding=2), _activation(activation),
+        )
+        out_length = math.ceil(math.ceil(length / 2) / 2)
+        self.head = nn.Linear(channels * out_length, num_classes)
+
+    def forward(self, x):
+        if x.dim() == 2:
+            x = x.unsqueeze(-2)
+        return self.head(self.features(x).flatten(-2))
+
+
+class CNN2d(nn.Module):
+    """A small 2-D CNN for images (C, H, W): two conv blocks with 2×2 pooling, then a linear head."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 32, image_size: int = 8,
+                 activation: str = "relu"):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1), _activation(activation),
+            nn.Conv2d(channels, channels, 3, padding=1), _activation(activation), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), _activation(activation), nn.MaxPool2d(2),
+        )
+        side = image_size // 4
+        self.head = nn.Linear(2 * channels * side * side, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(-3))
+
+
+class PreActBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(torch.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet18(nn.Module):
+    """PreAct ResNet-18 for 32×32 images (the ELR / mixup / CutMix CIFAR backbone)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        layers, planes = [], width
+        for i, stride in enumerate((1, 2, 2, 2)):
+            out = width * 2**i
+            layers += [PreActBlock(planes, out, stride), PreActBlock(out, out, 1)]
+            planes = out
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(planes)
+        self.head = nn.Linear(planes, num_classes)
+
+    def forward(self, x):
+        out = self.layers(self.conv1(x))
+        out = torch.relu(self.bn(out))
+        return self.head(out.mean(dim=(-2, -1)))
+
+
+MODELS = ("mlp", "cnn1d", "cnn2d", "preact_resnet18")
+
+
+def build(name: str, data, **kwargs) -> nn.Module:
+    """A model sized for ``data`` (a :class:`tdlab.data.Dataset`), by name."""
+    check_choice("model", name, MODELS)
+    classes = data.num_classes or 1
+    shape = data.input_shape
+    if name == "mlp":
+        return MLP(math.prod(shape), classes, **kwargs)
+    if name == "cnn1d":
+        return CNN1d(shape[-1], classes, **kwargs)
+    if name == "cnn2d":
+        return CNN2d(shape[0], classes, image_size=shape[-1], **kwargs)
+    return PreActResNet18(classes, in_channels=shape[0], **kwargs)

@@ -1,0 +1,80 @@
+"""A batched sweep equals separate runs; bad specs and diverging members are handled."""
+import numpy as np
+import pytest
+import torch
+
+from tdlab import data, models, sweep
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.digits()
+
+
+def mlp():
+    return models.MLP(64, 10, width=24, depth=2)
+
+
+def loss_curves(history, member):
+    return np.concatenate([history.curve(split, "loss", member)[1] for split in ("train", "test")])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "adam"])
+def test_batched_equals_separate_runs(digits, optimizer):
+    members = [{"seed": 0, "lr": 1e-2 if optimizer == "sgd" else 1e-3, "weight_decay": 0.0},
+               {"seed": 1, "lr": 3e-3, "weight_decay": 1e-2},
+               {"seed": 2, "lr": 5e-2 if optimizer == "sgd" else 2e-3, "weight_decay": 5e-2}]
+    common = dict(optimizer=optimizer, steps=60, eval_every=20, batch_size=64, data_seed=5, progress=False)
+    batched = sweep.sweep(mlp, digits, members, **common)
+    separate = sweep.sequential(mlp, digits, members, **common)
+    for m in range(len(members)):
+        np.testing.assert_allclose(loss_curves(batched, m), loss_curves(separate, m), atol=1e-5, rtol=0)
+
+
+def test_batched_elr_with_per_member_noise_and_lambda(digits):
+    members = sweep.grid(noise_rate=[0.2, 0.5], lam=[0.0, 3.0])
+    common = dict(loss="elr", beta=0.7, steps=40, eval_every=20, batch_size=64, data_seed=1,
+                  noise="symmetric", progress=False)
+    batched = sweep.sweep(mlp, digits, members, **common)
+    separate = sweep.sequential(mlp, digits, members, **common)
+    assert batched.num_members == 4
+    for m in range(4):
+        np.testing.assert_allclose(loss_curves(batched, m), loss_curves(separate, m), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(batched.curve("train_corrupted", "acc_true", m)[1],
+                                   separate.curve("train_corrupted", "acc_true", m)[1], atol=1e-6)
+    frame = batched.frame
+    assert {"noise_rate", "lam"} <= set(frame.columns)
+    # each member saw its own noise draw at its own rate
+    realised = [batched.knobs[m]["noise_rate"] for m in range(4)]
+    assert realised == [0.2, 0.2, 0.5, 0.5]
+
+
+def test_diverging_member_is_frozen_and_others_unaffected(digits):
+    members = [{"lr": 1e-2}, {"lr": 1e7}, {"lr": 3e-2}]
+    common = dict(optimizer="sgd", momentum=0.0, steps=40, eval_every=10, data_seed=0, progress=False)
+    batched = sweep.sweep(mlp, digits, members, **common)
+    assert batched.diverged_at[1] is not None
+    assert batched.diverged_at[0] is None and batched.diverged_at[2] is None
+    separate = sweep.sequential(mlp, digits, [members[0], members[2]], **common)
+    for ours, theirs in ((0, 0), (2, 1)):
+        np.testing.assert_allclose(loss_curves(batched, ours), loss_curves(separate, theirs), atol=1e-5)
+    after = batched.curve("test", "acc", 1)[1][-1]
+    assert np.isnan(after)
+
+
+def test_grid_and_member_specs():
+    assert sweep.grid(a=[1, 2], b=[3]) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+    assert sweep._members({"lr": [1, 2], "seed": [0, 1]}) == [{"lr": 1, "seed": 0}, {"lr": 2, "seed": 1}]
+    with pytest.raises(ValueError, match="'seed' has 3 values"):
+        sweep._members({"lr": [1, 2], "seed": [0, 1, 2]})
+    with pytest.raises(ValueError, match="'lr' must be a list"):
+        sweep._members({"lr": 1e-3, "seed": [0, 1]})
+
+
+def test_unknown_knob_is_named(digits):
+    with pytest.raises(ValueError, match="unknown sweep knob 'lam'"):
+        sweep.sweep(mlp, digits, [{"lam": 1.0}], loss="ce", steps=2, progress=False)
+    with pytest.raises(ValueError, match="unknown sweep knob 'dropout'"):
+        sweep.sweep(mlp, digits, [{"dropout": 0.1}], steps=2, progress=False)
+    with pytest.raises(ValueError, match="learning rate"):
+        sweep.sweep(mlp, digits, [{"lr": -1.0}], steps=2, progress=False)
