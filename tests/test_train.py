@@ -97,3 +97,20 @@ def test_elr_runs_through_the_loop(digits):
                           eval_every=10, progress=False)
     assert math.isfinite(history.final("train", "objective"))
     assert history.knobs[0]["lam"] == 3.0
+
+
+def test_crop_flip_matches_a_per_image_loop():
+    from tdlab import augment
+    from tdlab.train import Batch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 8, 8, generator=gen)
+    hook = augment.crop_flip(padding=2, seed=11)
+    out = hook(Batch(x, torch.zeros(6, dtype=torch.long), torch.arange(6), 1)).x
+    # every output must be some crop (and maybe flip) of its own zero-padded input
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(6):
+        candidates = [padded[i, :, r:r + 8, c:c + 8] for r in range(5) for c in range(5)]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.equal(out[i], c) for c in candidates)
+    assert not torch.equal(out, x)

@@ -1,0 +1,103 @@
+"""Figures label their axes and mark divergence; panels never train twice and never raise."""
+import matplotlib.pyplot as plt
+import pytest
+
+from tdlab import interact, plots
+from tdlab.history import History, concat
+
+
+def fake_history(diverged_at=None, knobs=None):
+    h = History(knobs=[knobs or {"lr": 1e-3}], diverged_at=[diverged_at])
+    for step, (test, clean, corr, corr_true) in enumerate([(0.1, 0.1, 0.1, 0.1), (0.6, 0.7, 0.2, 0.6),
+                                                           (0.5, 0.9, 0.6, 0.4), (0.45, 1.0, 0.9, 0.2)]):
+        h.log(step * 10, "test", "acc", test)
+        h.log(step * 10, "train", "acc", clean)
+        h.log(step * 10, "train_clean", "acc", clean)
+        h.log(step * 10, "train_corrupted", "acc", corr)
+        h.log(step * 10, "train_corrupted", "acc_true", corr_true)
+    return h
+
+
+def test_history_summaries():
+    h = fake_history()
+    assert h.peak("test", "acc") == 0.6 and h.peak_step("test", "acc") == 10
+    assert h.final("test", "acc") == 0.45
+    both = concat([fake_history(knobs={"lr": 1e-3}), fake_history(knobs={"lr": 1e-2})])
+    assert both.find(lr=1e-2) == 1
+    assert both.member(1).knobs == [{"lr": 1e-2}]
+    with pytest.raises(KeyError, match="no test/loss"):
+        h.curve("test", "loss")
+
+
+def test_memorization_figure_is_labelled_and_marks_divergence():
+    ax = plots.memorization_curves(fake_history(diverged_at=25))
+    assert ax.get_xlabel() == "training step" and ax.get_ylabel() == "accuracy (%)"
+    texts = [t.get_text() for t in ax.texts]
+    assert "diverged" in texts and any(t.startswith("peak") for t in texts)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "corrupted examples vs true label" in labels
+    plt.close("all")
+
+
+def test_small_multiples_and_final_vs_knob():
+    h = concat([fake_history(knobs={"noise_rate": r, "lam": l}) for r in (0.2, 0.4) for l in (0.0, 3.0)])
+    grid = plots.small_multiples(h, col="noise_rate", hue="lam")
+    assert len(grid.axes.flat) == 2
+    ax = plots.final_vs_knob(h, "noise_rate", hue="lam")
+    assert ax.get_xlabel() == "noise_rate" and "%" in ax.get_ylabel()
+    plt.close("all")
+
+
+def make_panel(grid=None, initial=None):
+    calls = []
+
+    def run(callback=None, **values):
+        calls.append(values)
+        return fake_history(knobs=values)
+
+    panel = interact.panel(run, ["noise_rate", "lr", "weight_decay"], summary=lambda h: {"final": h.final("test", "acc")},
+                           plot=lambda h: plots.memorization_curves(h).figure, initial=initial, grid=grid,
+                           grid_settings={"lr": 1e-3, "weight_decay": 0.0})
+    return panel, calls
+
+
+def test_panel_reuses_initial_and_grid_and_runs_otherwise():
+    grid = concat([fake_history(knobs={"noise_rate": r}) for r in (0.2, 0.4, 0.6)])
+    panel, calls = make_panel(grid=grid, initial=fake_history())
+    defaults = dict(panel.defaults)
+    assert panel.result(defaults)[1] == "the default run above"
+    on_grid = {**defaults, "noise_rate": 0.6}
+    assert panel.grid_member(on_grid) == 2
+    assert panel.result(on_grid)[1] == "precomputed grid point"
+    assert calls == []
+    off_grid = {**defaults, "noise_rate": 0.35}
+    assert panel.grid_member(off_grid) is None
+    assert panel.result(off_grid)[1] == "trained now" and len(calls) == 1
+
+
+def test_panel_validation_messages():
+    panel, _ = make_panel()
+    assert panel.validate(dict(panel.defaults)) is None
+    message = panel.validate({**panel.defaults, "noise_rate": 1.5})
+    assert "noise rate must be in [0, 0.9]" in message
+    assert "learning rate" in panel.validate({**panel.defaults, "lr": -1.0})
+    with pytest.raises(ValueError, match="no standard knob"):
+        interact.knob("dropout")
+
+
+def test_static_display_trains_once_without_frontend(monkeypatch, capsys):
+    monkeypatch.setenv("CI", "true")
+    panel, calls = make_panel()
+    assert not interact.frontend_attached()
+    panel._ipython_display_()
+    assert len(calls) == 1  # no initial given: the defaults are trained exactly once
+    panel._ipython_display_()
+    assert len(calls) == 1
+    plt.close("all")
+
+
+def test_widget_builds(monkeypatch):
+    panel, calls = make_panel(initial=fake_history())
+    widget = panel.widget()
+    assert calls == [] and len(widget.children) == 2
+    plt.close("all")
