@@ -25,6 +25,8 @@ def test_history_summaries():
     both = concat([fake_history(knobs={"lr": 1e-3}), fake_history(knobs={"lr": 1e-2})])
     assert both.find(lr=1e-2) == 1
     assert both.member(1).knobs == [{"lr": 1e-2}]
+    assert both.select(lr=[1e-2]).knobs == [{"lr": 1e-2}]
+    assert both.select(lr=[1e-3, 1e-2]).num_members == 2
     with pytest.raises(KeyError, match="no test/loss"):
         h.curve("test", "loss")
 

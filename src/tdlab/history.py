@@ -74,6 +74,22 @@ class History:
         records = [{**r, "member": 0} for r in self.records if r["member"] == index]
         return History(records, [self.knobs[index]], [self.diverged_at[index]], self.seconds)
 
+    def select(self, **knobs) -> "History":
+        """The members whose knobs take the given values (a value may be a list of allowed values)."""
+        def keep(settings: dict) -> bool:
+            for key, wanted in knobs.items():
+                options = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
+                if key not in settings or not any(_close(settings[key], o) for o in options):
+                    return False
+            return True
+
+        chosen = [m for m, settings in enumerate(self.knobs) if keep(settings)]
+        if not chosen:
+            raise KeyError(f"no member with {knobs}")
+        out = concat([self.member(m) for m in chosen])
+        out.seconds = self.seconds
+        return out
+
     def find(self, **knobs) -> int:
         """The member whose knobs match ``knobs`` (floats compared with a relative tolerance)."""
         for index, settings in enumerate(self.knobs):
