@@ -103,3 +103,40 @@ def test_widget_builds(monkeypatch):
     widget = panel.widget()
     assert calls == [] and len(widget.children) == 2
     plt.close("all")
+
+
+def test_widget_scrubs_the_grid_and_runs_off_grid(monkeypatch):
+    import ipywidgets as w
+
+    grid = concat([fake_history(knobs={"noise_rate": r}) for r in (0.2, 0.4, 0.6)])
+    panel, calls = make_panel(grid=grid, initial=fake_history())
+    left, _ = panel.widget().children
+    sliders = {c.description: c for c in left.children if isinstance(c, w.FloatSlider)}
+    button = next(c for c in left.children if isinstance(c, w.Button))
+    status = [c for c in left.children if isinstance(c, w.HTML)][1]
+    sliders["noise rate"].value = 0.6
+    assert "precomputed" in status.value and calls == []
+    sliders["noise rate"].value = 0.35
+    assert "press <b>Run</b>" in status.value and calls == []
+    button.click()
+    assert len(calls) == 1 and calls[0]["noise_rate"] == pytest.approx(0.35)
+    assert calls[0]["weight_decay"] == 0.0  # the log slider's leftmost position means 0
+    assert "trained now" in status.value
+    plt.close("all")
+
+
+def test_widget_shows_errors_instead_of_raising():
+    import ipywidgets as w
+
+    def broken(callback=None, **values):
+        raise RuntimeError("out of memory")
+
+    panel = interact.panel(broken, ["noise_rate"], summary=lambda h: {}, plot=lambda h: plots.memorization_curves(h).figure,
+                           initial=fake_history())
+    left, _ = panel.widget().children
+    slider = next(c for c in left.children if isinstance(c, w.FloatSlider))
+    slider.value = 0.3
+    next(c for c in left.children if isinstance(c, w.Button)).click()
+    status = [c for c in left.children if isinstance(c, w.HTML)][1]
+    assert "run failed: RuntimeError: out of memory" in status.value
+    plt.close("all")

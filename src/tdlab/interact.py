@@ -204,11 +204,17 @@ class Panel:
             readout.value = readout_table(self.readout(history))
             status.value = f"<span style='color:#555'>{note}</span>"
 
-        def on_change(_=None):
+        def checked_values() -> dict | None:
             current = values()
             message = self.validate(current)
             if message:
                 status.value = f"<span style='color:#b00'>{message}</span>"
+                return None
+            return current
+
+        def on_change(_=None):
+            current = checked_values()
+            if current is None:
                 return
             member = self.grid_member(current)
             if member is not None:
@@ -217,10 +223,8 @@ class Panel:
                 status.value = "<span style='color:#555'>not precomputed: press <b>Run</b> to train</span>"
 
         def on_run(_=None):
-            current = values()
-            message = self.validate(current)
-            if message:
-                status.value = f"<span style='color:#b00'>{message}</span>"
+            current = checked_values()
+            if current is None:
                 return
             button.disabled = True
             last = [0.0]
