@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import data, models, sweep
+from tdlab import data, models, sweep, train
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,14 @@ def test_unknown_knob_is_named(digits):
         sweep.sweep(mlp, digits, [{"dropout": 0.1}], steps=2, progress=False)
     with pytest.raises(ValueError, match="learning rate"):
         sweep.sweep(mlp, digits, [{"lr": -1.0}], steps=2, progress=False)
+
+
+def test_adamw_betas_and_eps_match_torch(digits):
+    members = [{"seed": 0, "lr": 1e-2}, {"seed": 1, "lr": 3e-3}]
+    common = dict(steps=30, eval_every=10, batch_size=64, data_seed=2, progress=False)
+    batched = sweep.sweep(mlp, digits, members, betas=(0.9, 0.98), eps=1e-12, **common)
+    for m, member in enumerate(members):
+        factory = lambda params, lr=member["lr"]: torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-12,
+                                                                     weight_decay=0.0)
+        single = train.train(mlp, digits, optimizer=factory, seed=member["seed"], **common)
+        np.testing.assert_allclose(loss_curves(batched, m), loss_curves(single, 0), atol=1e-5, rtol=0)

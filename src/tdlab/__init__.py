@@ -10,6 +10,9 @@ Modules, one job each:
 - :mod:`tdlab.sweep`    many configurations trained at once (vmap over stacked parameters)
 - :mod:`tdlab.plots`    one visual style and the standard dynamics figures
 - :mod:`tdlab.interact` widget panels around a pure ``run(**knobs)`` function
+- :mod:`tdlab.augment`  batch transforms for the loop's ``batch_hook`` (crop/flip, mixup, CutMix)
+- :mod:`tdlab.numerics` floating-point diagnostics: softmax in a chosen precision, Softmax Collapse
+- :mod:`tdlab.optim`    optimizers beyond torch.optim (⊥Grad)
 """
 from tdlab.config import device, env_scale, env_seed, set_seed
 from tdlab.history import History

@@ -128,6 +128,7 @@ class BatchedOptimizer:
 
 def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: str | Loss = "ce",
           optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
           noise: str = "symmetric", noise_rate: float | None = None, noise_seed: int = 0,
           batch_size: int | None = 128, steps: int = 1000, schedule_name="constant",
           eval_every: int = 50, data_seed: int = 0,
@@ -140,6 +141,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
     equal-length lists, or :func:`grid` output. Knobs not given for a member take the
     keyword defaults. With ``noise_rate`` as a knob (or argument), ``data`` must hold
     clean labels and each member gets ``with_label_noise(data, noise, rate, noise_seed)``.
+    ``betas`` and ``eps`` are Adam(W)'s, shared by all members.
 
     The History has one member per setting, with the settings as columns of
     ``history.frame``. Models, once trained, are in ``history.models`` (a list).
@@ -188,7 +190,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
     batched = torch.vmap(forward, in_dims=(0, 0, None), randomness="different")
     names = list(params)
     leaves = [params[n] for n in names]
-    opt = BatchedOptimizer(optimizer, leaves)
+    opt = BatchedOptimizer(optimizer, leaves, betas=betas, eps=eps)
     as_tensor = lambda key: torch.tensor([float(s[key]) for s in settings], device=device)  # noqa: E731
     lrs, wds, moms = as_tensor("lr"), as_tensor("weight_decay"), as_tensor("momentum")
     for key in loss_fn.hyperparameters:
