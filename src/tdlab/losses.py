@@ -133,11 +133,62 @@ class ELR(Loss):
         return loss[0] if single else loss
 
 
-LOSSES = {"ce": CrossEntropy, "cross_entropy": CrossEntropy, "mse": MSE, "elr": ELR}
+def stablemax_s(x: torch.Tensor, epsilon: float = 1e-30) -> torch.Tensor:
+    """The StableMax element map of Prieto et al. (ICLR 2025): s(x) = x + 1 for x ≥ 0,
+    1 / (1 − x) for x < 0 (with ``epsilon`` in the denominator, as the official ``s``)."""
+    return torch.where(x < 0, 1 / (1 - x + epsilon), x + 1)
+
+
+def log_stablemax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """log StableMax(z)_k = log( s(z_k) / Σ_j s(z_j) ), in the dtype of ``logits``."""
+    s = stablemax_s(logits)
+    return torch.log(s / s.sum(dim=dim, keepdim=True))
+
+
+def stablemax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                            dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Mean over the example axis of −log StableMax(z)_y, computed in ``dtype``.
+
+    As the official ``stablemax_cross_entropy``: the logits are cast to float64, the
+    loss is returned in float64 (gradients flow back to the logits' own dtype).
+    """
+    log_probs = log_stablemax(logits.to(dtype), dim=-1)
+    return -log_probs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+class StableMaxCrossEntropy(Loss):
+    r"""StableMax cross-entropy (Prieto et al., "Grokking at the edge of numerical
+    stability", ICLR 2025; official ``stablemax_cross_entropy``).
+
+    .. math::
+        \mathrm{StableMax}(z)_k = \frac{s(z_k)}{\sum_j s(z_j)},\qquad
+        s(x) = \begin{cases} x + 1 & x \ge 0 \\ 1/(1-x) & x < 0 \end{cases},\qquad
+        \mathcal{L} = -\tfrac1B \textstyle\sum_i \log \mathrm{StableMax}(z_i)_{y_i}.
+
+    s grows linearly instead of exponentially, so a large logit gap cannot make the
+    sum Σ_j s(z_j) round to the largest term (no Softmax Collapse). ``precision`` is
+    the dtype the loss is computed in: ``"float64"`` as in the official code.
+    """
+
+    name = "stablemax"
+
+    def __init__(self, precision: str = "float64"):
+        check_choice("StableMax precision", precision, ("float16", "bfloat16", "float32", "float64"))
+        self.precision = precision
+
+    def __call__(self, logits, targets, index=None):
+        return stablemax_cross_entropy(logits, targets, getattr(torch, self.precision))
+
+    def __repr__(self) -> str:
+        return f"StableMaxCrossEntropy(precision={self.precision!r})"
+
+
+LOSSES = {"ce": CrossEntropy, "cross_entropy": CrossEntropy, "mse": MSE, "elr": ELR,
+          "stablemax": StableMaxCrossEntropy}
 
 
 def get_loss(loss: str | Loss, **kwargs) -> Loss:
-    """A loss by name (``ce``, ``mse``, ``elr``) or passed through if already a :class:`Loss`."""
+    """A loss by name (``ce``, ``mse``, ``elr``, ``stablemax``) or passed through if already a :class:`Loss`."""
     if isinstance(loss, Loss):
         return loss.set(**kwargs) if kwargs else loss
     check_choice("loss", loss, tuple(LOSSES))
@@ -146,3 +197,26 @@ def get_loss(loss: str | Loss, **kwargs) -> Loss:
     if unknown:
         raise ValueError(f"{cls.name} has no hyper-parameter {unknown[0]!r}; it has: {cls.hyperparameters or 'none'}")
     return cls(**kwargs)
+
+
+class SoftCrossEntropy(Loss):
+    r"""Cross-entropy with soft (mixed) targets: −Σ_c t_c log softmax(z)_c, mean over B.
+
+    ``targets`` of shape (..., B, C) are probability vectors — the mixed one-hot labels
+    λ'·e_y + (1 − λ')·e_{y_π} that :func:`tdlab.augment.mixup` and
+    :func:`tdlab.augment.cutmix` return. Since the loss is linear in t this equals the
+    official ``mixup_criterion`` λ·CE(z, y) + (1 − λ)·CE(z, y_π). Integer targets (..., B)
+    (a step without mixing) give plain :func:`cross_entropy`.
+    """
+
+    name = "soft_ce"
+
+    def __call__(self, logits, targets, index=None):
+        if not targets.is_floating_point():
+            return cross_entropy(logits, targets)
+        if targets.shape[-1] != logits.shape[-1]:
+            raise ValueError(f"soft targets have {targets.shape[-1]} classes, logits {logits.shape[-1]}")
+        return -(targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean(-1)
+
+
+LOSSES["soft_ce"] = SoftCrossEntropy

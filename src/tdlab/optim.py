@@ -1,0 +1,126 @@
+"""⊥Grad (OrthoGrad): the gradient of each weight, made orthogonal to the weight.
+
+Prieto et al., "Grokking at the edge of numerical stability" (ICLR 2025), the ⊥Grad update:
+after a network fits its training set, the gradient mostly points along the weights
+themselves — scaling the weights up scales the logits and lowers the loss without
+changing any prediction (naive loss minimisation, NLM). ⊥Grad removes that
+component, per parameter tensor with w and g flattened:
+
+.. math::
+    g_\\perp = g - \\frac{\\langle w, g\\rangle}{\\langle w, w\\rangle + 10^{-30}}\\, w,\\qquad
+    g \\leftarrow g_\\perp \\cdot \\frac{\\lVert g \\rVert}{\\lVert g_\\perp \\rVert + 10^{-30}},
+
+and then lets an ordinary optimizer step with the new g (official ``orthograd.py``).
+
+**The pitfall this module avoids.** The official script builds the inner AdamW with
+only ``lr`` and ``weight_decay`` and then calls ``load_state_dict`` on the wrapper;
+that replaces the wrapper's param-group dicts but not the inner optimizer's, so the
+paper's ⊥Grad runs step with AdamW's *default* betas (0.9, 0.999) and eps 1e-8 rather
+than the β₂ = 0.99, eps = 1e-25 of its other runs. Here :func:`orthograd_adamw` and
+:func:`adamw` take betas and eps as required arguments, and the wrapper and its inner
+optimizer share the same param-group dicts, so what you pass is what steps (and a
+learning-rate schedule applied to the wrapper's groups reaches the inner optimizer).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+
+from tdlab.config import check_range
+
+PROJECTION_EPS = 1e-30   # the official wrapper's guard in both denominators
+
+
+def orthogonal_gradient(weight: torch.Tensor, grad: torch.Tensor, eps: float = PROJECTION_EPS) -> torch.Tensor:
+    """The ⊥Grad projection for one tensor: g minus its projection on w, rescaled to ‖g‖; shape of ``grad``."""
+    w, g = weight.reshape(-1), grad.reshape(-1)
+    g_orth = g - (torch.dot(w, g) / (torch.dot(w, w) + eps)) * w
+    g_orth = g_orth * (g.norm(2) / (g_orth.norm(2) + eps))
+    return g_orth.view_as(grad)
+
+
+@torch.no_grad()
+def orthogonalize_(params: Iterable[torch.Tensor], eps: float = PROJECTION_EPS) -> None:
+    """Replace every ``p.grad`` by :func:`orthogonal_gradient` of ``(p, p.grad)``, in place."""
+    for p in params:
+        if p.grad is not None:
+            p.grad.copy_(orthogonal_gradient(p, p.grad, eps))
+
+
+class OrthoGrad(torch.optim.Optimizer):
+    """⊥Grad: project each parameter's gradient orthogonal to the parameter, keep its norm,
+    then step ``base(params, **base_kwargs)`` (Prieto et al. 2025).
+
+    ``base_kwargs`` go to the inner optimizer unchanged: pass every setting you mean
+    (for AdamW: ``lr``, ``betas``, ``eps``, ``weight_decay``). The wrapper and the inner
+    optimizer share their param groups.
+    """
+
+    def __init__(self, params, base: type[torch.optim.Optimizer] = torch.optim.AdamW, **base_kwargs):
+        super().__init__(params, {})
+        self.base = base(self.param_groups, **base_kwargs)
+        self.param_groups = self.base.param_groups    # one set of group dicts for both
+        self.state = self.base.state
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            orthogonalize_(group["params"])
+        self.base.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        # loaded into the inner optimizer, whose groups the wrapper shares: no silent split
+        self.base.load_state_dict(state_dict)
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
+
+
+def _check_adam(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+    check_range("learning rate", lr, 0, low_open=True)
+    for name, beta in zip(("beta1", "beta2"), betas):
+        check_range(f"AdamW {name}", beta, 0, 1, high_open=True)
+    check_range("AdamW eps", eps, 0)
+    check_range("weight decay", weight_decay, 0)
+
+
+def adamw(*, lr: float, betas: tuple[float, float], eps: float,
+          weight_decay: float = 0.0) -> Callable[[Iterable], torch.optim.Optimizer]:
+    """A factory ``params -> AdamW`` with every setting explicit, for ``train(optimizer=...)``.
+
+    The official defaults of Prieto et al. are ``betas=(0.9, 0.99), eps=1e-25``.
+    """
+    _check_adam(lr, betas, eps, weight_decay)
+    return lambda params: torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps,
+                                            weight_decay=weight_decay)
+
+
+def orthograd_adamw(*, lr: float, betas: tuple[float, float], eps: float,
+                    weight_decay: float = 0.0) -> Callable[[Iterable], OrthoGrad]:
+    """A factory ``params -> OrthoGrad(AdamW)`` with the inner AdamW's settings explicit.
+
+    To replay what the official ⊥Grad runs actually did, pass AdamW's defaults
+    ``betas=(0.9, 0.999), eps=1e-8``; for what its flags ask, ``(0.9, 0.99), 1e-25``.
+    """
+    _check_adam(lr, betas, eps, weight_decay)
+    return lambda params: OrthoGrad(params, torch.optim.AdamW, lr=lr, betas=tuple(betas), eps=eps,
+                                    weight_decay=weight_decay)
+
+
+def make(name: str, *, lr: float, betas: tuple[float, float], eps: float,
+         weight_decay: float = 0.0) -> Callable[[Iterable], torch.optim.Optimizer]:
+    """``"adamw"`` → :func:`adamw`, ``"orthograd_adamw"`` → :func:`orthograd_adamw`."""
+    factories = {"adamw": adamw, "orthograd_adamw": orthograd_adamw}
+    if name not in factories:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(map(repr, factories))}")
+    return factories[name](lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
