@@ -1,0 +1,159 @@
+"""The phases of grokking with corrupted labels (Doshi, Das, He & Gromov 2023).
+
+A network trained on modular arithmetic in which a fraction ξ of the training labels
+was replaced by random ones ends in one of a few *phases*, told apart by four
+accuracies at the end of training:
+
+- test accuracy (clean labels): does it generalize?
+- accuracy on the clean training examples: does it fit the rule where the labels are right?
+- accuracy on the corrupted training examples against their *given* (wrong) labels:
+  does it memorize them?
+- the same examples against their *true* labels: does it "invert" them, i.e. predict
+  the right answer despite the wrong label it was trained on?
+
+The paper's phases, as :func:`phase` decides them (a network *generalizes* when its test
+accuracy is at least ``generalizes``, 0.8 by default — chance is 1/p — and *fits* a set
+of examples when its accuracy there is at least ``fits``, 0.9 by default):
+
+======================  ======================================================
+phase                   what the network does
+======================  ======================================================
+coexistence             generalizes *and* memorizes the corrupted labels
+partial inversion       generalizes; predicts the true label of only part of the
+                        corrupted examples and memorizes only part of them
+full inversion          generalizes and predicts the true label of (almost) every
+                        corrupted example: train accuracy on the given labels
+                        ≈ (1 − ξ) + ξ/p
+memorization            fits every training label, does not generalize
+confusion               does not generalize, fits the clean examples but not the
+                        corrupted ones
+forgetting              fits neither the clean training examples nor the test set
+generalization          no corrupted examples at all (ξ = 0) and it generalizes
+======================  ======================================================
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from tdlab.config import check_range
+from tdlab.history import History
+
+PHASES = ("coexistence", "partial inversion", "full inversion", "memorization", "confusion",
+          "forgetting", "generalization")
+
+
+def full_inversion_accuracy(noise_rate: float, p: int) -> float:
+    """Train accuracy on the given labels of a network that predicts every true label.
+
+    A fraction ξ of the labels was redrawn uniformly from all p classes, so a fraction
+    ξ/p of them is right by chance: (1 − ξ) + ξ/p (Doshi et al. 2023).
+    """
+    check_range("noise rate ξ", noise_rate, 0, 1)
+    check_range("p", p, 2)
+    return (1 - noise_rate) + noise_rate / p
+
+
+def phase(test: float, clean: float, corrupted: float | None = None, corrupted_true: float | None = None,
+          *, generalizes: float = 0.8, fits: float = 0.9) -> str:
+    """The phase name (one of :data:`PHASES`) from the four final accuracies.
+
+    - ``test``: test accuracy; ``clean``: accuracy on the uncorrupted training examples;
+    - ``corrupted`` / ``corrupted_true``: accuracy on the corrupted training examples
+      against their given and their true labels (``None`` or NaN when there are none).
+    - A network *generalizes* when ``test ≥ generalizes``, *fits* a set when its
+      accuracy there is ``≥ fits``.
+    """
+    for name, value in (("generalizes", generalizes), ("fits", fits)):
+        check_range(f"threshold {name}", value, 0, 1, low_open=True)
+    for name, value in (("test", test), ("clean", clean)):
+        check_range(f"{name} accuracy", value, 0, 1)
+    no_corruption = corrupted is None or corrupted_true is None or math.isnan(corrupted) \
+        or math.isnan(corrupted_true)
+    if not no_corruption:
+        check_range("corrupted accuracy", corrupted, 0, 1)
+        check_range("corrupted true-label accuracy", corrupted_true, 0, 1)
+    general = test >= generalizes
+    if clean < fits and not general:
+        return "forgetting"
+    if no_corruption:
+        return "generalization" if general else "memorization"
+    if general:
+        if corrupted >= fits:
+            return "coexistence"
+        if corrupted_true >= fits:
+            return "full inversion"
+        return "partial inversion"
+    return "memorization" if corrupted >= fits else "confusion"
+
+
+def final_accuracies(history: History, member: int = 0) -> dict[str, float]:
+    """The four accuracies :func:`phase` reads, at the last evaluation of one member."""
+    def last(split: str, metric: str) -> float:
+        try:
+            return history.final(split, metric, member)
+        except KeyError:
+            return float("nan")
+
+    return {"test": last("test", "acc"), "clean": last("train_clean", "acc") if _has(history, "train_clean")
+            else last("train", "acc"),
+            "corrupted": last("train_corrupted", "acc"), "corrupted_true": last("train_corrupted", "acc_true")}
+
+
+def _has(history: History, split: str) -> bool:
+    return any(r["split"] == split for r in history.records)
+
+
+def phase_of(history: History, member: int = 0, **thresholds) -> str:
+    """The phase of one member of a run or sweep, from its final accuracies."""
+    values = final_accuracies(history, member)
+    if any(math.isnan(values[k]) for k in ("test", "clean")):
+        return "diverged"
+    return phase(**values, **thresholds)
+
+
+def phase_table(history: History, x: str = "weight_decay", y: str = "noise_rate", **thresholds) -> pd.DataFrame:
+    """One row per member: the knobs ``x`` and ``y``, the four final accuracies and the phase."""
+    rows = []
+    for member, knobs in enumerate(history.knobs):
+        if x not in knobs or y not in knobs:
+            raise ValueError(f"the sweep did not vary {x!r} and {y!r}; its knobs are {sorted(knobs)}")
+        rows.append({x: knobs[x], y: knobs[y], **final_accuracies(history, member),
+                     "phase": phase_of(history, member, **thresholds)})
+    return pd.DataFrame(rows)
+
+
+PHASE_COLORS = {"coexistence": "#56B4E9", "partial inversion": "#009E73", "full inversion": "#F0E442",
+                "memorization": "#CC79A7", "confusion": "#E69F00", "forgetting": "#999999",
+                "generalization": "#0072B2", "diverged": "#000000"}
+
+
+def plot_phases(table: pd.DataFrame, x: str = "weight_decay", y: str = "noise_rate", ax=None,
+                annotate: str | None = "test"):
+    """The phase diagram: one coloured cell per (x, y) setting of :func:`phase_table`.
+
+    ``annotate``: a column of ``table`` written into each cell in %, or None.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    xs, ys = sorted(table[x].unique()), sorted(table[y].unique())
+    for _, row in table.iterrows():
+        i, j = xs.index(row[x]), ys.index(row[y])
+        ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=PHASE_COLORS.get(row["phase"], "white"),
+                                   ec="white", lw=2))
+        if annotate is not None and np.isfinite(row[annotate]):
+            ax.text(i, j, f"{row[annotate] * 100:.0f}", ha="center", va="center", fontsize=9)
+    ax.set(xlim=(-0.5, len(xs) - 0.5), ylim=(-0.5, len(ys) - 0.5), xticks=range(len(xs)),
+           yticks=range(len(ys)), xlabel=x.replace("_", " "), ylabel=y.replace("_", " "))
+    ax.set_xticklabels([f"{v:g}" for v in xs])
+    ax.set_yticklabels([f"{v:g}" for v in ys])
+    ax.grid(False)
+    present = [name for name in PHASE_COLORS if name in set(table["phase"])]
+    ax.legend(handles=[Patch(color=PHASE_COLORS[n], label=n) for n in present], loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return ax
