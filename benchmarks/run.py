@@ -38,8 +38,9 @@ def cnn():
     return models.CNN1d(40, 10, channels=32)
 
 
-def best_of(fn, repeats):
-    fn()  # warm-up (allocations, caches, cudnn autotune)
+def best_of(fn, repeats, warm_up=True):
+    if warm_up:
+        fn()  # allocations, caches, cudnn autotune
     times = []
     for _ in range(repeats):
         if torch.cuda.is_available():
@@ -83,7 +84,7 @@ def configs(count):
     return out
 
 
-def benchmark(device: str, steps: int, count: int, repeats: int, widths=(64, 256)) -> list[dict]:
+def benchmark(device: str, steps: int, count: int, repeats: int, widths=(256,)) -> list[dict]:
     dataset = tdata.load("mnist1d", device=device)
     rows = []
     for label, model_fn in [*[(f"MLP 40-{w}-{w}-10", mlp(w)) for w in widths], ("CNN1d (32 ch)", cnn)]:
@@ -93,7 +94,8 @@ def benchmark(device: str, steps: int, count: int, repeats: int, widths=(64, 256
         batched = best_of(lambda: sweep.sweep(model_fn, dataset, configs(count), steps=steps, eval_every=steps,
                                               batch_size=BATCH, progress=False), repeats)
         sequential = best_of(lambda: sweep.sequential(model_fn, dataset, configs(count), steps=steps,
-                                                      eval_every=steps, batch_size=BATCH, progress=False), 1)
+                                                      eval_every=steps, batch_size=BATCH, progress=False), 1,
+                             warm_up=False)  # 16 runs: the first one warms up the rest
         rows.append({"device": device, "model": label, "steps": steps, "configs": count,
                      "dataloader steps/s": steps / loader, "tdlab steps/s": steps / ours,
                      "loop speed-up": loader / ours, "single run s": single, "batched sweep s": batched,
@@ -105,7 +107,7 @@ def benchmark(device: str, steps: int, count: int, repeats: int, widths=(64, 256
 def table(rows: list[dict]) -> str:
     columns = list(rows[0])
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]  # markdown
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
