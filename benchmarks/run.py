@@ -84,7 +84,7 @@ def configs(count):
     return out
 
 
-def benchmark(device: str, steps: int, count: int, repeats: int, widths=(256,)) -> list[dict]:
+def benchmark(device: str, steps: int, count: int, repeats: int, widths=(32, 256)) -> list[dict]:
     dataset = tdata.load("mnist1d", device=device)
     rows = []
     for label, model_fn in [*[(f"MLP 40-{w}-{w}-10", mlp(w)) for w in widths], ("CNN1d (32 ch)", cnn)]:
