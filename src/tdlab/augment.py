@@ -23,6 +23,12 @@ import torch.nn.functional as F
 from tdlab.config import check_range
 
 
+def _require_images(x: torch.Tensor, who: str) -> None:
+    """Raise a ValueError unless ``x`` is a batch of images (B, C, H, W)."""
+    if x.dim() != 4:
+        raise ValueError(f"{who} needs image batches (B, C, H, W), got shape {tuple(x.shape)}")
+
+
 def crop_flip(padding: int = 4, flip: bool = True, seed: int = 0):
     """A batch hook: pad by ``padding`` zeros, crop back at a random offset, flip half the images."""
     check_range("padding", padding, 0)
@@ -30,8 +36,7 @@ def crop_flip(padding: int = 4, flip: bool = True, seed: int = 0):
 
     def hook(batch):
         x = batch.x
-        if x.dim() != 4:
-            raise ValueError(f"crop_flip needs image batches (B, C, H, W), got shape {tuple(x.shape)}")
+        _require_images(x, "crop_flip")
         gen = generator.setdefault("g", torch.Generator(device=x.device).manual_seed(seed))
         n, _, height, width = x.shape
         padded = F.pad(x, (padding,) * 4)
@@ -215,8 +220,7 @@ def cutmix(beta: float = 1.0, num_classes: int = 10, *, prob: float = 1.0, stop_
     def hook(batch):
         stream.start(batch)
         x = batch.x
-        if x.dim() != 4:
-            raise ValueError(f"cutmix needs image batches (B, C, H, W), got shape {tuple(x.shape)}")
+        _require_images(x, "cutmix")
         if stop_after is not None and batch.step > stop_after:
             return batch
         if beta <= 0 or stream.uniform() >= prob:
@@ -250,8 +254,7 @@ def cutout(size: int, *, prob: float = 1.0, seed: int = 0):
     def hook(batch):
         stream.start(batch)
         x = batch.x
-        if x.dim() != 4:
-            raise ValueError(f"cutout needs image batches (B, C, H, W), got shape {tuple(x.shape)}")
+        _require_images(x, "cutout")
         n, _, height, width = x.shape
         cy = torch.randint(0, height, (n,), generator=stream.gen).to(x.device)
         cx = torch.randint(0, width, (n,), generator=stream.gen).to(x.device)
@@ -289,8 +292,7 @@ def occlusion_map(model, x: torch.Tensor, y: torch.Tensor, size: int = 2, fill: 
     ``x``: images (N, C, H, W), ``y``: classes (N,). Returns (N, H, W): p_y(x) − p_y(x with
     the square occluded). Large values mark the pixels the model relies on.
     """
-    if x.dim() != 4:
-        raise ValueError(f"occlusion_map needs images (N, C, H, W), got shape {tuple(x.shape)}")
+    _require_images(x, "occlusion_map")
     check_range("occlusion size", size, 1)
     n, _, height, width = x.shape
     was_training = model.training
