@@ -128,7 +128,7 @@ def pruning_curve(model, data, counts: Sequence[int], r: float = 2.0, order: str
     """
     width = neuron_vectors(model)["U"].shape[0]
     if order == "ipr":
-        ranking = torch.argsort(neuron_ipr(model, r), stable=True)
+        ranking = lowest_ipr(model, width, r)
     elif order == "random":
         ranking = torch.randperm(width, generator=torch.Generator().manual_seed(seed))
     else:

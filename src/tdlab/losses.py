@@ -18,10 +18,14 @@ import torch.nn.functional as F
 from tdlab.config import check_choice, check_range
 
 
+def negative_log_likelihood(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per example −log p_y: ``log_probs`` (..., B, C), integer ``targets`` (..., B) → (..., B)."""
+    return -log_probs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+
+
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over the example axis of −log softmax(z)_y, for any leading shape."""
-    log_probs = torch.log_softmax(logits, dim=-1)
-    return -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1)
+    return negative_log_likelihood(torch.log_softmax(logits, dim=-1), targets).mean(-1)
 
 
 def mse_onehot(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -152,8 +156,7 @@ def stablemax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     As the official ``stablemax_cross_entropy``: the logits are cast to float64, the
     loss is returned in float64 (gradients flow back to the logits' own dtype).
     """
-    log_probs = log_stablemax(logits.to(dtype), dim=-1)
-    return -log_probs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1).mean(-1)
+    return negative_log_likelihood(log_stablemax(logits.to(dtype), dim=-1), targets).mean(-1)
 
 
 class StableMaxCrossEntropy(Loss):

@@ -33,7 +33,7 @@ from torch import nn
 from tdlab.config import check_choice
 from tdlab.data import Dataset
 from tdlab.history import History
-from tdlab.losses import Loss, StableMaxCrossEntropy, stablemax_s
+from tdlab.losses import Loss, StableMaxCrossEntropy, negative_log_likelihood, stablemax_s
 
 PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16,
               "float32": torch.float32, "float64": torch.float64}
@@ -83,8 +83,7 @@ def cross_entropy_in(logits: torch.Tensor, targets: torch.Tensor, precision: str
     """
     check_choice("reduction", reduction, ("mean", "none"))
     dtype = dtype_of(precision)
-    log_probs = torch.log_softmax(logits.to(dtype), dim=-1)
-    per_example = -log_probs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+    per_example = negative_log_likelihood(torch.log_softmax(logits.to(dtype), dim=-1), targets)
     if reduction == "none":
         return per_example
     loss = per_example.mean(-1)

@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from tdlab.config import check_range
+from tdlab.config import check_choice, check_range
 
 PROJECTION_EPS = 1e-30   # the official wrapper's guard in both denominators
 
@@ -121,6 +121,5 @@ def make(name: str, *, lr: float, betas: tuple[float, float], eps: float,
          weight_decay: float = 0.0) -> Callable[[Iterable], torch.optim.Optimizer]:
     """``"adamw"`` → :func:`adamw`, ``"orthograd_adamw"`` → :func:`orthograd_adamw`."""
     factories = {"adamw": adamw, "orthograd_adamw": orthograd_adamw}
-    if name not in factories:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(map(repr, factories))}")
+    check_choice("optimizer", name, tuple(factories))
     return factories[name](lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
