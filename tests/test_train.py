@@ -117,3 +117,32 @@ def test_crop_flip_matches_a_per_image_loop():
         candidates += [c.flip(-1) for c in candidates]
         assert any(torch.equal(out[i], c) for c in candidates)
     assert not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_named_optimizers_match_torch_optim(digits, name):
+    """train() steps named optimizers on a flat buffer (tdlab.flat); torch.optim is the reference."""
+    settings = dict(lr=3e-2 if name == "sgd" else 3e-3, weight_decay=1e-2, momentum=0.8)
+    common = dict(steps=40, eval_every=10, batch_size=64, seed=1, schedule_name="cosine", progress=False)
+    ours = train.train(small_mlp(digits), digits, optimizer=name, **settings, **common)
+    reference = train.train(small_mlp(digits), digits, **common,
+                            optimizer=lambda params: train.make_optimizer(name, params, **settings))
+    for split in ("train", "test"):
+        assert torch.allclose(torch.tensor(ours.curve(split, "loss")[1]),
+                              torch.tensor(reference.curve(split, "loss")[1]), atol=1e-5, rtol=0)
+    for a, b in zip(ours.model.parameters(), reference.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_flatten_keeps_the_model_and_shares_memory():
+    from tdlab import flat
+
+    model = models.MLP(5, 3, width=4, depth=1)
+    x = torch.randn(7, 5)
+    before = model(x).detach()
+    buffer, params = flat.flatten_(model)
+    assert buffer.shape == (1, sum(p.numel() for p in model.parameters()))
+    assert torch.equal(model(x), before)
+    with torch.no_grad():
+        buffer.zero_()
+    assert all((p == 0).all() for p in model.parameters())

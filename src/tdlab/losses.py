@@ -18,6 +18,35 @@ import torch.nn.functional as F
 from tdlab.config import check_choice, check_range
 
 
+# PyTorch's CPU kernels for (log_)softmax over the last axis cost about 0.2 µs per row,
+# whatever the number of classes: for C = 10 that is 20× the arithmetic (torch 2.13,
+# 16 × 128 × 10 logits: 420 µs for log_softmax; 110 µs through a class-major copy).
+# Reducing along the leading axis of a class-major copy vectorises across rows and
+# gives the same numbers, so few-class, many-row CPU logits take that path.
+_CLASS_MAJOR_MAX_CLASSES = 64
+_CLASS_MAJOR_MIN_ROWS = 512
+
+
+def _class_major(logits: torch.Tensor) -> bool:
+    classes = logits.shape[-1] if logits.dim() else 0
+    return (logits.device.type == "cpu" and 1 < classes <= _CLASS_MAJOR_MAX_CLASSES
+            and logits.numel() >= _CLASS_MAJOR_MIN_ROWS * classes)
+
+
+def log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """log softmax(z) over the last (class) axis; equal to ``torch.log_softmax(z, -1)``, faster on CPU for few classes."""
+    if not _class_major(logits):
+        return torch.log_softmax(logits, dim=-1)
+    return torch.log_softmax(logits.movedim(-1, 0).contiguous(), dim=0).movedim(0, -1)
+
+
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    """softmax(z) over the last (class) axis; equal to ``torch.softmax(z, -1)``, faster on CPU for few classes."""
+    if not _class_major(logits):
+        return torch.softmax(logits, dim=-1)
+    return torch.softmax(logits.movedim(-1, 0).contiguous(), dim=0).movedim(0, -1)
+
+
 def negative_log_likelihood(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per example −log p_y: ``log_probs`` (..., B, C), integer ``targets`` (..., B) → (..., B)."""
     return -log_probs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
@@ -25,7 +54,7 @@ def negative_log_likelihood(log_probs: torch.Tensor, targets: torch.Tensor) -> t
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over the example axis of −log softmax(z)_y, for any leading shape."""
-    return negative_log_likelihood(torch.log_softmax(logits, dim=-1), targets).mean(-1)
+    return negative_log_likelihood(log_softmax(logits), targets).mean(-1)
 
 
 def mse_onehot(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -125,7 +154,7 @@ class ELR(Loss):
         members = logits.shape[0]
         if self.targets.shape[0] != members:
             raise ValueError(f"ELR state holds {self.targets.shape[0]} member(s), logits have {members}")
-        probs = torch.softmax(logits, dim=-1).clamp(1e-4, 1.0 - 1e-4)
+        probs = softmax(logits).clamp(1e-4, 1.0 - 1e-4)
         with torch.no_grad():
             beta = _member_values(self.beta, probs[..., 0, 0]).reshape(-1, 1, 1)
             running = self.targets[:, index]                                   # (E, B, C)
@@ -219,7 +248,7 @@ class SoftCrossEntropy(Loss):
             return cross_entropy(logits, targets)
         if targets.shape[-1] != logits.shape[-1]:
             raise ValueError(f"soft targets have {targets.shape[-1]} classes, logits {logits.shape[-1]}")
-        return -(targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean(-1)
+        return -(targets * log_softmax(logits)).sum(-1).mean(-1)
 
 
 LOSSES["soft_ce"] = SoftCrossEntropy

@@ -26,10 +26,11 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state
+from torch.func import functional_call
 
 from tdlab.config import check_choice, check_range
 from tdlab.data import Dataset, with_label_noise
+from tdlab.flat import FlatOptimizer, flat_grad, stack
 from tdlab.history import History
 from tdlab.losses import Loss, get_loss
 from tdlab.train import (Batch, OPTIMIZERS, batch_order, check_hyperparameters, chunked, measure,
@@ -68,59 +69,6 @@ def _members(spec) -> list[dict]:
     if not members:
         raise ValueError("a sweep needs at least one member")
     return members
-
-
-# ----------------------------------------------------------------- batched optimizers
-
-
-def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Shape (E,) → (E, 1, 1, ...) to broadcast against a stacked parameter."""
-    return values.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-class BatchedOptimizer:
-    """SGD (with momentum), Adam and AdamW over stacked parameters, with a learning rate,
-    weight decay and momentum per member. The update rules are those of ``torch.optim``
-    (``foreach=False`` semantics), so a member matches a separate run.
-    """
-
-    def __init__(self, name: str, params: list[torch.Tensor], betas=(0.9, 0.999), eps: float = 1e-8,
-                 nesterov: bool = False):
-        check_choice("optimizer", name, OPTIMIZERS)
-        self.name, self.params, self.betas, self.eps, self.nesterov = name, params, betas, eps, nesterov
-        self.state = [dict() for _ in params]
-        self.steps = 0
-
-    @torch.no_grad()
-    def step(self, grads, lr: torch.Tensor, weight_decay: torch.Tensor, momentum: torch.Tensor,
-             active: torch.Tensor) -> None:
-        self.steps += 1
-        beta1, beta2 = self.betas
-        for p, g, state in zip(self.params, grads, self.state):
-            on = _per_member(active, p)
-            g = torch.where(on, g, torch.zeros_like(g))
-            lr_p, wd_p = _per_member(lr, p), _per_member(weight_decay, p)
-            if self.name == "sgd":
-                d_p = g + wd_p * p
-                mom = _per_member(momentum, p)
-                buf = state.get("momentum")
-                buf = d_p.clone() if buf is None else buf * mom + d_p
-                state["momentum"] = buf
-                d_p = d_p + mom * buf if self.nesterov else buf
-                p.sub_(torch.where(on, lr_p * d_p, torch.zeros_like(p)))
-                continue
-            if self.name == "adamw":
-                p.mul_(torch.where(on, 1 - lr_p * wd_p, torch.ones_like(lr_p)))
-            else:  # adam: L2 penalty added to the gradient
-                g = g + torch.where(on, wd_p * p, torch.zeros_like(p))
-            m = state.setdefault("exp_avg", torch.zeros_like(p))
-            v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            bias1 = 1 - beta1 ** self.steps
-            bias2 = 1 - beta2 ** self.steps
-            denom = (v.sqrt() / math.sqrt(bias2)).add_(self.eps)
-            p.sub_(torch.where(on, (lr_p / bias1) * m / denom, torch.zeros_like(p)))
 
 
 # ----------------------------------------------------------------- the sweep
@@ -181,7 +129,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
     for s in settings:
         torch.manual_seed(s["seed"])
         models.append(model_fn().to(device))
-    params, buffers = stack_module_state(models)
+    flat, params, buffers = stack(models)
     base = models[0]
 
     def forward(p, b, x):
@@ -190,7 +138,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
     batched = torch.vmap(forward, in_dims=(0, 0, None), randomness="different")
     names = list(params)
     leaves = [params[n] for n in names]
-    opt = BatchedOptimizer(optimizer, leaves, betas=betas, eps=eps)
+    opt = FlatOptimizer(optimizer, flat, betas=betas, eps=eps)
     as_tensor = lambda key: torch.tensor([float(s[key]) for s in settings], device=device)  # noqa: E731
     lrs, wds, moms = as_tensor("lr"), as_tensor("weight_decay"), as_tensor("momentum")
     for key in loss_fn.hyperparameters:
@@ -199,6 +147,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
         loss_fn.setup(data.num_train, data.num_classes, members=count, device=device)
     multiplier = schedule(schedule_name, steps)
     active = torch.ones(count, dtype=torch.bool, device=device)
+    all_active = True
 
     knob_names = sorted({k for m in members for k in m})
     history = History(knobs=[{k: s[k] for k in knob_names} for s in settings], diverged_at=[None] * count)
@@ -233,10 +182,11 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
             for member in torch.nonzero(newly).flatten().tolist():
                 history.diverged_at[member] = step
             active = active & finite
+            all_active = False
         total = torch.where(active, losses, torch.zeros_like(losses)).sum()
         grads = torch.autograd.grad(total, leaves, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
-        opt.step(grads, lrs * multiplier(step - 1), wds, moms, active)
+        grad = flat_grad(leaves, grads, count)             # (E, P), laid out as flat
+        opt.step(grad, lrs * multiplier(step - 1), wds, moms, active, all_active)
         running += torch.where(active, losses.detach(), torch.zeros_like(losses))
         seen += 1
         if step % eval_every == 0 or step == steps:

@@ -22,10 +22,10 @@ from torch import nn
 
 from tdlab.config import check_choice, check_range, quiet
 from tdlab.data import Dataset
+from tdlab.flat import OPTIMIZERS, FlatOptimizer, flat_grad, flatten_
 from tdlab.history import History
 from tdlab.losses import Loss, get_loss
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
 
 
@@ -166,7 +166,11 @@ class Batch:
 
 def make_optimizer(optimizer, parameters, lr: float, weight_decay: float, momentum: float = 0.9):
     """A ``torch.optim`` optimizer by name (``sgd`` with momentum, ``adam``, ``adamw``), a
-    factory ``params -> Optimizer``, or an optimizer object passed through."""
+    factory ``params -> Optimizer``, or an optimizer object passed through.
+
+    :func:`train` itself steps the named optimizers with :class:`tdlab.flat.FlatOptimizer`
+    (same rules, fewer operations); this is for code that wants a ``torch.optim`` object.
+    """
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     if callable(optimizer):
@@ -208,8 +212,17 @@ def train(model: nn.Module | Callable[[], nn.Module], data: Dataset, *, loss: st
     loss_fn = get_loss(loss, **loss_kwargs)
     if data.num_classes is not None:
         loss_fn.setup(data.num_train, data.num_classes, members=1, device=device)
-    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
-    base_lrs = [group["lr"] for group in opt.param_groups]
+    if isinstance(optimizer, str):
+        # named optimizers step a flat buffer that the parameters are views of (tdlab.flat)
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        flat, params = flatten_(model)
+        opt = FlatOptimizer(optimizer, flat)
+        hyper = {key: torch.tensor([value], device=device)
+                 for key, value in (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum))}
+        always = torch.ones(1, dtype=torch.bool, device=device)
+    else:
+        opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
+        base_lrs = [group["lr"] for group in opt.param_groups]
     multiplier = schedule(schedule_name, steps)
     history = History(knobs=[{"lr": lr, "weight_decay": weight_decay, "seed": seed,
                               **{k: getattr(loss_fn, k) for k in loss_fn.hyperparameters}}])
@@ -238,16 +251,21 @@ def train(model: nn.Module | Callable[[], nn.Module], data: Dataset, *, loss: st
         batch = Batch(data.x_train[index], data.y_train[index], index, step)
         if batch_hook is not None:
             batch = batch_hook(batch)
-        for group, base in zip(opt.param_groups, base_lrs):
-            group["lr"] = base * multiplier(step - 1)
         value = loss_fn(model(batch.x), batch.y, batch.index)
         if not torch.isfinite(value):
             history.diverged_at[0] = step
             history.log(step, "train", "objective", float("nan"))
             break
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
+        if isinstance(opt, FlatOptimizer):
+            grads = torch.autograd.grad(value, params, allow_unused=True)
+            opt.step(flat_grad(params, grads, 1), hyper["lr"] * multiplier(step - 1), hyper["weight_decay"],
+                     hyper["momentum"], always)
+        else:
+            for group, base in zip(opt.param_groups, base_lrs):
+                group["lr"] = base * multiplier(step - 1)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
         running.append(value.item())
         if step % eval_every == 0 or step == steps:
             evaluate(step, running)
