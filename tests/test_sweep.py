@@ -90,3 +90,27 @@ def test_adamw_betas_and_eps_match_torch(digits):
                                                                      weight_decay=0.0)
         single = train.train(mlp, digits, optimizer=factory, seed=member["seed"], **common)
         np.testing.assert_allclose(loss_curves(batched, m), loss_curves(single, 0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("activation,bias,depth", [("relu", True, 2), ("tanh", False, 1), ("square", True, 0)])
+def test_mlp_forward_stacked_equals_each_model(activation, bias, depth):
+    from tdlab import flat
+
+    nets = [models.MLP(12, 5, width=7, depth=depth, activation=activation, bias=bias) for _ in range(3)]
+    _, params, _ = flat.stack(nets)
+    x = torch.randn(9, 3, 4)  # flattened to 12 features
+    stacked = nets[0].forward_stacked(params, x)
+    assert stacked.shape == (3, 9, 5)
+    for member, net in enumerate(nets):
+        torch.testing.assert_close(stacked[member], net(x), atol=1e-6, rtol=0)
+
+
+def test_batched_cnn_equals_separate_runs(digits):
+    """Models other than the MLP go through vmap(functional_call)."""
+    cnn = lambda: models.CNN2d(1, 10, channels=4)  # noqa: E731
+    members = [{"seed": 0, "lr": 3e-3}, {"seed": 1, "lr": 1e-3, "weight_decay": 1e-2}]
+    common = dict(steps=20, eval_every=10, batch_size=32, data_seed=1, progress=False)
+    batched = sweep.sweep(cnn, digits, members, **common)
+    separate = sweep.sequential(cnn, digits, members, **common)
+    for m in range(len(members)):
+        np.testing.assert_allclose(loss_curves(batched, m), loss_curves(separate, m), atol=1e-5, rtol=0)

@@ -87,12 +87,13 @@ class FlatOptimizer:
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor, lr: torch.Tensor, weight_decay: torch.Tensor,
-             momentum: torch.Tensor, active: torch.Tensor, all_active: bool = True) -> None:
+             momentum: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        """One step; ``lr``, ``weight_decay``, ``momentum``, ``active`` have shape (E,) (``active=None``: all)."""
         self.steps += 1
         p = self.flat
-        lr = (lr * active).unsqueeze(1)                       # (E, 1): 0 freezes a member
-        weight_decay = weight_decay.unsqueeze(1)
-        if not all_active:
+        lr, weight_decay = lr.unsqueeze(1), weight_decay.unsqueeze(1)  # (E, 1)
+        if active is not None:                                # a learning rate of 0 freezes a member
+            lr = torch.where(active.unsqueeze(1), lr, torch.zeros_like(lr))
             grad = torch.where(active.unsqueeze(1), grad, torch.zeros_like(grad))
         if self.name == "sgd":
             d_p = grad + weight_decay * p                     # L2 penalty in the gradient

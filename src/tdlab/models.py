@@ -71,6 +71,26 @@ class MLP(nn.Module):
     def forward(self, x):
         return self.net(x)
 
+    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """E MLPs of this shape at once: ``params[name]`` stacked to ``(E, ...)``, ``x`` shared → ``(E, B, C)``.
+
+        Each layer is one batched matrix product, h ← b + h Wᵀ for all members
+        (``baddbmm``). What :mod:`tdlab.sweep` runs for MLPs: on the CPU it is about twice
+        as fast as ``vmap(functional_call)``, whose batched outputs come out strided.
+        """
+        members = next(iter(params.values())).shape[0]
+        h = x.flatten(1).expand(members, x.shape[0], -1)
+        for index, layer in enumerate(self.net):
+            if isinstance(layer, nn.Flatten):
+                continue
+            if isinstance(layer, nn.Linear):
+                weight, bias = params[f"net.{index}.weight"], params.get(f"net.{index}.bias")
+                h = (torch.bmm(h, weight.transpose(1, 2)) if bias is None
+                     else torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)))
+            else:
+                h = layer(h)  # an element-wise activation
+        return h
+
 
 class CNN1d(nn.Module):
     """A small 1-D CNN for sequences such as MNIST-1D (input (B, L) or (B, 1, L)).

@@ -219,7 +219,6 @@ def train(model: nn.Module | Callable[[], nn.Module], data: Dataset, *, loss: st
         opt = FlatOptimizer(optimizer, flat)
         hyper = {key: torch.tensor([value], device=device)
                  for key, value in (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum))}
-        always = torch.ones(1, dtype=torch.bool, device=device)
     else:
         opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
         base_lrs = [group["lr"] for group in opt.param_groups]
@@ -248,25 +247,26 @@ def train(model: nn.Module | Callable[[], nn.Module], data: Dataset, *, loss: st
     model.train()
     for step, index in enumerate(batch_order(data.num_train, batch_size, steps,
                                              seed if data_seed is None else data_seed, device), start=1):
-        batch = Batch(data.x_train[index], data.y_train[index], index, step)
+        batch = Batch(data.x_train.index_select(0, index), data.y_train.index_select(0, index), index, step)
         if batch_hook is not None:
             batch = batch_hook(batch)
         value = loss_fn(model(batch.x), batch.y, batch.index)
-        if not torch.isfinite(value):
+        number = value.item()
+        if not math.isfinite(number):
             history.diverged_at[0] = step
             history.log(step, "train", "objective", float("nan"))
             break
         if isinstance(opt, FlatOptimizer):
             grads = torch.autograd.grad(value, params, allow_unused=True)
             opt.step(flat_grad(params, grads, 1), hyper["lr"] * multiplier(step - 1), hyper["weight_decay"],
-                     hyper["momentum"], always)
+                     hyper["momentum"])
         else:
             for group, base in zip(opt.param_groups, base_lrs):
                 group["lr"] = base * multiplier(step - 1)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
-        running.append(value.item())
+        running.append(number)
         if step % eval_every == 0 or step == steps:
             evaluate(step, running)
             running = []
