@@ -4,9 +4,11 @@
 
 Side by side, in one run on the same machine:
 
-1. steps/s of ``tdlab.train.train`` (device-resident tensors, batches by index) vs a
-   plain PyTorch ``DataLoader`` loop training the same MLP on MNIST-1D (same batch
-   size, same steps, same optimizer);
+1. steps/s of ``tdlab.train.train`` (device-resident tensors, batches by index, the
+   flat-buffer AdamW of ``tdlab.flat``) vs a plain PyTorch ``DataLoader`` loop training
+   the same MLP on MNIST-1D (same batch size, same steps, ``torch.optim.AdamW``), and,
+   to show where the difference comes from, the same plain loop with the DataLoader
+   replaced by index slicing ("index loop");
 2. wall time of a sweep of ``--configs`` configurations (learning rate × weight decay
    × seed): one batched ``tdlab.sweep.sweep`` vs ``--configs`` sequential ``train`` runs,
    and vs a single run;
@@ -73,6 +75,19 @@ def dataloader_loop(model_fn, dataset, steps, device):
                 break
 
 
+def index_loop(model_fn, dataset, steps, device):
+    """The loop without the DataLoader: tensors on the device, batches sliced by index, torch.optim.AdamW."""
+    torch.manual_seed(0)
+    model = model_fn().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = dataset.x_train.to(device), dataset.y_train.to(device)
+    for index in train.batch_order(len(x), BATCH, steps, seed=0, device=device):
+        loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
 def tdlab_loop(model_fn, dataset, steps):
     train.train(model_fn, dataset, steps=steps, eval_every=steps, batch_size=BATCH, progress=False)
 
@@ -89,6 +104,7 @@ def benchmark(device: str, steps: int, count: int, repeats: int, widths=(32, 256
     rows = []
     for label, model_fn in [*[(f"MLP 40-{w}-{w}-10", mlp(w)) for w in widths], ("CNN1d (32 ch)", cnn)]:
         loader = best_of(lambda: dataloader_loop(model_fn, dataset, steps, device), repeats)
+        plain = best_of(lambda: index_loop(model_fn, dataset, steps, device), repeats)
         ours = best_of(lambda: tdlab_loop(model_fn, dataset, steps), repeats)
         single = ours
         batched = best_of(lambda: sweep.sweep(model_fn, dataset, configs(count), steps=steps, eval_every=steps,
@@ -97,7 +113,8 @@ def benchmark(device: str, steps: int, count: int, repeats: int, widths=(32, 256
                                                       eval_every=steps, batch_size=BATCH, progress=False), 1,
                              warm_up=False)  # 16 runs: the first one warms up the rest
         rows.append({"device": device, "model": label, "steps": steps, "configs": count,
-                     "dataloader steps/s": steps / loader, "tdlab steps/s": steps / ours,
+                     "dataloader steps/s": steps / loader, "index-loop steps/s": steps / plain,
+                     "tdlab steps/s": steps / ours,
                      "loop speed-up": loader / ours, "single run s": single, "batched sweep s": batched,
                      "sequential s": sequential, "batched / single": batched / single,
                      "sequential / batched": sequential / batched})
@@ -116,7 +133,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--configs", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     args = parser.parse_args()

@@ -27,10 +27,10 @@ _CLASS_MAJOR_MAX_CLASSES = 64
 _CLASS_MAJOR_MIN_ROWS = 512
 
 
-def _class_major(logits: torch.Tensor) -> bool:
+def _class_major(logits: torch.Tensor, min_rows: int = _CLASS_MAJOR_MIN_ROWS) -> bool:
     classes = logits.shape[-1] if logits.dim() else 0
     return (logits.device.type == "cpu" and 1 < classes <= _CLASS_MAJOR_MAX_CLASSES
-            and logits.numel() >= _CLASS_MAJOR_MIN_ROWS * classes)
+            and logits.numel() >= min_rows * classes)
 
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -53,8 +53,21 @@ def negative_log_likelihood(log_probs: torch.Tensor, targets: torch.Tensor) -> t
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the example axis of −log softmax(z)_y, for any leading shape."""
-    return negative_log_likelihood(log_softmax(logits), targets).mean(-1)
+    """Mean over the example axis of −log softmax(z)_y, for any leading shape.
+
+    One fused ``F.cross_entropy`` call over (M, C, B), the class axis second: on the
+    CPU with few classes that layout is also the fast one (see :func:`log_softmax`).
+    """
+    if logits.dim() == 2 and not _class_major(logits):          # one small batch: fewest calls
+        return F.cross_entropy(logits, targets.long())
+    classes, examples = logits.shape[-1], logits.shape[-2]
+    leading = logits.shape[:-2]
+    class_major = _class_major(logits, min_rows=0)
+    logits = logits.reshape(-1, examples, classes).transpose(1, 2)       # (M, C, B)
+    if class_major:
+        logits = logits.contiguous()
+    per_example = F.cross_entropy(logits, targets.long().reshape(-1, examples), reduction="none")
+    return per_example.mean(-1).reshape(leading)
 
 
 def mse_onehot(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -123,7 +123,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
         mask = torch.stack([d.corrupted_mask for d in draws])
         y_true = data.y_train
     else:
-        y_train = data.y_train.expand(count, -1)
+        y_train = None   # shared: sliced once per step, then expanded to (E, B)
         mask, y_true = data.corrupted_mask, data.y_train_true
 
     # -- models, stacked
@@ -162,7 +162,8 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
         with torch.no_grad():
             logits_train = chunked(lambda x: batched(params, buffers, x), data.x_train, dim=1)
             logits_test = chunked(lambda x: batched(params, buffers, x), data.x_test, dim=1)
-        results = measure(logits_train, logits_test, y_train, data.y_test, y_true, mask)
+        labels = data.y_train if y_train is None else y_train
+        results = measure(logits_train, logits_test, labels, data.y_test, y_true, mask)
         for index, result in enumerate(results):
             if history.diverged_at[index] is not None and history.diverged_at[index] < step:
                 result = {key: float("nan") for key in result}
@@ -178,28 +179,28 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
     running, seen = torch.zeros(count, device=device), 0
     bar = progress_bar(steps, progress, description)
     for step, index in enumerate(batch_order(data.num_train, batch_size, steps, data_seed, device), start=1):
-        batch = Batch(data.x_train.index_select(0, index), y_train.index_select(1, index), index, step)
+        labels = (data.y_train.index_select(0, index).expand(count, -1) if y_train is None
+                  else y_train.index_select(1, index))
+        batch = Batch(data.x_train.index_select(0, index), labels, index, step)
         if batch_hook is not None:
             batch = batch_hook(batch)
         losses = loss_fn(batched(params, buffers, batch.x), batch.y, batch.index)
-        finite = torch.isfinite(losses)
-        newly = active & ~finite
-        if newly.any():
-            for member in torch.nonzero(newly).flatten().tolist():
+        if not (all_active and bool(torch.isfinite(losses).all())):   # one check per step when all is well
+            finite = torch.isfinite(losses)
+            for member in torch.nonzero(active & ~finite).flatten().tolist():
                 history.diverged_at[member] = step
-            active = active & finite
-            all_active = False
-        total = torch.where(active, losses, torch.zeros_like(losses)).sum()
-        grads = torch.autograd.grad(total, leaves, allow_unused=True)
+            active, all_active = active & finite, False
+            losses = torch.where(active, losses, torch.zeros_like(losses))
+        grads = torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
         grad = flat_grad(leaves, grads, count)             # (E, P), laid out as flat
         opt.step(grad, lrs * multiplier(step - 1), wds, moms, None if all_active else active)
-        running += torch.where(active, losses.detach(), torch.zeros_like(losses))
+        running += losses.detach()
         seen += 1
         if step % eval_every == 0 or step == steps:
             evaluate(step, running, seen)
             running, seen = torch.zeros(count, device=device), 0
         bar.update(1)
-        if not active.any():
+        if not all_active and not bool(active.any()):
             break
     bar.close()
     history.seconds = time.perf_counter() - start
