@@ -14,11 +14,12 @@ Side by side, in one run on the same machine:
    and vs a single run;
 3. the same on CUDA when a GPU is present (and a 64-configuration sweep there).
 
-Each timing is the best of ``--repeats`` runs after a warm-up run.
+Each timing is the best of ``--repeats`` interleaved runs after a warm-up run.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import time
@@ -40,19 +41,27 @@ def cnn():
     return models.CNN1d(40, 10, channels=32)
 
 
-def best_of(fn, repeats, warm_up=True):
+def synchronize():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def best_of(functions: dict, repeats: int, warm_up: bool = True) -> dict:
+    """Best wall time of each function. After one warm-up call each (allocations, caches,
+    cudnn autotune), the functions run in turn ``repeats`` times — interleaved, so a slow
+    spell on a shared machine slows all of them rather than one."""
     if warm_up:
-        fn()  # allocations, caches, cudnn autotune
-    times = []
+        for fn in functions.values():
+            fn()
+    best = {name: math.inf for name in functions}
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in functions.items():
+            synchronize()
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def dataloader_loop(model_fn, dataset, steps, device):
@@ -103,15 +112,18 @@ def benchmark(device: str, steps: int, count: int, repeats: int, widths=(32, 256
     dataset = tdata.load("mnist1d", device=device)
     rows = []
     for label, model_fn in [*[(f"MLP 40-{w}-{w}-10", mlp(w)) for w in widths], ("CNN1d (32 ch)", cnn)]:
-        loader = best_of(lambda: dataloader_loop(model_fn, dataset, steps, device), repeats)
-        plain = best_of(lambda: index_loop(model_fn, dataset, steps, device), repeats)
-        ours = best_of(lambda: tdlab_loop(model_fn, dataset, steps), repeats)
+        times = best_of({
+            "loader": lambda: dataloader_loop(model_fn, dataset, steps, device),
+            "plain": lambda: index_loop(model_fn, dataset, steps, device),
+            "ours": lambda: tdlab_loop(model_fn, dataset, steps),
+            "batched": lambda: sweep.sweep(model_fn, dataset, configs(count), steps=steps, eval_every=steps,
+                                           batch_size=BATCH, progress=False),
+        }, repeats)
+        loader, plain, ours, batched = (times[k] for k in ("loader", "plain", "ours", "batched"))
         single = ours
-        batched = best_of(lambda: sweep.sweep(model_fn, dataset, configs(count), steps=steps, eval_every=steps,
-                                              batch_size=BATCH, progress=False), repeats)
-        sequential = best_of(lambda: sweep.sequential(model_fn, dataset, configs(count), steps=steps,
-                                                      eval_every=steps, batch_size=BATCH, progress=False), 1,
-                             warm_up=False)  # 16 runs: the first one warms up the rest
+        sequential = best_of({"sequential": lambda: sweep.sequential(
+            model_fn, dataset, configs(count), steps=steps, eval_every=steps, batch_size=BATCH, progress=False)},
+            1, warm_up=False)["sequential"]  # 16 runs: the first one warms up the rest
         rows.append({"device": device, "model": label, "steps": steps, "configs": count,
                      "dataloader steps/s": steps / loader, "index-loop steps/s": steps / plain,
                      "tdlab steps/s": steps / ours,
@@ -133,7 +145,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--configs", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     args = parser.parse_args()
