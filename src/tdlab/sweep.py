@@ -159,8 +159,10 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
 
     def evaluate(step: int, running: torch.Tensor | None, seen: int) -> None:
         with torch.no_grad():
-            logits_train = chunked(lambda x: batched(params, buffers, x), data.x_train, dim=1)
-            logits_test = chunked(lambda x: batched(params, buffers, x), data.x_test, dim=1)
+            # about 32k (member, example) rows per chunk keeps the activations in cache
+            chunk = max(512, 32768 // count)
+            logits_train = chunked(lambda x: batched(params, buffers, x), data.x_train, chunk, dim=1)
+            logits_test = chunked(lambda x: batched(params, buffers, x), data.x_test, chunk, dim=1)
         labels = data.y_train if y_train is None else y_train
         results = measure(logits_train, logits_test, labels, data.y_test, y_true, mask)
         for index, result in enumerate(results):
