@@ -146,3 +146,22 @@ def test_flatten_keeps_the_model_and_shares_memory():
     with torch.no_grad():
         buffer.zero_()
     assert all((p == 0).all() for p in model.parameters())
+
+
+def test_mixed_dtype_model_trains_with_torch_optim(digits):
+    """flatten_ needs one dtype; train() then falls back to torch.optim for named optimizers."""
+    from tdlab import flat
+
+    class Mixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = models.MLP(64, 10, width=8, depth=1)
+            self.scale = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
+
+        def forward(self, x):
+            return self.body(x) * self.scale.float()
+
+    with pytest.raises(ValueError, match="one dtype"):
+        flat.flatten_(Mixed())
+    history = train.train(Mixed, digits, steps=5, eval_every=5, progress=False)
+    assert history.model.scale.dtype == torch.float64

@@ -54,6 +54,8 @@ def flatten_(model: nn.Module) -> tuple[torch.Tensor, list[nn.Parameter]]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
+    if len({(p.dtype, p.device) for p in params}) > 1:
+        raise ValueError("flatten_ needs parameters of one dtype on one device")
     flat = torch.cat([p.detach().reshape(-1) for p in params]).unsqueeze(0)
     offset = 0
     for p in params:

@@ -212,7 +212,8 @@ def train(model: nn.Module | Callable[[], nn.Module], data: Dataset, *, loss: st
     loss_fn = get_loss(loss, **loss_kwargs)
     if data.num_classes is not None:
         loss_fn.setup(data.num_train, data.num_classes, members=1, device=device)
-    if isinstance(optimizer, str):
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if isinstance(optimizer, str) and len({(p.dtype, p.device) for p in trainable}) == 1:
         # named optimizers step a flat buffer that the parameters are views of (tdlab.flat)
         check_choice("optimizer", optimizer, OPTIMIZERS)
         flat, params = flatten_(model)
