@@ -45,6 +45,11 @@ def stack(models: list[nn.Module]) -> tuple[torch.Tensor, dict[str, torch.Tensor
     return flat, params, buffers
 
 
+def flattenable(model: nn.Module) -> bool:
+    """Whether :func:`flatten_` can put ``model``'s trainable parameters in one buffer (one dtype, one device)."""
+    return len({(p.dtype, p.device) for p in model.parameters() if p.requires_grad}) == 1
+
+
 def flatten_(model: nn.Module) -> tuple[torch.Tensor, list[nn.Parameter]]:
     """Make every trainable parameter of ``model`` a view of one ``(1, P)`` buffer, in place.
 
@@ -54,7 +59,7 @@ def flatten_(model: nn.Module) -> tuple[torch.Tensor, list[nn.Parameter]]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    if len({(p.dtype, p.device) for p in params}) > 1:
+    if not flattenable(model):
         raise ValueError("flatten_ needs parameters of one dtype on one device")
     flat = torch.cat([p.detach().reshape(-1) for p in params]).unsqueeze(0)
     offset = 0

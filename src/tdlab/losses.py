@@ -33,18 +33,21 @@ def _class_major(logits: torch.Tensor, min_rows: int = _CLASS_MAJOR_MIN_ROWS) ->
             and logits.numel() >= min_rows * classes)
 
 
+def _over_classes(function, logits: torch.Tensor) -> torch.Tensor:
+    """``function(logits, dim)`` over the last axis, through a class-major copy when that is faster."""
+    if not _class_major(logits):
+        return function(logits, dim=-1)
+    return function(logits.movedim(-1, 0).contiguous(), dim=0).movedim(0, -1)
+
+
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """log softmax(z) over the last (class) axis; equal to ``torch.log_softmax(z, -1)``, faster on CPU for few classes."""
-    if not _class_major(logits):
-        return torch.log_softmax(logits, dim=-1)
-    return torch.log_softmax(logits.movedim(-1, 0).contiguous(), dim=0).movedim(0, -1)
+    return _over_classes(torch.log_softmax, logits)
 
 
 def softmax(logits: torch.Tensor) -> torch.Tensor:
     """softmax(z) over the last (class) axis; equal to ``torch.softmax(z, -1)``, faster on CPU for few classes."""
-    if not _class_major(logits):
-        return torch.softmax(logits, dim=-1)
-    return torch.softmax(logits.movedim(-1, 0).contiguous(), dim=0).movedim(0, -1)
+    return _over_classes(torch.softmax, logits)
 
 
 def negative_log_likelihood(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -122,7 +122,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
         mask = torch.stack([d.corrupted_mask for d in draws])
         y_true = data.y_train
     else:
-        y_train = None   # shared: sliced once per step, then expanded to (E, B)
+        y_train = data.y_train   # shared (N,): sliced once per step, then expanded to (E, B)
         mask, y_true = data.corrupted_mask, data.y_train_true
 
     # -- models, stacked
@@ -141,8 +141,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
             return functional_call(base, (p, b), (x,))
 
         batched = torch.vmap(forward, in_dims=(0, 0, None), randomness="different")
-    names = list(params)
-    leaves = [params[n] for n in names]
+    leaves = list(params.values())
     opt = FlatOptimizer(optimizer, flat, betas=betas, eps=eps)
     as_tensor = lambda key: torch.tensor([float(s[key]) for s in settings], device=device)  # noqa: E731
     lrs, wds, moms = as_tensor("lr"), as_tensor("weight_decay"), as_tensor("momentum")
@@ -163,8 +162,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
             chunk = max(512, 32768 // count)
             logits_train = chunked(lambda x: batched(params, buffers, x), data.x_train, chunk, dim=1)
             logits_test = chunked(lambda x: batched(params, buffers, x), data.x_test, chunk, dim=1)
-        labels = data.y_train if y_train is None else y_train
-        results = measure(logits_train, logits_test, labels, data.y_test, y_true, mask)
+        results = measure(logits_train, logits_test, y_train, data.y_test, y_true, mask)
         for index, result in enumerate(results):
             if history.diverged_at[index] is not None and history.diverged_at[index] < step:
                 result = {key: float("nan") for key in result}
@@ -180,8 +178,7 @@ def sweep(model_fn: Callable[[], nn.Module], data: Dataset, members, *, loss: st
     running, seen = torch.zeros(count, device=device), 0
     bar = progress_bar(steps, progress, description)
     for step, index in enumerate(batch_order(data.num_train, batch_size, steps, data_seed, device), start=1):
-        labels = (data.y_train.index_select(0, index).expand(count, -1) if y_train is None
-                  else y_train.index_select(1, index))
+        labels = y_train.index_select(-1, index).expand(count, -1)     # (E, B), shared or per member
         batch = Batch(data.x_train.index_select(0, index), labels, index, step)
         if batch_hook is not None:
             batch = batch_hook(batch)

@@ -22,7 +22,7 @@ from torch import nn
 
 from tdlab.config import check_choice, check_range, quiet
 from tdlab.data import Dataset
-from tdlab.flat import OPTIMIZERS, FlatOptimizer, flat_grad, flatten_
+from tdlab.flat import OPTIMIZERS, FlatOptimizer, flat_grad, flatten_, flattenable
 from tdlab.history import History
 from tdlab.losses import Loss, get_loss
 
@@ -212,10 +212,9 @@ def train(model: nn.Module | Callable[[], nn.Module], data: Dataset, *, loss: st
     loss_fn = get_loss(loss, **loss_kwargs)
     if data.num_classes is not None:
         loss_fn.setup(data.num_train, data.num_classes, members=1, device=device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if isinstance(optimizer, str) and len({(p.dtype, p.device) for p in trainable}) == 1:
+    if isinstance(optimizer, str) and flattenable(model):
         # named optimizers step a flat buffer that the parameters are views of (tdlab.flat)
-        check_choice("optimizer", optimizer, OPTIMIZERS)
+        check_choice("optimizer", optimizer, OPTIMIZERS)   # before the model is touched
         flat, params = flatten_(model)
         opt = FlatOptimizer(optimizer, flat)
         hyper = {key: torch.tensor([value], device=device)
