@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tdlab import data as tdata
+from tdlab import engine
 from tdlab import models, sweep, train
 
 BATCH = 128
@@ -90,7 +91,7 @@ def index_loop(model_fn, dataset, steps, device):
     model = model_fn().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = dataset.x_train.to(device), dataset.y_train.to(device)
-    for index in train.batch_order(len(x), BATCH, steps, seed=0, device=device):
+    for index in engine.batch_order(len(x), BATCH, steps, seed=0, device=device):
         loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -124,14 +124,16 @@ def test_elr_bad_input():
 
 @pytest.mark.parametrize("shape", [(3, 10), (4000, 10), (16, 128, 10), (2, 600, 3), (700, 100), (2, 1)])
 def test_class_major_softmax_equals_torch(shape):
-    """The fast CPU path (class-major copy) gives torch's values and gradients."""
+    """The fast CPU path (class-major copy) gives torch's values and gradients, to within one
+    float32 rounding (1e-6 relative: log-softmax values reach about −40 here, where one unit in
+    the last place is 4e-6, and the two paths may round the last bit differently)."""
     logits = (torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 5).requires_grad_()
     upstream = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     for ours, reference in [(losses.log_softmax, lambda z: torch.log_softmax(z, -1)),
                             (losses.softmax, lambda z: torch.softmax(z, -1))]:
         value, expected = ours(logits), reference(logits)
         assert value.shape == expected.shape
-        torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-6)
         grad, = torch.autograd.grad(value, logits, upstream)
         expected_grad, = torch.autograd.grad(expected, logits, upstream)
-        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-6)

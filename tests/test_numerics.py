@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tdlab import data, losses, models, numerics, optim, train
+from tdlab import data, losses, models, numerics, optim, sweep, train
 
 
 # ----------------------------------------------------------------- StableMax cross-entropy
@@ -104,11 +104,11 @@ def test_cross_entropy_in_each_precision():
     targets = torch.randint(0, 4, (6,), generator=gen)
     exact = torch.nn.functional.cross_entropy(logits.double(), targets).item()
     for name, tol in (("float64", 1e-7), ("float32", 1e-6), ("float16", 3e-3), ("bfloat16", 3e-2)):
-        value = numerics.SoftmaxCrossEntropy(name)(logits, targets)
+        value = losses.SoftmaxCrossEntropy(name)(logits, targets)
         assert value.item() == pytest.approx(exact, rel=tol), name
     assert numerics.cross_entropy_in(logits, targets, "float16").dtype == torch.float16
     assert numerics.cross_entropy_in(logits, targets, "float64").dtype == torch.float32  # as the official code
-    probs = numerics.softmax(logits, "bfloat16")
+    probs = numerics.softmax_in(logits, "bfloat16")
     assert probs.dtype == torch.bfloat16
     torch.testing.assert_close(probs.double(), torch.softmax(logits.double(), -1), rtol=2e-2, atol=2e-3)
 
@@ -226,12 +226,35 @@ def test_orthograd_factory_in_the_training_loop_and_schedule_reaches_inner_optim
                           batch_size=None, steps=4, eval_every=2, schedule_name="cosine", progress=False,
                           callback=lambda h: seen.append(h))
     assert not history.diverged and len(seen) == 3
-    history = numerics.train_collapse(lambda: models.MLP(14, 7, width=16, bias=False), d,
-                                      loss=losses.StableMaxCrossEntropy(), optimizer=factory,
-                                      batch_size=None, steps=4, eval_every=2, progress=False)
+    history = train.train(lambda: models.MLP(14, 7, width=16, bias=False), d,
+                          loss=losses.StableMaxCrossEntropy(), optimizer=factory, monitors=[numerics.collapse()],
+                          batch_size=None, steps=4, eval_every=2, progress=False)
     steps, sc = history.curve("train", "sc")
     assert steps.tolist() == [0, 2, 4] and all(0 <= v <= 1 for v in sc)
-    assert history.knobs[0]["precision"] == "float32"
+    assert history.knobs[0]["loss"] == "stablemax" and history.knobs[0]["precision"] == "float64"
+    assert history.knobs[0]["optimizer"] == "orthograd_adamw"
+
+
+@pytest.mark.parametrize("loss", ["softmax_ce", "stablemax"])
+def test_collapse_monitor_equals_measuring_the_trained_model(loss):
+    """The monitor reads the loop's logits; measuring the trained model afterwards must agree."""
+    d = data.modular_arithmetic(11, "add", 0.8, seed=0)
+    common = dict(batch_size=None, steps=60, eval_every=20, lr=0.05, progress=False)
+    members = [{"seed": 0}, {"seed": 1, "lr": 0.02}]
+    history = sweep.sweep(lambda: models.MLP(22, 11, width=32, bias=False), d, members, loss=loss,
+                          precision="float64" if loss == "stablemax" else "float16",
+                          monitors=[numerics.collapse("float16")], **common)
+    for member, model in enumerate(history.models):
+        logits = model(d.x_train).detach()
+        own = (numerics.stablemax_collapse(logits, "float64") if loss == "stablemax"
+               else numerics.softmax_collapse(logits, "float16"))
+        assert history.final("train", "sc", member) == pytest.approx(own, abs=1e-12)
+        assert history.final("train", "softmax_sc", member) == pytest.approx(
+            numerics.softmax_collapse(logits, "float16"), abs=1e-12)
+        assert history.final("train", "max_gap", member) == pytest.approx(numerics.max_logit_gap(logits), rel=1e-5)
+        zero = numerics.per_example_loss(losses.get_loss(loss, precision=history.knobs[member]["precision"]),
+                                         logits, d.y_train)
+        assert history.final("train", "zero_loss", member) == pytest.approx((zero == 0).float().mean().item())
 
 
 def test_optimizer_factories_check_their_settings():
@@ -245,7 +268,7 @@ def test_per_example_loss_matches_the_mean_loss_example_by_example():
     gen = torch.Generator().manual_seed(7)
     logits = torch.randn(5, 4, generator=gen) * 30
     targets = torch.randint(0, 4, (5,), generator=gen)
-    for loss in (losses.StableMaxCrossEntropy(), numerics.SoftmaxCrossEntropy("float32")):
+    for loss in (losses.StableMaxCrossEntropy(), losses.SoftmaxCrossEntropy("float32")):
         per = numerics.per_example_loss(loss, logits, targets)
         assert per.shape == (5,)
         for i in range(5):

@@ -58,13 +58,12 @@ def make_panel(grid=None, initial=None):
         return fake_history(knobs=values)
 
     panel = interact.panel(run, ["noise_rate", "lr", "weight_decay"], summary=lambda h: {"final": h.final("test", "acc")},
-                           plot=lambda h: plots.memorization_curves(h).figure, initial=initial, grid=grid,
-                           grid_settings={"lr": 1e-3, "weight_decay": 0.0})
+                           plot=lambda h: plots.memorization_curves(h).figure, initial=initial, grid=grid)
     return panel, calls
 
 
 def test_panel_reuses_initial_and_grid_and_runs_otherwise():
-    grid = concat([fake_history(knobs={"noise_rate": r}) for r in (0.2, 0.4, 0.6)])
+    grid = concat([fake_history(knobs={"noise_rate": r, "lr": 1e-3, "weight_decay": 0.0}) for r in (0.2, 0.4, 0.6)])
     panel, calls = make_panel(grid=grid, initial=fake_history())
     defaults = dict(panel.defaults)
     assert panel.result(defaults)[1] == "the default run above"
@@ -108,7 +107,7 @@ def test_widget_builds(monkeypatch):
 def test_widget_scrubs_the_grid_and_runs_off_grid(monkeypatch):
     import ipywidgets as w
 
-    grid = concat([fake_history(knobs={"noise_rate": r}) for r in (0.2, 0.4, 0.6)])
+    grid = concat([fake_history(knobs={"noise_rate": r, "lr": 1e-3, "weight_decay": 0.0}) for r in (0.2, 0.4, 0.6)])
     panel, calls = make_panel(grid=grid, initial=fake_history())
     left, _ = panel.widget().children
     sliders = {c.description: c for c in left.children if isinstance(c, w.FloatSlider)}
@@ -140,3 +139,38 @@ def test_widget_shows_errors_instead_of_raising():
     status = [c for c in left.children if isinstance(c, w.HTML)][1]
     assert "run failed: RuntimeError: out of memory" in status.value
     plt.close("all")
+
+
+def test_panel_plot_title_comes_from_the_runs_knobs():
+    def run(callback=None, **values):
+        return fake_history(knobs={"noise_rate": 0.4, "lam": 3.0})
+
+    panel = interact.panel(run, ["noise_rate"], summary=lambda h: {}, plot=plots.memorization_curves,
+                           plot_title="λ = {lam:g}, noise {noise_rate:.0%}")
+    figure = panel.plot(fake_history(knobs={"noise_rate": 0.4, "lam": 3.0}))
+    assert figure.axes[0].get_title() == "λ = 3, noise 40%"
+    bad = interact.panel(run, ["noise_rate"], summary=lambda h: {}, plot=plots.memorization_curves,
+                         plot_title="{alpha}")
+    with pytest.raises(ValueError, match="alpha"):
+        bad.plot(fake_history())
+    plt.close("all")
+
+
+def test_explorer_holds_every_member_and_names_a_missing_combination():
+    import json
+    import re
+
+    h = concat([fake_history(knobs={"noise_rate": r, "lam": l}) for r in (0.2, 0.4) for l in (0.0, 3.0)][:3])
+    figure = plots.explorer(h, ["noise_rate", "lam"], curves=[("test", "acc"), ("train_corrupted", "acc_true")],
+                            start={"noise_rate": 0.4, "lam": 0.0})
+    markup = figure._repr_html_()
+    spec = json.loads(re.search(r"<script type=\"application/json\">(.*?)</script>", markup).group(1))
+    assert spec["sliders"][0]["values"] == [0.2, 0.4] and spec["sliders"][1]["values"] == [0.0, 3.0]
+    assert set(spec["members"]) == {"0,0", "0,1", "1,0"}                  # (0.4, 3.0) was not trained
+    assert spec["members"]["0,1"][0] == [10.0, 60.0, 50.0, 45.0]          # test accuracy in %, every step
+    assert 'value="1" aria-label="noise_rate"' in markup and len(figure) < 20_000
+    assert "not trained" in markup
+    with pytest.raises(ValueError, match="more than the slider knobs"):
+        plots.explorer(h, ["noise_rate"])
+    with pytest.raises(ValueError, match="not a knob"):
+        plots.explorer(h, ["alpha"])

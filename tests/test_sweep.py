@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import data, models, sweep, train
+from tdlab import data, engine, models, sweep, train
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +65,11 @@ def test_diverging_member_is_frozen_and_others_unaffected(digits):
 
 def test_grid_and_member_specs():
     assert sweep.grid(a=[1, 2], b=[3]) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
-    assert sweep._members({"lr": [1, 2], "seed": [0, 1]}) == [{"lr": 1, "seed": 0}, {"lr": 2, "seed": 1}]
+    assert engine.member_list({"lr": [1, 2], "seed": [0, 1]}) == [{"lr": 1, "seed": 0}, {"lr": 2, "seed": 1}]
     with pytest.raises(ValueError, match="'seed' has 3 values"):
-        sweep._members({"lr": [1, 2], "seed": [0, 1, 2]})
+        engine.member_list({"lr": [1, 2], "seed": [0, 1, 2]})
     with pytest.raises(ValueError, match="'lr' must be a list"):
-        sweep._members({"lr": 1e-3, "seed": [0, 1]})
+        engine.member_list({"lr": 1e-3, "seed": [0, 1]})
 
 
 def test_unknown_knob_is_named(digits):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tdlab import data, models, train
+from tdlab import data, engine, models, train
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +52,20 @@ def test_metrics_match_an_independent_computation(digits):
 
 
 def test_full_batch_and_batch_order():
-    orders = list(train.batch_order(10, 4, 5, seed=0))
+    orders = list(engine.batch_order(10, 4, 5, seed=0))
     assert [len(o) for o in orders] == [4, 4, 4, 4, 4]
     first_epoch = torch.cat(orders[:2])
     assert len(set(first_epoch.tolist())) == 8
-    full = list(train.batch_order(10, None, 3, seed=0))
+    full = list(engine.batch_order(10, None, 3, seed=0))
     assert all(torch.equal(o, torch.arange(10)) for o in full)
 
 
 def test_schedules():
-    cosine = train.schedule("cosine", 100)
+    cosine = engine.schedule("cosine", 100)
     assert cosine(0) == 1 and cosine(100) == pytest.approx(0) and cosine(50) == pytest.approx(0.5)
-    step = train.schedule("step", 100)
+    step = engine.schedule("step", 100)
     assert step(10) == 1 and step(60) == pytest.approx(0.1) and step(80) == pytest.approx(0.01)
-    warm = train.schedule("warmup_cosine", 100, warmup=10)
+    warm = engine.schedule("warmup_cosine", 100, warmup=10)
     assert warm(0) == pytest.approx(0.1) and warm(9) == pytest.approx(1.0)
 
 
@@ -104,7 +104,7 @@ def test_elr_runs_through_the_loop(digits):
 
 def test_crop_flip_matches_a_per_image_loop():
     from tdlab import augment
-    from tdlab.train import Batch
+    from tdlab.engine import Batch
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(6, 3, 8, 8, generator=gen)
@@ -126,7 +126,7 @@ def test_named_optimizers_match_torch_optim(digits, name):
     common = dict(steps=40, eval_every=10, batch_size=64, seed=1, schedule_name="cosine", progress=False)
     ours = train.train(small_mlp(digits), digits, optimizer=name, **settings, **common)
     reference = train.train(small_mlp(digits), digits, **common,
-                            optimizer=lambda params: train.make_optimizer(name, params, **settings))
+                            optimizer=lambda params: engine.make_optimizer(name, params, **settings))
     for split in ("train", "test"):
         assert torch.allclose(torch.tensor(ours.curve(split, "loss")[1]),
                               torch.tensor(reference.curve(split, "loss")[1]), atol=1e-5, rtol=0)

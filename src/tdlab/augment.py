@@ -9,6 +9,11 @@
   switch-off step (early-stopped mixup) and a label coefficient λ' = g(λ).
 - :func:`cutout` — one zeroed square per image.
 - :func:`compose` — several hooks in a row (crop and flip, then mix).
+
+Every hook carries its ``settings`` (names prefixed by the hook: ``mixup_alpha``,
+``cutmix_prob``, ...), which the training loop records in the run's History; a hook
+whose strength is 0 (``mixup(0)``, ``cutmix(prob=0)``) returns its batches unchanged, so
+"the knob off" is a run like any other, with its settings recorded.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from tdlab.config import check_range
+from tdlab.monitors import evaluating
 
 
 def _require_images(x: torch.Tensor, who: str) -> None:
@@ -51,6 +57,7 @@ def crop_flip(padding: int = 4, flip: bool = True, seed: int = 0):
         out = padded.permute(0, 2, 3, 1)[images, rows, cols].permute(0, 3, 1, 2)
         return dataclasses.replace(batch, x=out.contiguous())
 
+    hook.settings = {"crop_padding": padding, "crop_flip": flip}
     return hook
 
 
@@ -176,6 +183,8 @@ def mixup(alpha: float = 1.0, num_classes: int = 10, *, stop_after: int | None =
     stream = _Stream(seed)
 
     def hook(batch):
+        if alpha == 0:                 # no mixing: ERM
+            return batch
         stream.start(batch)
         if stop_after is not None and batch.step > stop_after:
             return batch
@@ -187,7 +196,7 @@ def mixup(alpha: float = 1.0, num_classes: int = 10, *, stop_after: int | None =
         return dataclasses.replace(batch, x=x, y=mix_targets(batch.y, perm, lam_label, num_classes, _dtype(x)))
 
     hook.last = None
-    hook.settings = {"alpha": alpha, "stop_after": stop_after, "label_map": g.__name__}
+    hook.settings = {"mixup_alpha": alpha, "mixup_stop_after": stop_after, "mixup_label_map": g.__name__}
     return hook
 
 
@@ -239,7 +248,8 @@ def cutmix(beta: float = 1.0, num_classes: int = 10, *, prob: float = 1.0, stop_
         return dataclasses.replace(batch, x=mixed, y=mix_targets(batch.y, perm, lam_label, num_classes, _dtype(x)))
 
     hook.last = None
-    hook.settings = {"beta": beta, "prob": prob, "stop_after": stop_after, "label_map": g.__name__}
+    hook.settings = {"cutmix_beta": beta, "cutmix_prob": prob, "cutmix_stop_after": stop_after,
+                     "cutmix_label_map": g.__name__}
     return hook
 
 
@@ -267,6 +277,7 @@ def cutout(size: int, *, prob: float = 1.0, seed: int = 0):
         inside = inside & on[:, None, None]
         return dataclasses.replace(batch, x=x * (~inside)[:, None].to(x.dtype))
 
+    hook.settings = {"cutout_size": size, "cutout_prob": prob}
     return hook
 
 
@@ -280,10 +291,10 @@ def compose(*hooks):
             batch = h(batch)
         return batch
 
+    hook.settings = {k: v for h in chain for k, v in (getattr(h, "settings", None) or {}).items()}
     return hook
 
 
-@torch.no_grad()
 def occlusion_map(model, x: torch.Tensor, y: torch.Tensor, size: int = 2, fill: float = 0.0) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus 2014): for every position (i, j) of an image,
     the drop of the softmax probability of class y when the size×size square whose top-left
@@ -294,9 +305,12 @@ def occlusion_map(model, x: torch.Tensor, y: torch.Tensor, size: int = 2, fill: 
     """
     _require_images(x, "occlusion_map")
     check_range("occlusion size", size, 1)
+    with evaluating(model):
+        return _occlusion(model, x, y, size, fill)
+
+
+def _occlusion(model, x: torch.Tensor, y: torch.Tensor, size: int, fill: float) -> torch.Tensor:
     n, _, height, width = x.shape
-    was_training = model.training
-    model.eval()
     base = torch.softmax(model(x), -1).gather(-1, y[:, None]).squeeze(-1)
     out = torch.zeros(n, height, width, device=x.device)
     for i in range(height):
@@ -307,5 +321,16 @@ def occlusion_map(model, x: torch.Tensor, y: torch.Tensor, size: int = 2, fill: 
             occluded.append(xo)
         probs = torch.softmax(model(torch.cat(occluded)), -1).reshape(width, n, -1)
         out[:, i] = (base[None] - probs.gather(-1, y[None, :, None].expand(width, n, 1)).squeeze(-1)).T
-    model.train(was_training)
     return out
+
+
+def occluded_share(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.1,
+                   relative: bool = False) -> float:
+    """The fraction of the pixels in ``mask`` (N, H, W), over all images, where an
+    :func:`occlusion_map` (N, H, W) exceeds ``threshold`` — or, with ``relative=True``, exceeds
+    ``threshold`` times that image's largest drop (a measure blind to how confident the model is)."""
+    if maps.shape != mask.shape:
+        raise ValueError(f"maps {tuple(maps.shape)} and mask {tuple(mask.shape)} must have the same shape")
+    if relative:
+        threshold = threshold * maps.flatten(1).max(1).values.clamp_min(1e-6)[:, None, None]
+    return (((maps > threshold) & mask).sum() / mask.sum()).item()

@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import torch
+from IPython import get_ipython
 
 SCALES = ("cpu", "paper")
 
@@ -46,9 +47,19 @@ def env_scale(default: str = "cpu") -> str:
     return value
 
 
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to something other than "", "0" or "false"."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false")
+
+
 def quiet() -> bool:
     """True when progress bars should be silent (``CI`` is set, or ``TDLAB_QUIET``)."""
-    return any(os.environ.get(k, "").lower() not in ("", "0", "false") for k in ("CI", "TDLAB_QUIET"))
+    return env_flag("CI") or env_flag("TDLAB_QUIET")
+
+
+def static() -> bool:
+    """True when no one can click: ``CI`` or ``TDLAB_STATIC`` (the book build, ``make test``)."""
+    return env_flag("CI") or env_flag("TDLAB_STATIC")
 
 
 def check_choice(what: str, value, allowed) -> None:
@@ -70,3 +81,14 @@ def check_range(what: str, value: float, low: float | None = None, high: float |
         hi = ")" if high_open else "]"
         interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
         raise ValueError(f"{what} must be in {interval}, got {value!r}")
+
+
+def live_kernel() -> bool:
+    """True inside a running notebook kernel (Jupyter, Colab, nbval, the book build)."""
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def frontend_attached() -> bool:
+    """True when someone can watch and click: a live kernel, and neither ``CI`` nor ``TDLAB_STATIC``."""
+    return live_kernel() and not static()

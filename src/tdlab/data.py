@@ -35,9 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 import torch
+from mnist1d.data import get_dataset_args, make_dataset
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
-from tdlab.config import check_choice, check_range
+from tdlab import noise
+from tdlab.config import check_choice, check_range, device as default_device
 
 OFFLINE = ("mnist1d", "digits", "modular", "teacher")
 ONLINE = ("cifar10", "cifar100", "mnist", "fashion_mnist")
@@ -112,9 +117,9 @@ class Dataset:
         return self.replace(**changes)
 
     def __repr__(self) -> str:
-        noise = f", corrupted={int(self.corrupted_mask.sum())}" if self.has_noise else ""
+        corrupted = f", corrupted={int(self.corrupted_mask.sum())}" if self.has_noise else ""
         return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
-                f"classes={self.num_classes}{noise}, device={self.device})")
+                f"classes={self.num_classes}{corrupted}, device={self.device})")
 
 
 def cache_dir() -> Path:
@@ -122,8 +127,6 @@ def cache_dir() -> Path:
     root = os.environ.get("TDLAB_DATA")
     if root:
         return Path(root)
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("tdlab"))
 
 
@@ -134,8 +137,6 @@ def load(name: str, device=None, **kwargs) -> Dataset:
     >>> data.x_train.shape               # doctest: +SKIP
     torch.Size([4000, 40])
     """
-    from tdlab.config import device as default_device
-
     check_choice("dataset", name, DATASETS)
     builders = {
         "mnist1d": mnist1d,
@@ -180,8 +181,6 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -
     if path.exists():
         arrays = dict(np.load(path))
     else:
-        from mnist1d.data import get_dataset_args, make_dataset
-
         args = get_dataset_args()
         args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
         made = make_dataset(args)
@@ -195,9 +194,6 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -
 
 def digits(test_fraction: float = 0.3, seed: int = 0) -> Dataset:
     """scikit-learn's 8×8 handwritten digits as (1, 8, 8) images in [0, 1], stratified split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     check_range("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None]
@@ -382,8 +378,6 @@ def with_label_noise(data: Dataset, kind: str = "symmetric", rate: float = 0.4, 
     ``corrupted_mask`` marks the examples whose label now differs from the truth.
     The test set is untouched.
     """
-    from tdlab import noise
-
     if data.num_classes is None:
         raise ValueError("label noise needs a classification dataset (num_classes is None)")
     true = data.y_train_true if data.y_train_true is not None else data.y_train

@@ -8,9 +8,9 @@ calls per step, more time than the forward pass. Here every parameter is a view 
 momentum per member.
 
 - :func:`stack` — E models' parameters as one ``(E, P)`` buffer plus per-layer views, for
-  ``vmap(functional_call)`` (what :mod:`tdlab.sweep` trains).
+  ``vmap(functional_call)`` (what :mod:`tdlab.engine` trains when it stacks members).
 - :func:`flatten_` — one model's parameters made views of a ``(1, P)`` buffer, in place
-  (what :func:`tdlab.train.train` trains with its named optimizers).
+  (what :mod:`tdlab.engine` trains when members run one at a time with a named optimizer).
 - :func:`flat_grad` — gradients laid out like the buffer.
 """
 from __future__ import annotations

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from tdlab.config import check_range
+from tdlab.monitors import Evaluation, measure_model
 
 
 def spectrum(vectors: torch.Tensor) -> torch.Tensor:
@@ -56,12 +57,14 @@ def neuron_vectors(model) -> dict[str, torch.Tensor]:
     """Each hidden neuron's three vectors over Z_p, as rows: ``U`` (N, p), ``V`` (N, p), ``W`` (N, p).
 
     ``W`` here is the transpose of the output matrix, so row k is the column W_{:,k}.
-    ``model`` is a :class:`tdlab.models.QuadraticModularNet`.
+    ``model`` is a :class:`tdlab.models.QuadraticModularNet`, or its parameters by name
+    (what a monitor receives from the training loop).
     """
+    params = model if isinstance(model, dict) else dict(model.named_parameters())
     for name in ("U", "V", "W"):
-        if not hasattr(model, name):
+        if name not in params:
             raise ValueError("the Fourier analysis needs a QuadraticModularNet (parameters U, V, W)")
-    return {"U": model.U.detach(), "V": model.V.detach(), "W": model.W.detach().T}
+    return {"U": params["U"].detach(), "V": params["V"].detach(), "W": params["W"].detach().T}
 
 
 def neuron_ipr(model, r: float = 2.0) -> torch.Tensor:
@@ -96,17 +99,10 @@ def prune(model, neurons) -> torch.nn.Module:
     return pruned
 
 
-@torch.no_grad()
 def accuracies(model, data) -> dict[str, float]:
     """Accuracy of ``model`` on the test set, the clean training examples and the corrupted
     ones (against their given labels, ``corrupted``, and their true labels, ``corrupted_true``)."""
-    from tdlab.train import measure
-
-    was_training = model.training
-    model.eval()
-    result = measure(model(data.x_train)[None], model(data.x_test)[None], data.y_train, data.y_test,
-                     data.y_train_true, data.corrupted_mask)[0]
-    model.train(was_training)
+    result = measure_model(model, data)
     out = {"test": result[("test", "acc")], "train": result[("train", "acc")]}
     if ("train_clean", "acc") in result:
         out["clean"] = result[("train_clean", "acc")]
@@ -114,6 +110,26 @@ def accuracies(model, data) -> dict[str, float]:
         out["corrupted"] = result[("train_corrupted", "acc")]
         out["corrupted_true"] = result[("train_corrupted", "acc_true")]
     return out
+
+
+def ipr_monitor(edges: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), r: float = 2.0):
+    """A monitor (:mod:`tdlab.monitors`): the distribution of the neurons' IPR at every
+    evaluation, from the parameters the loop is training (the official notebook's Fig. 1a).
+
+    Logs split ``neurons``: ``ipr_mean``, and ``ipr<e`` — the fraction of neurons whose IPR is
+    below e — for every edge e.
+    """
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], list[float]]:
+        out: dict[tuple[str, str], list[float]] = {("neurons", "ipr_mean"): []}
+        out.update({("neurons", f"ipr<{e:g}"): [] for e in edges})
+        for member in range(ev.members):
+            scores = neuron_ipr(ev.parameters(member), r)
+            out[("neurons", "ipr_mean")].append(scores.mean().item())
+            for e in edges:
+                out[("neurons", f"ipr<{e:g}")].append((scores < e).float().mean().item())
+        return out
+
+    return monitor
 
 
 def pruning_curve(model, data, counts: Sequence[int], r: float = 2.0, order: str = "ipr",

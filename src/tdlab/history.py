@@ -3,8 +3,11 @@
 One row per measurement, so a figure is a filter and a groupby away. Splits:
 ``train``, ``test``, and with label noise ``train_clean`` / ``train_corrupted``
 (accuracy of corrupted examples measured against their *noisy* labels, metric
-``acc``, and against their *true* labels, metric ``acc_true``). A sweep adds a
-``member`` column and one column per swept knob.
+``acc``, and against their *true* labels, metric ``acc_true``); monitors add their
+own. Every run has members 0..E-1 (E = 1 for one run); each member's ``knobs`` hold
+every setting it was trained with (seed, learning rate, weight decay, noise rate,
+the loss's coefficients, the batch hook's settings, ...), whichever entry point
+trained it, and ``models`` the trained modules.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 
 @dataclass
@@ -20,9 +24,20 @@ class History:
     """Measurements of one run or of a batch of runs (``member`` 0..E-1)."""
 
     records: list[dict] = field(default_factory=list)
-    knobs: list[dict] = field(default_factory=lambda: [{}])   # per member: the swept settings
-    diverged_at: list[int | None] = field(default_factory=lambda: [None])
+    knobs: list[dict] = field(default_factory=lambda: [{}])   # per member: every setting it was trained with
+    diverged_at: list[int | None] | None = None                # per member: the step its loss turned NaN/inf
     seconds: float = float("nan")
+    models: list[nn.Module | None] | None = None               # per member: the trained model
+
+    def __post_init__(self) -> None:
+        members = len(self.knobs)
+        if self.diverged_at is None:
+            self.diverged_at = [None] * members
+        if self.models is None:
+            self.models = [None] * members
+        if not len(self.diverged_at) == len(self.models) == members:
+            raise ValueError(f"a History of {members} member(s) needs as many diverged_at and models entries, "
+                             f"got {len(self.diverged_at)} and {len(self.models)}")
 
     # ------------------------------------------------------------------ writing
     def log(self, step: int, split: str, metric: str, value: float, member: int = 0) -> None:
@@ -41,6 +56,15 @@ class History:
     @property
     def num_members(self) -> int:
         return len(self.knobs)
+
+    @property
+    def model(self) -> nn.Module:
+        """The trained model of a one-member History."""
+        if self.num_members != 1:
+            raise ValueError(f"this History has {self.num_members} members: use .models[member]")
+        if self.models[0] is None:
+            raise ValueError("this History holds no trained model")
+        return self.models[0]
 
     @property
     def diverged(self) -> bool:
@@ -69,10 +93,31 @@ class History:
         steps, values = self.curve(split, metric, member)
         return int(steps[int(np.nanargmax(values))])
 
+    def first_step(self, split: str, metric: str, level: float, member: int = 0) -> float:
+        """The first evaluated step at which ``metric`` reaches ``level`` (NaN if it never does)."""
+        steps, values = self.curve(split, metric, member)
+        hit = np.nonzero(values >= level)[0]
+        return float(steps[hit[0]]) if len(hit) else math.nan
+
+    def at_step(self, split: str, metric: str, step: int, member: int = 0) -> float:
+        """The value measured at the first evaluation at or after ``step``."""
+        steps, values = self.curve(split, metric, member)
+        index = int(np.searchsorted(steps, step))
+        if index == len(steps):
+            raise KeyError(f"no {split}/{metric} evaluation at or after step {step} (last: {steps[-1]})")
+        return float(values[index])
+
+    def has(self, split: str, metric: str | None = None) -> bool:
+        """Whether any member has values for ``split`` (and ``metric``)."""
+        return any(r["split"] == split and (metric is None or r["metric"] == metric) for r in self.records)
+
     def member(self, index: int) -> "History":
         """The history of one member, as a single-run History."""
+        if not 0 <= index < self.num_members:
+            raise IndexError(f"member {index} of a History of {self.num_members}")
         records = [{**r, "member": 0} for r in self.records if r["member"] == index]
-        return History(records, [self.knobs[index]], [self.diverged_at[index]], self.seconds)
+        return History(records, [dict(self.knobs[index])], [self.diverged_at[index]], self.seconds,
+                       [self.models[index]])
 
     def select(self, **knobs) -> "History":
         """The members whose knobs take the given values (a value may be a list of allowed values)."""
@@ -111,11 +156,12 @@ def _close(a, b) -> bool:
 
 def concat(histories: list[History]) -> History:
     """Stack several histories as members of one."""
-    out = History(records=[], knobs=[], diverged_at=[])
+    out = History(records=[], knobs=[], diverged_at=[], models=[])
     for h in histories:
         offset = out.num_members
         out.records += [{**r, "member": r["member"] + offset} for r in h.records]
-        out.knobs += h.knobs
+        out.knobs += [dict(k) for k in h.knobs]
         out.diverged_at += h.diverged_at
+        out.models += h.models
     out.seconds = sum(h.seconds for h in histories)
     return out

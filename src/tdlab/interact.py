@@ -6,9 +6,9 @@ learning rate, weight decay and other strengths, linear sliders for rates, a
 redrawn at every evaluation while training runs, and a readout of the
 phenomenon's numbers.
 
-With a precomputed sweep (``grid=``, a :func:`tdlab.sweep.sweep` History) the
-sliders scrub through the grid instantly; a value between grid points is trained
-live when **Run** is pressed.
+With a precomputed sweep (``grid=``, any History whose members' knobs record their
+settings, as every History of the training loop does) the sliders scrub through the
+grid instantly; a value between grid points is trained live when **Run** is pressed.
 
 With no frontend attached — nbval, the book build, ``CI`` or ``TDLAB_STATIC`` set —
 the panel shows the result of the default settings once, as an ordinary figure and
@@ -17,13 +17,15 @@ table, reusing ``initial=`` when given so nothing is trained twice.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import ipywidgets as w
 import matplotlib.pyplot as plt
+from IPython.display import HTML, display
 
+from tdlab.config import frontend_attached
 from tdlab.history import History
 from tdlab.plots import readout_table
 
@@ -78,28 +80,16 @@ def knob(name: str, **overrides) -> Knob:
     return Knob(**{**base.__dict__, **overrides})
 
 
-def frontend_attached() -> bool:
-    """False under CI, the book build or nbval (no one to click the widgets)."""
-    if any(os.environ.get(k, "").lower() not in ("", "0", "false") for k in ("CI", "TDLAB_STATIC")):
-        return False
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:  # pragma: no cover
-        return False
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
 class Panel:
     """The widget panel. Build it with :func:`panel`."""
 
     def __init__(self, run: Callable[..., History], knobs: list, summary: Callable[[History], dict],
-                 plot: Callable[[History], plt.Figure], initial: History | None = None,
-                 grid: History | None = None, grid_settings: dict | None = None, title: str = ""):
-        self.run, self.summary, self.plot, self.title = run, summary, plot, title
+                 plot: Callable[[History], plt.Figure | plt.Axes], initial: History | None = None,
+                 grid: History | None = None, title: str = "", plot_title: str | None = None):
+        self.run, self.summary, self.title, self.plot_title = run, summary, title, plot_title
+        self._plot = plot
         self.knobs = [k if isinstance(k, Knob) else knob(k) for k in knobs]
-        self.grid, self.grid_settings = grid, dict(grid_settings or {})
+        self.grid = grid
         self.defaults = {k.name: k.default for k in self.knobs}
         for k in self.knobs:
             k.check(k.default)
@@ -120,8 +110,7 @@ class Panel:
         """The grid member trained with exactly these settings, if any."""
         if self.grid is None:
             return None
-        for member, knobs in enumerate(self.grid.knobs):
-            settings = {**self.grid_settings, **knobs}
+        for member, settings in enumerate(self.grid.knobs):
             if all(name in settings and _same(settings[name], value) for name, value in values.items()):
                 return member
         return None
@@ -135,6 +124,23 @@ class Panel:
             return self.grid.member(member), "precomputed grid point"
         return self.run(callback=callback, **values), "trained now"
 
+    def plot(self, history: History) -> plt.Figure:
+        """The live figure of ``history``: ``plot(history)`` (a Figure or an Axes), titled with
+        ``plot_title`` formatted with the run's knobs."""
+        drawn = self._plot(history)
+        figure = drawn.figure if isinstance(drawn, plt.Axes) else drawn
+        if self.plot_title:
+            try:
+                text = self.plot_title.format(**history.knobs[0])
+            except KeyError as missing:
+                raise ValueError(f"plot_title {self.plot_title!r} names {missing}, which is not a knob of the run; "
+                                 f"its knobs: {sorted(history.knobs[0])}") from None
+            if len(figure.axes) == 1:
+                figure.axes[0].set_title(text)
+            else:
+                figure.suptitle(text)
+        return figure
+
     def readout(self, history: History) -> dict:
         values = dict(self.summary(history))
         if history.diverged:
@@ -143,8 +149,6 @@ class Panel:
 
     # ----------------------------------------------------------------- display
     def _ipython_display_(self):
-        from IPython.display import HTML, display
-
         if not frontend_attached():
             history, source = self.result(self.defaults)
             self.initial = history
@@ -159,9 +163,6 @@ class Panel:
 
     def widget(self):
         """The ipywidgets layout (controls | live plot and readout)."""
-        import ipywidgets as w
-        from IPython.display import display
-
         controls = {}
         for k in self.knobs:
             style = {"description_width": "110px"}
@@ -263,15 +264,16 @@ def _same(a, b) -> bool:
 
 
 def panel(run: Callable[..., History], knobs: list, summary: Callable[[History], dict],
-          plot: Callable[[History], plt.Figure], initial: History | None = None,
-          grid: History | None = None, grid_settings: dict | None = None, title: str = "") -> Panel:
+          plot: Callable[[History], plt.Figure | plt.Axes], initial: History | None = None,
+          grid: History | None = None, title: str = "", plot_title: str | None = None) -> Panel:
     """A widget panel for ``run(callback=None, **knobs) -> History``.
 
     - ``knobs``: standard names (``"noise_rate"``, ``"lr"``, ``"weight_decay"``, ``"lam"``, ...)
       or :class:`Knob` objects; their defaults must be the settings of ``initial``.
     - ``summary(history) -> {name: value}``: the readout.
-    - ``plot(history) -> Figure``: the live figure.
+    - ``plot(history) -> Figure or Axes``: the live figure; ``plot_title``: its title, a format
+      string of the run's knobs (``"λ = {lam:g}"``).
     - ``initial``: the History of the default settings (already trained in the chapter).
-    - ``grid`` + ``grid_settings``: a precomputed sweep and the fixed settings it was trained at.
+    - ``grid``: a precomputed sweep; a member whose knobs match every slider is shown instantly.
     """
-    return Panel(run, knobs, summary, plot, initial, grid, grid_settings, title)
+    return Panel(run, knobs, summary, plot, initial, grid, title, plot_title)

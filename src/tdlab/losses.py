@@ -9,6 +9,12 @@ one value per member — that is how :mod:`tdlab.sweep` varies them.
 A loss with per-example state (ELR's target buffer) is a :class:`Loss` whose
 :meth:`Loss.setup` is called by the training loop before the first step, and which
 reads the dataset ``index`` of each example in the batch.
+
+Every loss of the book is in :data:`LOSSES`, by name: ``ce``, ``softmax_ce`` (the
+softmax in a chosen precision), ``mse``, ``elr``, ``stablemax``, ``soft_ce`` (soft or
+mixed targets). A loss's ``hyperparameters`` may differ per member of a sweep; its
+``settings`` (a precision, say) are fixed for a run. Both are recorded in the run's
+History. :data:`PRECISIONS` is the one table of floating-point formats.
 """
 from __future__ import annotations
 
@@ -16,6 +22,25 @@ import torch
 import torch.nn.functional as F
 
 from tdlab.config import check_choice, check_range
+
+PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16,
+              "float32": torch.float32, "float64": torch.float64}
+
+
+def dtype_of(precision: str | torch.dtype) -> torch.dtype:
+    """The torch dtype of a precision name (``"float16"``, ``"bfloat16"``, ``"float32"``, ``"float64"``)."""
+    if isinstance(precision, torch.dtype):
+        if precision not in PRECISIONS.values():
+            raise ValueError(f"unknown precision {precision}; allowed: {', '.join(PRECISIONS)}")
+        return precision
+    check_choice("precision", precision, tuple(PRECISIONS))
+    return PRECISIONS[precision]
+
+
+def name_of(precision: str | torch.dtype) -> str:
+    """The name of a precision given as a name or a dtype."""
+    dtype = dtype_of(precision)
+    return next(name for name, d in PRECISIONS.items() if d == dtype)
 
 
 # PyTorch's CPU kernels for (log_)softmax over the last axis cost about 0.2 µs per row,
@@ -88,11 +113,13 @@ def _member_values(value, like: torch.Tensor) -> torch.Tensor:
 class Loss:
     """Base class: a callable ``loss(logits, targets, index) -> per-member mean loss``.
 
-    ``hyperparameters`` names the coefficients a sweep may vary per member.
+    ``hyperparameters`` names the coefficients a sweep may vary per member; ``settings``
+    names the constructor arguments that are fixed for a run (both land in the History).
     """
 
     name = "loss"
     hyperparameters: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
 
     def setup(self, num_examples: int, num_classes: int, members: int = 1, device=None) -> None:
         """Allocate per-example state (no-op for stateless losses)."""
@@ -107,8 +134,12 @@ class Loss:
             setattr(self, key, value)
         return self
 
+    def describe(self) -> dict:
+        """The loss's name, hyperparameters and settings, as recorded in a History's knobs."""
+        return {"loss": self.name, **{k: getattr(self, k) for k in self.hyperparameters + self.settings}}
+
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters)
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters + self.settings)
         return f"{type(self).__name__}({args})"
 
 
@@ -117,6 +148,40 @@ class CrossEntropy(Loss):
 
     def __call__(self, logits, targets, index=None):
         return cross_entropy(logits, targets)
+
+
+def cross_entropy_in(logits: torch.Tensor, targets: torch.Tensor, precision: str | torch.dtype = "float32",
+                     reduction: str = "mean") -> torch.Tensor:
+    """−log softmax(z)_y with ``log_softmax`` in ``precision``, as the official
+    ``cross_entropy_float16/32/64`` of Prieto et al. (ICLR 2025): mean over the example
+    axis (``reduction="mean"``, shape ``logits.shape[:-2]``) or per example (``"none"``).
+    The mean is returned in the precision itself, except float64, which the official
+    code casts back to float32.
+    """
+    check_choice("reduction", reduction, ("mean", "none"))
+    dtype = dtype_of(precision)
+    per_example = negative_log_likelihood(torch.log_softmax(logits.to(dtype), dim=-1), targets)
+    if reduction == "none":
+        return per_example
+    loss = per_example.mean(-1)
+    return loss.to(torch.float32) if dtype == torch.float64 else loss
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Cross-entropy whose softmax is computed in ``precision`` (the paper's ``softmax_precision``).
+
+    ``SoftmaxCrossEntropy("float32")`` is the usual float32 cross-entropy; float16 and
+    bfloat16 collapse sooner, float64 later (Prieto et al. 2025, Fig. 2).
+    """
+
+    name = "softmax_ce"
+    settings = ("precision",)
+
+    def __init__(self, precision: str = "float32"):
+        self.precision = name_of(precision)
+
+    def __call__(self, logits, targets, index=None):
+        return cross_entropy_in(logits, targets, self.precision)
 
 
 class MSE(Loss):
@@ -219,32 +284,13 @@ class StableMaxCrossEntropy(Loss):
     """
 
     name = "stablemax"
+    settings = ("precision",)
 
     def __init__(self, precision: str = "float64"):
-        check_choice("StableMax precision", precision, ("float16", "bfloat16", "float32", "float64"))
-        self.precision = precision
+        self.precision = name_of(precision)
 
     def __call__(self, logits, targets, index=None):
-        return stablemax_cross_entropy(logits, targets, getattr(torch, self.precision))
-
-    def __repr__(self) -> str:
-        return f"StableMaxCrossEntropy(precision={self.precision!r})"
-
-
-LOSSES = {"ce": CrossEntropy, "cross_entropy": CrossEntropy, "mse": MSE, "elr": ELR,
-          "stablemax": StableMaxCrossEntropy}
-
-
-def get_loss(loss: str | Loss, **kwargs) -> Loss:
-    """A loss by name (``ce``, ``mse``, ``elr``, ``stablemax``) or passed through if already a :class:`Loss`."""
-    if isinstance(loss, Loss):
-        return loss.set(**kwargs) if kwargs else loss
-    check_choice("loss", loss, tuple(LOSSES))
-    cls = LOSSES[loss]
-    unknown = [k for k in kwargs if k not in cls.hyperparameters]
-    if unknown:
-        raise ValueError(f"{cls.name} has no hyper-parameter {unknown[0]!r}; it has: {cls.hyperparameters or 'none'}")
-    return cls(**kwargs)
+        return stablemax_cross_entropy(logits, targets, dtype_of(self.precision))
 
 
 class SoftCrossEntropy(Loss):
@@ -267,4 +313,19 @@ class SoftCrossEntropy(Loss):
         return -(targets * log_softmax(logits)).sum(-1).mean(-1)
 
 
-LOSSES["soft_ce"] = SoftCrossEntropy
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (CrossEntropy, SoftmaxCrossEntropy, MSE, ELR,
+                                                           StableMaxCrossEntropy, SoftCrossEntropy)}
+
+
+def get_loss(loss: str | Loss, **kwargs) -> Loss:
+    """A loss by name (see :data:`LOSSES`), built with ``kwargs`` (its hyperparameters and
+    settings), or a :class:`Loss` passed through (``kwargs`` then set its hyperparameters)."""
+    if isinstance(loss, Loss):
+        return loss.set(**kwargs) if kwargs else loss
+    check_choice("loss", loss, tuple(LOSSES))
+    cls = LOSSES[loss]
+    allowed = cls.hyperparameters + cls.settings
+    unknown = [k for k in kwargs if k not in allowed]
+    if unknown:
+        raise ValueError(f"{cls.name} has no hyper-parameter or setting {unknown[0]!r}; it has: {allowed or 'none'}")
+    return cls(**kwargs)

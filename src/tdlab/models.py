@@ -1,4 +1,5 @@
-"""Models: an MLP, small 1-D/2-D CNNs, and PreAct ResNet-18 for GPU-scale runs.
+"""Models: an MLP, small 1-D/2-D CNNs, the modular-arithmetic network, and PreAct ResNet-18 and
+ResNet-34 for GPU-scale runs.
 
 The MLP and CNNs use no batch norm and no in-place tricks, so :mod:`tdlab.sweep`
 can stack E copies and run them with one ``vmap``'d call. PreAct ResNet-18 (He et
@@ -177,7 +178,54 @@ class PreActResNet18(nn.Module):
         return self.head(out.mean(dim=(-2, -1)))
 
 
-MODELS = ("mlp", "cnn1d", "cnn2d", "preact_resnet18")
+class BasicBlock(nn.Module):
+    """The residual block of ResNet-18/34 (He et al. 2016): two 3×3 convs with batch norm, plus the
+    input (through a 1×1 conv and batch norm when the shape changes)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """The CIFAR ResNet of He et al. (2016) with a 3×3 stem: ``blocks=(3, 4, 6, 3)`` is ResNet-34,
+    the network of the ELR paper's CIFAR experiments (its ``ResNet34``), ``(2, 2, 2, 2)`` ResNet-18."""
+
+    def __init__(self, blocks=(3, 4, 6, 3), num_classes: int = 10, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        layers, planes = [], width
+        for i, count in enumerate(blocks):
+            out = width * 2**i
+            for j in range(count):
+                layers.append(BasicBlock(planes, out, (1 if i == 0 else 2) if j == 0 else 1))
+                planes = out
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(planes, num_classes)
+
+    def forward(self, x):
+        out = self.layers(torch.relu(self.bn1(self.conv1(x))))
+        return self.head(out.mean(dim=(-2, -1)))
+
+
+def ResNet34(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-34 for 32×32 images (the ELR paper's CIFAR-10 network)."""
+    return ResNet((3, 4, 6, 3), num_classes, in_channels)
+
+
+MODELS = ("mlp", "cnn1d", "cnn2d", "preact_resnet18", "resnet34")
 
 
 def build(name: str, data, **kwargs) -> nn.Module:
@@ -191,6 +239,8 @@ def build(name: str, data, **kwargs) -> nn.Module:
         return CNN1d(shape[-1], classes, **kwargs)
     if name == "cnn2d":
         return CNN2d(shape[0], classes, image_size=shape[-1], **kwargs)
+    if name == "resnet34":
+        return ResNet34(classes, in_channels=shape[0], **kwargs)
     return PreActResNet18(classes, in_channels=shape[0], **kwargs)
 
 

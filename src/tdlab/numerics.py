@@ -10,9 +10,9 @@ and grokking stops with it.
 
 Here:
 
-- :func:`softmax` and :class:`SoftmaxCrossEntropy`: softmax and cross-entropy in a
-  chosen precision (``float16``, ``bfloat16``, ``float32``, ``float64``), as the
-  official ``cross_entropy_float16/32/64``;
+- :func:`softmax_in`: the softmax in a chosen precision (``float16``, ``bfloat16``,
+  ``float32``, ``float64``); the loss itself is :class:`tdlab.losses.SoftmaxCrossEntropy`
+  (``loss="softmax_ce", precision=...``), built on :func:`tdlab.losses.cross_entropy_in`;
 - :func:`softmax_collapse`: the SC fraction, as the official
   ``MetricsLogger.compute_softmax_collapse``; :func:`zero_loss_fraction`, its
   companion ``compute_zero_terms``; :func:`stablemax_collapse`, the same event for
@@ -20,38 +20,16 @@ Here:
 - :func:`collapse_gap`: the logit gap beyond which 1 + e^(−gap) rounds to 1 in a
   precision, found by evaluating that sum in the precision itself;
 - :func:`logit_gap` / :func:`max_logit_gap`: top-1 minus top-2 logit;
-- :func:`collapse_monitor` and :func:`train_collapse`: a :func:`tdlab.train.train`
-  run that also logs SC, the zero-loss fraction and the logit gap at each evaluation.
+- :func:`collapse`: a monitor for the training loop that logs SC, the zero-loss fraction
+  and the logit gap at each evaluation, from the logits the loop computed.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-from torch import nn
 
-from tdlab.config import check_choice
-from tdlab.data import Dataset
-from tdlab.history import History
-from tdlab.losses import Loss, StableMaxCrossEntropy, negative_log_likelihood, stablemax_s
-
-PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16,
-              "float32": torch.float32, "float64": torch.float64}
-
-
-def dtype_of(precision: str | torch.dtype) -> torch.dtype:
-    """The torch dtype of a precision name (``"float16"``, ``"bfloat16"``, ``"float32"``, ``"float64"``)."""
-    if isinstance(precision, torch.dtype):
-        if precision not in PRECISIONS.values():
-            raise ValueError(f"unknown precision {precision}; allowed: {', '.join(PRECISIONS)}")
-        return precision
-    check_choice("precision", precision, tuple(PRECISIONS))
-    return PRECISIONS[precision]
-
-
-def name_of(precision: str | torch.dtype) -> str:
-    dtype = dtype_of(precision)
-    return next(name for name, d in PRECISIONS.items() if d == dtype)
+from tdlab.losses import (PRECISIONS, Loss, StableMaxCrossEntropy, cross_entropy_in, dtype_of, name_of,
+                          stablemax_s)
+from tdlab.monitors import Evaluation
 
 
 # ----------------------------------------------------------------- softmax in a precision
@@ -67,46 +45,11 @@ def softmax_sums(logits: torch.Tensor, precision: str | torch.dtype = "float32")
     return torch.exp(z - z.amax(-1, keepdim=True)).sum(-1)
 
 
-def softmax(logits: torch.Tensor, precision: str | torch.dtype = "float32") -> torch.Tensor:
+def softmax_in(logits: torch.Tensor, precision: str | torch.dtype = "float32") -> torch.Tensor:
     """exp(z − max z) / Σ exp(z − max z), every operation in ``precision`` (returned in that dtype)."""
     z = logits.to(dtype_of(precision))
     e = torch.exp(z - z.amax(-1, keepdim=True))
     return e / e.sum(-1, keepdim=True)
-
-
-def cross_entropy_in(logits: torch.Tensor, targets: torch.Tensor, precision: str | torch.dtype = "float32",
-                     reduction: str = "mean") -> torch.Tensor:
-    """−log softmax(z)_y with ``log_softmax`` in ``precision``, as the official
-    ``cross_entropy_float16/32/64``: mean over the example axis (``reduction="mean"``,
-    shape ``logits.shape[:-2]``) or per example (``"none"``). The mean is returned in
-    the precision itself, except float64, which the official code casts back to float32.
-    """
-    check_choice("reduction", reduction, ("mean", "none"))
-    dtype = dtype_of(precision)
-    per_example = negative_log_likelihood(torch.log_softmax(logits.to(dtype), dim=-1), targets)
-    if reduction == "none":
-        return per_example
-    loss = per_example.mean(-1)
-    return loss.to(torch.float32) if dtype == torch.float64 else loss
-
-
-class SoftmaxCrossEntropy(Loss):
-    """Cross-entropy whose softmax is computed in ``precision`` (the paper's ``softmax_precision``).
-
-    ``SoftmaxCrossEntropy("float32")`` is the usual float32 cross-entropy; float16 and
-    bfloat16 collapse sooner, float64 later (Prieto et al. 2025, Fig. 2).
-    """
-
-    name = "softmax_ce"
-
-    def __init__(self, precision: str = "float32"):
-        self.precision = name_of(precision)
-
-    def __call__(self, logits, targets, index=None):
-        return cross_entropy_in(logits, targets, self.precision)
-
-    def __repr__(self) -> str:
-        return f"SoftmaxCrossEntropy(precision={self.precision!r})"
 
 
 # ----------------------------------------------------------------- the collapse metrics
@@ -186,67 +129,46 @@ def collapse_gaps() -> dict[str, float]:
     return {name: collapse_gap(name) for name in PRECISIONS}
 
 
-# ----------------------------------------------------------------- logging during training
+# ----------------------------------------------------------------- a monitor for the training loop
 
 
 def per_example_loss(loss: Loss, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The loss of every example separately, shape (N,): each example is passed as a batch of one."""
+    """The loss of every example separately, shape ``targets.shape``: each example is passed as
+    a batch of one (logits (..., N, C) → (..., N, 1, C))."""
     with torch.no_grad():
         return loss(logits.unsqueeze(-2), targets.unsqueeze(-1))
 
 
-def collapse_monitor(model: nn.Module, data: Dataset, precision: str | torch.dtype = "float32",
-                     loss: Loss | None = None,
-                     then: Callable[[History], None] | None = None) -> Callable[[History], None]:
-    """A ``callback`` for :func:`tdlab.train.train` that logs, at every evaluation, on the
-    training set:
+def collapse(precision: str | torch.dtype = "float32"):
+    """A monitor (:mod:`tdlab.monitors`) that logs, at every evaluation, on the training set:
 
-    - ``("train", "sc")``: the collapse of the run's own normalisation: the Softmax
-      Collapse fraction in ``precision`` (:func:`softmax_collapse`) for a softmax loss,
-      :func:`stablemax_collapse` in the loss's precision for StableMax;
+    - ``("train", "sc")``: the collapse of the run's own normalisation, in the precision the
+      loss is computed in (``precision`` for a loss without one): the Softmax Collapse
+      fraction (:func:`softmax_collapse`) for a softmax loss, :func:`stablemax_collapse` for
+      StableMax;
     - ``("train", "softmax_sc")``: the Softmax Collapse fraction of the logits in
       ``precision``, whatever the loss (what a softmax of these logits would do);
     - ``("train", "zero_loss")``: the fraction of examples whose loss under the run's own
-      ``loss`` is exactly 0 (for a softmax loss, the cross-entropy in ``precision``);
-    - ``("train", "max_gap")``: the largest top-1 − top-2 logit gap;
+      loss is exactly 0;
+    - ``("train", "max_gap")``: the largest top-1 − top-2 logit gap.
 
-    then calls ``then(history)``.
+    Everything is computed from the training logits the loop has just computed.
     """
-    loss = SoftmaxCrossEntropy(precision) if loss is None else loss
+    name = name_of(precision)
 
-    def callback(history: History) -> None:
-        step = history.records[-1]["step"]
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            logits = model(data.x_train)
-        model.train(was_training)
-        softmax_sc = softmax_collapse(logits, precision)
-        own_sc = (stablemax_collapse(logits, loss.precision) if isinstance(loss, StableMaxCrossEntropy)
-                  else softmax_sc)
-        history.log(step, "train", "sc", own_sc)
-        history.log(step, "train", "softmax_sc", softmax_sc)
-        history.log(step, "train", "zero_loss",
-                    (per_example_loss(loss, logits, data.y_train) == 0).float().mean().item())
-        history.log(step, "train", "max_gap", max_logit_gap(logits))
-        if then is not None:
-            then(history)
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], list[float]]:
+        logits, targets = ev.logits["train"], ev.targets["train"]
+        stablemax = isinstance(ev.loss, StableMaxCrossEntropy)
+        out = {("train", "sc"): [], ("train", "softmax_sc"): [], ("train", "zero_loss"): [],
+               ("train", "max_gap"): []}
+        zero = (per_example_loss(ev.loss, logits, targets) == 0).float().mean(-1).tolist()
+        own = getattr(ev.loss, "precision", name)      # the precision the loss is computed in
+        for member in range(ev.members):
+            z = logits[member]
+            out[("train", "sc")].append(stablemax_collapse(z, own) if stablemax else softmax_collapse(z, own))
+            out[("train", "softmax_sc")].append(softmax_collapse(z, name))
+            out[("train", "zero_loss")].append(zero[member])
+            out[("train", "max_gap")].append(max_logit_gap(z))
+        return out
 
-    return callback
-
-
-def train_collapse(make_model: Callable[[], nn.Module], data: Dataset, *, loss: Loss,
-                   precision: str | torch.dtype = "float32", seed: int = 0,
-                   callback: Callable[[History], None] | None = None, **train_kwargs) -> History:
-    """:func:`tdlab.train.train` of ``make_model()`` (built under ``torch.manual_seed(seed)``)
-    that also logs SC in ``precision``, the zero-loss fraction of ``loss`` and the max logit
-    gap at every evaluation (:func:`collapse_monitor`)."""
-    from tdlab.train import train
-
-    torch.manual_seed(seed)
-    model = make_model().to(data.device)
-    monitor = collapse_monitor(model, data, precision, loss=loss, then=callback)
-    history = train(model, data, loss=loss, seed=seed, callback=monitor, **train_kwargs)
-    history.knobs[0]["precision"] = name_of(precision)
-    history.knobs[0]["loss"] = loss.name
-    return history
+    return monitor

@@ -101,8 +101,12 @@ def adamw(*, lr: float, betas: tuple[float, float], eps: float,
     The official defaults of Prieto et al. are ``betas=(0.9, 0.99), eps=1e-25``.
     """
     _check_adam(lr, betas, eps, weight_decay)
-    return lambda params: torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps,
-                                            weight_decay=weight_decay)
+
+    def factory(params):
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+    factory.name = "adamw"          # how a History records it
+    return factory
 
 
 def orthograd_adamw(*, lr: float, betas: tuple[float, float], eps: float,
@@ -113,8 +117,12 @@ def orthograd_adamw(*, lr: float, betas: tuple[float, float], eps: float,
     ``betas=(0.9, 0.999), eps=1e-8``; for what its flags ask, ``(0.9, 0.99), 1e-25``.
     """
     _check_adam(lr, betas, eps, weight_decay)
-    return lambda params: OrthoGrad(params, torch.optim.AdamW, lr=lr, betas=tuple(betas), eps=eps,
-                                    weight_decay=weight_decay)
+
+    def factory(params):
+        return OrthoGrad(params, torch.optim.AdamW, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+    factory.name = "orthograd_adamw"
+    return factory
 
 
 def make(name: str, *, lr: float, betas: tuple[float, float], eps: float,

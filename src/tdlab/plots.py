@@ -1,5 +1,7 @@
 """One visual style and the standard figures of training dynamics.
 
+:func:`explorer` (from :mod:`tdlab.explorer`) is the kernel-free interactive figure over a sweep.
+
 All figures read a :class:`~tdlab.history.History` and label their axes with
 units (training step; accuracy in %; loss in nats). A diverged run is drawn up to
 the step where it diverged and marked with a ✕ and the word "diverged".
@@ -12,7 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from tdlab.explorer import explorer
 from tdlab.history import History
+from tdlab.numerics import collapse_gap
 
 PALETTE = {
     "train": "#4C72B0", "test": "#DD8452", "train_clean": "#55A868",
@@ -83,13 +87,17 @@ def training_curves(history: History, member: int = 0, metric: str = "acc", ax=N
 def memorization_curves(history: History, member: int = 0, ax=None, title: str | None = None,
                         mark_peak: bool = True):
     """The label-noise picture: test accuracy, clean examples, and the corrupted examples
-    measured against their noisy and their true labels."""
+    measured against their noisy and their true labels (for a run without label noise: test
+    and train accuracy)."""
     ax = _axes(ax)
     curve(ax, history, "test", "acc", member, color=PALETTE["test"], linewidth=2.2)
-    curve(ax, history, "train_clean", "acc", member, color=PALETTE["train_clean"])
-    curve(ax, history, "train_corrupted", "acc", member, color=PALETTE["train_corrupted"])
-    curve(ax, history, "train_corrupted", "acc_true", member, color=PALETTE["train_corrupted_true"],
-          linestyle="--")
+    if not any(r["split"] == "train_corrupted" and r["member"] == member for r in history.records):
+        curve(ax, history, "train", "acc", member, color=PALETTE["train_clean"], label="train (no label noise)")
+    else:
+        curve(ax, history, "train_clean", "acc", member, color=PALETTE["train_clean"])
+        curve(ax, history, "train_corrupted", "acc", member, color=PALETTE["train_corrupted"])
+        curve(ax, history, "train_corrupted", "acc_true", member, color=PALETTE["train_corrupted_true"],
+              linestyle="--")
     if mark_peak:
         steps, values = history.curve("test", "acc", member)
         if np.isfinite(values).any():
@@ -140,26 +148,109 @@ def small_multiples(history: History, col: str, hue: str | None = None, split: s
 
 
 def final_vs_knob(history: History, knob: str, hue: str | None = None, split: str = "test",
-                  metric: str = "acc", summary: str = "final", ax=None, log: bool = False,
-                  hue_labels: dict | None = None, title: str | None = None):
-    """The ``final`` (or ``peak``) value of a metric against a swept knob, one line per ``hue``."""
+                  metric: str = "acc", summary: str | Sequence[str] = "final", ax=None, log: bool = False,
+                  percent: bool = False, hue_labels: dict | None = None, xlabel: str | None = None,
+                  title: str | None = None):
+    """The ``final`` and/or ``peak`` value of a metric against a swept knob, one colour per ``hue``.
+
+    ``summary``: ``"final"``, ``"peak"`` or both (final solid, peak dashed in the same colour).
+    ``log``: a symlog x axis (a knob that includes 0); ``percent``: the knob in % (a rate).
+    """
     ax = _axes(ax)
-    take = History.final if summary == "final" else History.peak
-    rows = {}
+    summaries = [summary] if isinstance(summary, str) else list(summary)
+    takes = {"final": History.final, "peak": History.peak}
+    for name in summaries:
+        if name not in takes:
+            raise ValueError(f"summary must be 'final' or 'peak', got {name!r}")
+    groups: dict = {}
     for member, knobs in enumerate(history.knobs):
-        key = knobs.get(hue) if hue else None
-        rows.setdefault(key, []).append((knobs[knob], take(history, split, metric, member) * _scale(metric)))
-    for key, points in rows.items():
-        points.sort()
-        xs, ys = zip(*points)
-        label = None if key is None else f"{hue} = {(hue_labels or {}).get(key, key)}"
-        ax.plot(xs, ys, "o-", label=label)
+        groups.setdefault(knobs.get(hue) if hue else None, []).append(member)
+    xs_all = []
+    for key, members in groups.items():
+        members = sorted(members, key=lambda m: history.knobs[m][knob])
+        xs = [history.knobs[m][knob] * (100 if percent else 1) for m in members]
+        xs_all += xs
+        label = "" if key is None else f"{(hue_labels or {}).get(key, f'{hue} = {key}')}"
+        color = None
+        for name in summaries:
+            ys = [takes[name](history, split, metric, m) * _scale(metric) for m in members]
+            text = ", ".join(t for t in (label, name if len(summaries) > 1 else "") if t) or None
+            line, = ax.plot(xs, ys, "o-" if name == "final" else "o--", color=color, label=text,
+                            alpha=1.0 if name == "final" else 0.6)
+            color = line.get_color()
     if log:
-        ax.set_xscale("symlog", linthresh=min(x for pts in rows.values() for x, _ in pts if x > 0))
-    ax.set(xlabel=knob, ylabel=f"{summary} {split} {UNITS.get(metric, metric)}", title=title)
-    if hue:
-        ax.legend()
+        positive = [x for x in xs_all if x > 0]
+        ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    what = " / ".join(summaries)
+    ax.set(xlabel=xlabel or (f"{knob} (%)" if percent else knob),
+           ylabel=f"{what} {split} {UNITS.get(metric, metric)}", title=title)
+    if hue or len(summaries) > 1:
+        ax.legend(fontsize=8)
     return ax
+
+
+def memorization_panels(runs: dict[str, History], title: str | None = None, height: float = 4.2):
+    """:func:`memorization_curves` of several runs side by side, one panel per ``{title: history}``."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), height), sharey=True, layout="constrained",
+                             squeeze=False)
+    for ax, (name, history) in zip(axes[0], runs.items()):
+        memorization_curves(history, ax=ax, title=name)
+    if title:
+        fig.suptitle(title, fontweight="bold")
+    return fig
+
+
+def collapse_curves(history: History, member: int = 0, ax=None, precision: str | None = None):
+    """Softmax Collapse during training (:func:`tdlab.numerics.collapse` monitor): the SC and
+    zero-loss fractions in % of training examples (left axis) and the largest logit gap (right
+    axis, dotted: the collapse gap of the softmax's precision — the run's own for a softmax
+    loss, ``precision`` or float32 otherwise). For a StableMax run, its own collapse and, dotted,
+    what a float32 softmax of the same logits would do."""
+    ax = _axes(ax)
+    knobs = history.knobs[member]
+    stablemax = knobs.get("loss") == "stablemax"
+    own = knobs.get("precision", "float32")
+    precision = precision or ("float32" if stablemax else own)
+    steps, sc = history.curve("train", "sc", member)
+    ax.plot(steps, 100 * sc, color=PALETTE["train_corrupted"], linewidth=2,
+            label=f"StableMax collapse ({own})" if stablemax else f"SC fraction ({precision})")
+    if stablemax:
+        steps, softmax_sc = history.curve("train", "softmax_sc", member)
+        ax.plot(steps, 100 * softmax_sc, color=PALETTE["train_corrupted"], linewidth=1, linestyle=":",
+                label=f"a {precision} softmax of these logits would collapse")
+    steps, zero = history.curve("train", "zero_loss", member)
+    ax.plot(steps, 100 * zero, color=PALETTE["train_corrupted_true"], linestyle="--", label="loss exactly 0")
+    ax.set(xlabel="training step", ylabel="training examples (%)", ylim=(-2, 102))
+    gap_ax = ax.twinx()
+    gap_ax.plot(*history.curve("train", "max_gap", member), color="#555555", linewidth=1, label="max logit gap")
+    gap_ax.axhline(collapse_gap(precision), color="#555555", linestyle=":", linewidth=1)
+    gap_ax.set_ylabel("max logit gap (dotted: collapse gap)")
+    gap_ax.grid(False)
+    lines = ax.get_lines() + gap_ax.get_lines()[:1]
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="center right")
+    return ax
+
+
+def occlusion_grid(x, y, maps: dict, examples: Sequence[int], title: str | None = None):
+    """Images (top row) and their occlusion maps (one row per model in ``maps``, a name →
+    (N, H, W) map of :func:`tdlab.augment.occlusion_map`) for the ``examples`` indices."""
+    rows = 1 + len(maps)
+    fig, axes = plt.subplots(rows, len(examples), figsize=(2 * len(examples), 2.1 * rows), layout="constrained",
+                             squeeze=False)
+    image = None
+    for col, index in enumerate(examples):
+        axes[0, col].imshow(x[index, 0].cpu(), cmap="gray_r")
+        axes[0, col].set_title(f"class {int(y[index])}")
+        for row, (name, occ) in enumerate(maps.items(), start=1):
+            image = axes[row, col].imshow(occ[index].cpu().clamp_min(0), cmap="magma", vmin=0, vmax=1)
+            if col == 0:
+                axes[row, col].set_ylabel(name, fontsize=11)
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+    fig.colorbar(image, ax=axes[1:, :], shrink=0.8, label="drop of p(true class) when occluded")
+    if title:
+        fig.suptitle(title, fontweight="bold")
+    return fig
 
 
 def readout_table(values: dict[str, object]) -> str:
@@ -175,4 +266,5 @@ def readout_table(values: dict[str, object]) -> str:
 
 
 __all__: Sequence[str] = ["set_style", "curve", "training_curves", "memorization_curves", "compare",
-                          "small_multiples", "final_vs_knob", "readout_table"]
+                          "small_multiples", "final_vs_knob", "memorization_panels", "collapse_curves",
+                          "occlusion_grid", "readout_table", "explorer"]

@@ -1,0 +1,459 @@
+"""The one training loop of tdlab: one run or many, batched or one at a time.
+
+No ``DataLoader`` in the hot loop: the whole dataset sits on the device and each step
+slices a batch by index, ``x_train[index]``; the index is also what losses with
+per-example state (ELR) receive. :func:`run` trains E *members* — configurations that
+may differ in their seed, learning rate, weight decay, momentum, label-noise rate and
+draw, and the loss's own coefficients — in one of two ways, through the same loop:
+
+- **stacked**: the parameters of all E models are one ``(E, P)`` buffer
+  (:mod:`tdlab.flat`); each step is one batched forward (batched matrix products for an
+  MLP, ``vmap(functional_call)`` otherwise), one backward and one optimizer update for
+  all members. At the sizes of this book most of a step is per-call overhead, so E
+  members cost far less than E runs.
+- **one at a time**: for models that cannot be stacked (batch norm keeps running
+  statistics, parameters of mixed dtype) and optimizers other than the named ones (⊥Grad,
+  any ``torch.optim`` factory), each member runs through the loop alone.
+
+:func:`tdlab.train.train` is the one-member case, :func:`tdlab.sweep.sweep` the
+many-member one. All members see the same batches in the same order (``data_seed``), so a
+stacked run of E configurations equals E separate runs (the tests check it to 1e-5).
+
+Every ``eval_every`` steps the loop computes the logits of every member on the full
+train and test sets once and hands them to the monitors (:mod:`tdlab.monitors`), whose
+numbers land in the :class:`~tdlab.history.History`. A member whose loss turns NaN/inf
+is marked diverged and frozen (its updates are zeroed) while the others go on.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from tdlab import progress as progress_bars
+from tdlab.config import check_choice, check_range
+from tdlab.data import Dataset, with_label_noise
+from tdlab.flat import OPTIMIZERS, FlatOptimizer, flat_grad, flatten_, flattenable, stack
+from tdlab.history import History, concat
+from tdlab.losses import Loss, get_loss
+from tdlab.models import MLP
+from tdlab.monitors import Evaluation, Monitor, accuracy, as_list, chunked, evaluating
+
+KNOBS = ("seed", "lr", "weight_decay", "momentum", "noise_rate", "noise_seed")
+SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
+
+
+# ----------------------------------------------------------------- batches and schedules
+
+
+@dataclass
+class Batch:
+    """What a ``batch_hook`` receives and returns: inputs, targets (E, B), dataset indices, step."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    step: int
+
+
+def batch_order(num_examples: int, batch_size: int | None, steps: int, seed: int,
+                device=None) -> Iterator[torch.Tensor]:
+    """Example indices for each step: a fresh seeded permutation every epoch, sliced in batches.
+
+    ``batch_size=None`` (or ≥ n) is full-batch training: every step sees ``arange(n)``.
+    The last incomplete batch of an epoch is dropped, as most of the papers' loaders do.
+    """
+    if batch_size is None or batch_size >= num_examples:
+        everything = torch.arange(num_examples, device=device)
+        for _ in range(steps):
+            yield everything
+        return
+    gen = torch.Generator().manual_seed(seed)
+    per_epoch = num_examples // batch_size
+    done = 0
+    while done < steps:
+        order = torch.randperm(num_examples, generator=gen).to(device)
+        for b in range(min(per_epoch, steps - done)):
+            yield order[b * batch_size:(b + 1) * batch_size]
+        done += min(per_epoch, steps - done)
+
+
+def schedule(name: str | Callable[[int], float], steps: int, warmup: int = 0,
+             milestones: Sequence[float] = (0.5, 0.75), factor: float = 0.1) -> Callable[[int], float]:
+    """A learning-rate multiplier ``step -> factor`` by name.
+
+    - ``constant``;
+    - ``cosine``: 1 → 0 over the run;
+    - ``step``: × ``factor`` at each of the ``milestones`` (fractions of the run; by default
+      ×0.1 at 50% and 75%, the schedule of the mixup and CutMix code; ELR's CIFAR runs use
+      ×0.01 at 1/3 and 2/3 of 120 epochs);
+    - ``warmup_cosine``: linear warm-up over ``warmup`` steps, then cosine.
+
+    A callable is returned unchanged.
+    """
+    if callable(name):
+        return name
+    check_choice("schedule", name, SCHEDULES)
+    if name == "constant":
+        return lambda step: 1.0
+    if name == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    if name == "step":
+        marks = [int(round(m * steps)) for m in milestones]
+        return lambda step: factor ** sum(step >= mark for mark in marks)
+
+    def warmup_cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_ = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress_, 1.0)))
+
+    return warmup_cosine
+
+
+def make_optimizer(optimizer, parameters, lr: float, weight_decay: float, momentum: float = 0.9,
+                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, nesterov: bool = False):
+    """A ``torch.optim`` optimizer by name (``sgd`` with momentum, ``adam``, ``adamw``), a
+    factory ``params -> Optimizer`` called on ``parameters``, or an optimizer object passed through.
+
+    The loop steps the named optimizers with :class:`tdlab.flat.FlatOptimizer` (the same
+    rules, fewer operations) whenever it can; this is the fallback and the reference.
+    """
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        return optimizer(parameters)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    if optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    if optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    return torch.optim.AdamW(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def optimizer_name(optimizer) -> str:
+    """How a History names an optimizer: its name, a factory's ``name`` attribute, or its class."""
+    if isinstance(optimizer, str):
+        return optimizer
+    return getattr(optimizer, "name", None) or getattr(optimizer, "__name__", None) or type(optimizer).__name__
+
+
+def member_list(spec) -> list[dict]:
+    """A list of member dicts from a list of dicts or a dict of equal-length lists."""
+    if isinstance(spec, dict):
+        lengths = {k: len(v) for k, v in spec.items() if isinstance(v, (list, tuple))}
+        if len(lengths) != len(spec):
+            scalar = [k for k in spec if k not in lengths]
+            raise ValueError(f"sweep knob {scalar[0]!r} must be a list (one value per member)")
+        first = next(iter(spec), None)
+        expected = lengths.get(first, 0)
+        for key, length in lengths.items():
+            if length != expected:
+                raise ValueError(f"sweep knob {key!r} has {length} values but {first!r} has {expected}")
+        return [{k: spec[k][i] for k in spec} for i in range(expected)]
+    members = [dict(m) for m in spec]
+    if not members:
+        raise ValueError("a run needs at least one member")
+    return members
+
+
+def check_hyperparameters(lr: float, weight_decay: float, steps: int, batch_size, eval_every: int) -> None:
+    check_range("learning rate", lr, 0, low_open=True)
+    check_range("weight decay", weight_decay, 0)
+    check_range("steps", steps, 1)
+    check_range("eval_every", eval_every, 1)
+    if batch_size is not None:
+        check_range("batch_size", batch_size, 1)
+
+
+def stackable(model: nn.Module) -> str | None:
+    """``None`` if E copies of ``model`` can be stacked, else why not."""
+    if any(True for _ in model.buffers()):
+        return "the model keeps buffers (batch norm's running statistics)"
+    if not flattenable(model):
+        return "the model's parameters differ in dtype or device"
+    return None
+
+
+# ----------------------------------------------------------------- the two ways to step members
+
+
+class Stacked:
+    """E same-shaped models as one ``(E, P)`` parameter buffer, stepped together."""
+
+    def __init__(self, models: list[nn.Module], optimizer: str, hyper: dict[str, torch.Tensor],
+                 betas, eps: float, nesterov: bool):
+        self.models, self.count, self.hyper = models, len(models), hyper
+        self.flat, self.params, self.buffers = stack(models)
+        self.base = models[0]
+        if type(self.base).forward is MLP.forward:   # batched matrix products: measured faster than vmap
+            self._forward = lambda x: self.base.forward_stacked(self.params, x)
+        else:
+            call = torch.vmap(lambda p, b, x: functional_call(self.base, (p, b), (x,)),
+                              in_dims=(0, 0, None), randomness="different")
+            self._forward = lambda x: call(self.params, self.buffers, x)
+        self.leaves = list(self.params.values())
+        self.optimizer = FlatOptimizer(optimizer, self.flat, betas=betas, eps=eps, nesterov=nesterov)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)                                    # (E, B, C)
+
+    def step(self, losses: torch.Tensor, factor: float, active: torch.Tensor | None) -> None:
+        grads = torch.autograd.grad(losses.sum(), self.leaves, allow_unused=True)
+        self.optimizer.step(flat_grad(self.leaves, grads, self.count), self.hyper["lr"] * factor,
+                            self.hyper["weight_decay"], self.hyper["momentum"], active)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        # about 32k (member, example) rows per chunk keeps the activations in cache
+        with evaluating(self.base):
+            return chunked(self._forward, x, max(512, 32768 // self.count), dim=1)
+
+    def parameters(self, member: int) -> dict[str, torch.Tensor]:
+        return {name: p[member].detach() for name, p in self.params.items()}
+
+    def finish(self) -> list[nn.Module]:
+        """The trained parameters copied back into ordinary modules."""
+        with torch.no_grad():
+            for index, model in enumerate(self.models):
+                for name, parameter in model.named_parameters():
+                    parameter.copy_(self.params[name][index])
+        return self.models
+
+
+class Single:
+    """One model and its optimizer: a flat buffer for the named optimizers, ``torch.optim`` otherwise."""
+
+    def __init__(self, model: nn.Module, optimizer, hyper: dict[str, torch.Tensor], betas, eps: float,
+                 nesterov: bool):
+        self.model, self.hyper = model, hyper
+        self.count = 1
+        if isinstance(optimizer, str) and flattenable(model):
+            self.flat, self.params = flatten_(model)               # the parameters become views of one buffer
+            self.optimizer = FlatOptimizer(optimizer, self.flat, betas=betas, eps=eps, nesterov=nesterov)
+            self.torch_optimizer = None
+        else:
+            self.torch_optimizer = make_optimizer(optimizer, model.parameters(), float(hyper["lr"]),
+                                                  float(hyper["weight_decay"]), float(hyper["momentum"]),
+                                                  betas, eps, nesterov)
+            self.base_lrs = [group["lr"] for group in self.torch_optimizer.param_groups]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).unsqueeze(0)                          # (1, B, C)
+
+    def step(self, losses: torch.Tensor, factor: float, active: torch.Tensor | None) -> None:
+        if self.torch_optimizer is None:
+            grads = torch.autograd.grad(losses.sum(), self.params, allow_unused=True)
+            self.optimizer.step(flat_grad(self.params, grads, 1), self.hyper["lr"] * factor,
+                                self.hyper["weight_decay"], self.hyper["momentum"], active)
+            return
+        for group, base in zip(self.torch_optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+        self.torch_optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.torch_optimizer.step()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        with evaluating(self.model):
+            return chunked(self.model, x).unsqueeze(0)
+
+    def parameters(self, member: int = 0) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self.model.named_parameters()}
+
+    def finish(self) -> list[nn.Module]:
+        return [self.model]
+
+
+# ----------------------------------------------------------------- the loop
+
+
+def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, loss: str | Loss = "ce",
+        optimizer="adamw", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, nesterov: bool = False,
+        noise: str = "symmetric", noise_rate: float | None = None, noise_seed: int = 0,
+        batch_size: int | None = 128, steps: int = 1000, schedule_name="constant", warmup: int = 0,
+        eval_every: int = 50, data_seed: int = 0, batch_hook: Callable[[Batch], Batch] | None = None,
+        monitors: Sequence[Monitor] = (), callback: Callable[[History], None] | None = None,
+        tags: dict | None = None, batched: bool | None = None, progress: bool = True,
+        description: str = "training", **loss_kwargs) -> History:
+    """Train one model per member setting and return one :class:`History`.
+
+    - ``model``: a factory ``() -> module``, called under ``torch.manual_seed(seed)`` for each
+      member (or, for a single member, a module).
+    - ``members``: a list of dicts (``[{"lr": 1e-3, "lam": 3}, ...]``) or a dict of equal-length
+      lists. A member may set :data:`KNOBS` and the loss's ``hyperparameters``; what it does
+      not set takes the keyword value.
+    - ``loss``: a name of :data:`tdlab.losses.LOSSES` or a :class:`~tdlab.losses.Loss`; extra
+      keyword arguments go to the loss (``lam=3, beta=0.7`` for ELR).
+    - ``optimizer``: ``"sgd"`` (momentum, ``nesterov``), ``"adam"``, ``"adamw"`` (``betas``,
+      ``eps``), a factory ``params -> Optimizer`` or an optimizer object (one member at a time).
+    - ``noise_rate`` (a knob): each member trains on ``with_label_noise(data, noise, rate,
+      noise_seed)``; ``data`` must then hold clean labels. ``None`` trains on ``data`` as it is.
+    - ``batch_size=None`` trains full batch; ``schedule_name``: see :func:`schedule`.
+    - ``batch_hook(Batch) -> Batch`` may change inputs/targets per step (mixup, CutMix, ...);
+      its ``settings`` attribute, if any, is recorded in the knobs.
+    - ``monitors``: functions of an :class:`~tdlab.monitors.Evaluation` whose numbers land in the
+      History at every evaluation, after :func:`tdlab.monitors.accuracy`.
+    - ``callback(history)`` is called after every evaluation (live plots).
+    - ``tags``: settings the loop does not use but the History should record (a chapter's
+      name for a variant, a data setting).
+    - ``batched``: ``None`` stacks the members when it can (more than one member, a named
+      optimizer, stackable models), ``True`` insists (a ValueError says why it cannot),
+      ``False`` runs them one at a time.
+    """
+    members = member_list(members)
+    base_loss = get_loss(loss, **loss_kwargs)
+    allowed = KNOBS + tuple(base_loss.hyperparameters)
+    for member in members:
+        for key in member:
+            if key not in allowed:
+                raise ValueError(f"unknown sweep knob {key!r}: the model/optimizer take {KNOBS}, "
+                                 f"the loss {base_loss.name!r} takes {base_loss.hyperparameters or 'none'}")
+    if isinstance(optimizer, str):
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+    defaults = {"seed": 0, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
+                "noise_rate": noise_rate, "noise_seed": noise_seed,
+                **{k: getattr(base_loss, k) for k in base_loss.hyperparameters}}
+    settings = [{**defaults, **m} for m in members]
+    for s in settings:
+        check_hyperparameters(s["lr"], s["weight_decay"], steps, batch_size, eval_every)
+    if isinstance(model, nn.Module) and len(settings) > 1:
+        raise ValueError("pass a model factory (a function returning a new model) to train several members")
+    if not callable(model):
+        raise ValueError("model must be an nn.Module or a factory returning one")
+    if any(s["noise_rate"] is not None for s in settings) and data.has_noise:
+        raise ValueError("a noise_rate needs clean data; got data with corrupted labels already")
+
+    common = dict(data=data, base_loss=base_loss, optimizer=optimizer, betas=betas, eps=eps, nesterov=nesterov,
+                  noise=noise, batch_size=batch_size, steps=steps, schedule_name=schedule_name, warmup=warmup,
+                  eval_every=eval_every, data_seed=data_seed, batch_hook=batch_hook, monitors=monitors,
+                  callback=callback, tags=tags or {}, show_progress=progress)
+    models = [_build(model, s, data.device) for s in settings]
+    why_not = None if isinstance(optimizer, str) else "the optimizer is not one of the named ones"
+    why_not = why_not or stackable(models[0])
+    if batched and why_not:
+        raise ValueError(f"these members cannot be stacked: {why_not}")
+    if batched or (batched is None and len(settings) > 1 and why_not is None):
+        return _loop(models, settings, stacked=True, description=description, **common)
+    if len(settings) == 1:
+        return _loop(models, settings, stacked=False, description=description, **common)
+    return concat([_loop([m], [s], stacked=False, description=f"{description} ({i + 1}/{len(settings)})",
+                         **common) for i, (m, s) in enumerate(zip(models, settings))])
+
+
+def _build(model, settings: dict, device) -> nn.Module:
+    if isinstance(model, nn.Module):
+        return model.to(device)
+    torch.manual_seed(settings["seed"])
+    return model().to(device)
+
+
+def training_data(data: Dataset, knobs: dict) -> Dataset:
+    """The data a member was trained on, from its knobs: ``data`` itself, or ``data`` with the
+    noisy labels the loop drew for it (``noise``, ``noise_rate``, ``noise_seed``) — the same draw,
+    made by the same call."""
+    if knobs.get("noise") is None or knobs.get("noise_rate") is None:
+        return data
+    return with_label_noise(data, knobs["noise"], knobs["noise_rate"] or 0.0, knobs["noise_seed"])
+
+
+def _labels(data: Dataset, settings: list[dict], noise: str):
+    """The training labels, shared (N,) or per member (E, N), the true labels and the corrupted mask."""
+    if all(s["noise_rate"] is None for s in settings):
+        return data.y_train, data.y_train_true, data.corrupted_mask
+    draws = [training_data(data, {**s, "noise": noise}) for s in settings]
+    return (torch.stack([d.y_train for d in draws]), data.y_train,
+            torch.stack([d.corrupted_mask for d in draws]))
+
+
+def _knobs(settings: dict, data: Dataset, loss: Loss, optimizer, noise: str, batch_hook, tags: dict, steps: int,
+           batch_size: int | None, data_seed: int, schedule_name) -> dict:
+    """Every setting of one member, as its History records it."""
+    knobs = {k: settings[k] for k in KNOBS}
+    if knobs["noise_rate"] is None:
+        knobs["noise_rate"] = data.info.get("noise", {}).get("rate", 0.0) if data.has_noise else 0.0
+    else:
+        knobs["noise"] = noise
+    knobs.update(loss.describe())
+    knobs.update({k: settings[k] for k in loss.hyperparameters})   # numbers, not the loop's per-member tensors
+    knobs["optimizer"] = optimizer_name(optimizer)
+    knobs.update(steps=steps, batch_size=batch_size, data_seed=data_seed,
+                 schedule=schedule_name if isinstance(schedule_name, str) else "custom")
+    knobs.update(getattr(batch_hook, "settings", {}) or {})
+    knobs.update(tags)
+    return knobs
+
+
+def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data: Dataset, base_loss: Loss,
+          optimizer, betas, eps, nesterov, noise, batch_size, steps, schedule_name, warmup, eval_every,
+          data_seed, batch_hook, monitors, callback, tags, show_progress, description) -> History:
+    count, device = len(settings), data.device
+    y_train, y_true, mask = _labels(data, settings, noise)
+    as_tensor = lambda key: torch.tensor([float(s[key]) for s in settings], device=device)  # noqa: E731
+    hyper = {key: as_tensor(key) for key in ("lr", "weight_decay", "momentum")}
+    stepper = (Stacked(models, optimizer, hyper, betas, eps, nesterov) if stacked
+               else Single(models[0], optimizer, hyper, betas, eps, nesterov))
+    loss_fn = copy.deepcopy(base_loss)            # its coefficients become per-member tensors
+    for key in loss_fn.hyperparameters:
+        setattr(loss_fn, key, as_tensor(key))
+    if data.num_classes is not None:
+        loss_fn.setup(data.num_train, data.num_classes, members=count, device=device)
+    multiplier = schedule(schedule_name, steps, warmup)
+    history = History(knobs=[_knobs(s, data, loss_fn, optimizer, noise, batch_hook, tags, steps, batch_size,
+                                    data_seed, schedule_name) for s in settings])
+    targets = {"train": y_train.expand(count, -1), "test": data.y_test.expand(count, -1)}
+    truth = None if mask is None else y_true.expand(count, -1)
+    corrupted = None if mask is None else mask.expand(count, -1)
+
+    def evaluate(step: int, running: torch.Tensor | None, seen: int) -> None:
+        ev = Evaluation(step, {"train": stepper.logits(data.x_train), "test": stepper.logits(data.x_test)},
+                        targets, truth, corrupted, data, loss_fn, settings, stepper.parameters)
+        for monitor in (accuracy, *monitors):
+            for (split, metric), values in monitor(ev).items():
+                for member, value in enumerate(as_list(values)):
+                    if value is None:
+                        continue
+                    gone = history.diverged_at[member] is not None and history.diverged_at[member] < step
+                    history.log(step, split, metric, math.nan if gone else value, member)
+        if running is not None and seen:
+            for member, total in enumerate(running.tolist()):
+                history.log(step, "train", "objective", total / seen, member)
+        if callback is not None:
+            callback(history)
+
+    active = torch.ones(count, dtype=torch.bool, device=device)
+    all_active = True
+    start = time.perf_counter()
+    evaluate(0, None, 0)
+    running, seen = torch.zeros(count, device=device), 0
+    bar = progress_bars.bar(steps, description, enabled=show_progress)
+    for step, index in enumerate(batch_order(data.num_train, batch_size, steps, data_seed, device), start=1):
+        labels = y_train.index_select(-1, index).expand(count, -1)     # (E, B), shared or per member
+        batch = Batch(data.x_train.index_select(0, index), labels, index, step)
+        if batch_hook is not None:
+            batch = batch_hook(batch)
+        losses = loss_fn(stepper.forward(batch.x), batch.y, batch.index)   # (E,)
+        if not (all_active and bool(torch.isfinite(losses).all())):   # one check per step when all is well
+            finite = torch.isfinite(losses)
+            for member in torch.nonzero(active & ~finite).flatten().tolist():
+                history.diverged_at[member] = step
+            active, all_active = active & finite, False
+            if not bool(active.any()):
+                break
+            losses = torch.where(active, losses, torch.zeros_like(losses))
+        stepper.step(losses, multiplier(step - 1), None if all_active else active)
+        running += losses.detach()
+        seen += 1
+        if step % eval_every == 0 or step == steps:
+            evaluate(step, running, seen)
+            running, seen = torch.zeros(count, device=device), 0
+        bar.update(1)
+    bar.close()
+    history.seconds = time.perf_counter() - start
+    history.models = stepper.finish()
+    return history

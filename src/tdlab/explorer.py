@@ -1,0 +1,205 @@
+"""A figure with sliders that works without a kernel: the sweep the build trained, explorable
+in the static HTML book (and in JupyterLab and Colab, where it needs no widgets either).
+
+:func:`explorer` turns a sweep :class:`~tdlab.history.History` into one self-contained piece of
+HTML: a slider per swept knob, and an SVG plot of the chosen curves (test accuracy, the
+corrupted examples, ...) of the member trained at the chosen settings, redrawn as a slider
+moves. The curves travel as a compact JSON table inside the page and a few dozen lines of
+plain JavaScript draw them, so a chapter's explorer weighs kilobytes and needs nothing
+fetched from the network (a reader offline, or a test in a sandbox, sees it work).
+
+Why not a plotting library: saved ipywidgets state does not update an output without a
+kernel; Vega-Lite (Altair) or Plotly do, but add about 0.3 MB and 1.5 MB of script to every
+page, served from a CDN unless inlined. What this figure needs — lines, two axes, a legend —
+is small enough to draw by hand.
+"""
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import math
+from typing import Sequence
+
+from tdlab.history import History
+
+_counter = itertools.count()
+PERCENT = ("acc", "acc_true", "sc", "softmax_sc", "zero_loss", "target_true", "flagged")   # fractions, shown in %
+
+_COLORS = {"test": "#DD8452", "train": "#4C72B0", "train_clean": "#55A868", "train_corrupted": "#C44E52",
+           "train_corrupted_true": "#8172B3"}
+
+_SCRIPT = r"""
+(function () {
+  var root = document.getElementById(%(id)s), spec = JSON.parse(root.querySelector("script[type='application/json']").textContent);
+  var svg = root.querySelector("svg"), note = root.querySelector(".tdlab-note"), NS = "http://www.w3.org/2000/svg";
+  var W = spec.width, H = spec.height, L = 52, R = 12, T = 12, B = 38;
+  function sx(v) { return L + (W - L - R) * (v - spec.x[0]) / (spec.x[1] - spec.x[0] || 1); }
+  function sy(v) { return H - B - (H - T - B) * (v - spec.y[0]) / (spec.y[1] - spec.y[0] || 1); }
+  function el(name, attrs, text) {
+    var e = document.createElementNS(NS, name);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e); return e;
+  }
+  spec.xticks.forEach(function (t) {
+    el("line", {x1: sx(t), x2: sx(t), y1: T, y2: H - B, stroke: "#e6e6e6"});
+    el("text", {x: sx(t), y: H - B + 14, "text-anchor": "middle", "font-size": 11}, t);
+  });
+  spec.yticks.forEach(function (t) {
+    el("line", {x1: L, x2: W - R, y1: sy(t), y2: sy(t), stroke: "#e6e6e6"});
+    el("text", {x: L - 6, y: sy(t) + 4, "text-anchor": "end", "font-size": 11}, t);
+  });
+  el("text", {x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12}, spec.xlabel);
+  el("text", {x: 14, y: (T + H - B) / 2, "text-anchor": "middle", "font-size": 12,
+              transform: "rotate(-90 14 " + (T + H - B) / 2 + ")"}, spec.ylabel);
+  var lines = spec.curves.map(function (c) {
+    return el("polyline", {fill: "none", stroke: c.color, "stroke-width": c.width, "stroke-dasharray": c.dash,
+                           "data-curve": c.label});
+  });
+  var sliders = root.querySelectorAll("input[type=range]"), readouts = root.querySelectorAll(".tdlab-value");
+  function draw() {
+    var key = [];
+    sliders.forEach(function (s, i) {
+      key.push(+s.value); readouts[i].textContent = spec.sliders[i].shown[+s.value];
+    });
+    var member = spec.members[key.join(",")];
+    note.textContent = member ? "" : "This combination was not trained in the sweep.";
+    lines.forEach(function (line, i) {
+      var points = "";
+      if (member && member[i]) {
+        for (var j = 0; j < member[i].length; j++) {
+          if (member[i][j] !== null) points += sx(spec.steps[j]) + "," + sy(member[i][j]) + " ";
+        }
+      }
+      line.setAttribute("points", points.trim());
+    });
+    root.setAttribute("data-state", key.join(","));
+  }
+  sliders.forEach(function (s) { s.addEventListener("input", draw); });
+  draw();
+})();
+"""
+
+
+class Explorer:
+    """The HTML of one kernel-free explorer (displayed by Jupyter and the book through ``_repr_html_``)."""
+
+    def __init__(self, markup: str):
+        self.markup = markup
+
+    def _repr_html_(self) -> str:
+        return self.markup
+
+    def __len__(self) -> int:
+        return len(self.markup.encode())
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list:
+    span = high - low
+    if span <= 0:
+        return [low]
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), default=raw)
+    first = math.ceil(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + 1e-9:
+        ticks.append(round(value, 10) if not float(value).is_integer() else int(value))
+        value += step
+    return ticks
+
+
+def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[str, str]] = (("test", "acc"),),
+             labels: dict | None = None, slider_labels: dict | None = None, start: dict | None = None,
+             title: str = "", ylabel: str | None = None, width: int = 640, height: int = 300) -> Explorer:
+    """A kernel-free figure over the sweep ``history``: one slider per knob in ``sliders`` (its
+    values are those the sweep trained), and the ``curves`` ((split, metric) pairs; accuracies and
+    other fractions in %) of the member trained at the chosen settings, against the training step.
+
+    Members must differ only in the slider knobs (select a sub-grid first); a combination the
+    sweep did not train shows a note instead of curves. ``labels`` names the curves,
+    ``slider_labels`` the sliders; ``start`` gives the settings shown first (default: the
+    middle value of each slider).
+    """
+    if not sliders:
+        raise ValueError("an explorer needs at least one slider knob")
+    knobs = history.knobs
+    for name in sliders:
+        missing = [m for m, k in enumerate(knobs) if name not in k]
+        if missing:
+            raise ValueError(f"slider {name!r} is not a knob of member(s) {missing}; knobs: {sorted(knobs[0])}")
+    values = {name: sorted({k[name] for k in knobs}, key=lambda v: (isinstance(v, str), v)) for name in sliders}
+    steps = sorted({r["step"] for r in history.records})
+    index = {s: i for i, s in enumerate(steps)}
+    members: dict[str, list] = {}
+    lows, highs = [], []
+    for m, k in enumerate(knobs):
+        key = ",".join(str(values[name].index(k[name])) for name in sliders)
+        if key in members:
+            raise ValueError(f"members differ in more than the slider knobs {list(sliders)}: two members at "
+                             f"{ {name: k[name] for name in sliders} }")
+        series = []
+        for split, metric in curves:
+            row: list = [None] * len(steps)
+            scale = 100.0 if metric in PERCENT else 1.0
+            for r in history.records:
+                if r["member"] == m and r["split"] == split and r["metric"] == metric and math.isfinite(r["value"]):
+                    row[index[r["step"]]] = round(r["value"] * scale, 2)
+                    lows.append(row[index[r["step"]]])
+                    highs.append(row[index[r["step"]]])
+            series.append(row if any(v is not None for v in row) else None)
+        members[key] = series
+    accuracy = all(metric in PERCENT for _, metric in curves)
+    y_range = [0, 100] if accuracy else [min(lows, default=0), max(highs, default=1)]
+    default_labels = {("test", "acc"): "test", ("train", "acc"): "train (given labels)",
+                      ("train_clean", "acc"): "clean train examples",
+                      ("train_corrupted", "acc"): "corrupted vs noisy label",
+                      ("train_corrupted", "acc_true"): "corrupted vs true label"}
+    spec_curves = []
+    for split, metric in curves:
+        color_key = "train_corrupted_true" if metric == "acc_true" else split
+        spec_curves.append({"label": (labels or {}).get((split, metric), default_labels.get((split, metric),
+                                                                                              f"{split} {metric}")),
+                            "color": _COLORS.get(color_key, "#333333"), "width": 2.4 if split == "test" else 1.6,
+                            "dash": "5,4" if metric == "acc_true" else "none"})
+    spec = {"width": width, "height": height, "steps": steps, "x": [steps[0], steps[-1]], "y": y_range,
+            "xticks": _ticks(steps[0], steps[-1]), "yticks": _ticks(*y_range), "xlabel": "training step",
+            "ylabel": ylabel or ("accuracy (%)" if accuracy else "value"), "curves": spec_curves, "members": members,
+            "sliders": [{"name": n, "values": values[n], "shown": [_shown(v) for v in values[n]]} for n in sliders]}
+    uid = f"tdlab-explorer-{next(_counter)}"
+    controls = "".join(
+        f'<label style="display:block;margin:2px 0">{html.escape((slider_labels or {}).get(n, n.replace("_", " ")))} '
+        f'<input type="range" min="0" max="{len(values[n]) - 1}" step="1" '
+        f'value="{_start_index(values[n], (start or {}).get(n))}" aria-label="{html.escape(n)}" style="vertical-align:middle;width:220px"> '
+        f'<b class="tdlab-value"></b></label>' for n in sliders)
+    legend = "".join(
+        f'<span style="margin-right:14px;white-space:nowrap"><svg width="22" height="8"><line x1="0" x2="22" y1="4" '
+        f'y2="4" stroke="{c["color"]}" stroke-width="{c["width"]}" stroke-dasharray="{c["dash"]}"/></svg> '
+        f'{html.escape(c["label"])}</span>' for c in spec_curves)
+    payload = json.dumps(spec, separators=(",", ":")).replace("</", "<\\/")
+    markup = (f'<div id="{uid}" class="tdlab-explorer" data-tdlab-explorer="1" style="font-family:sans-serif;'
+              f'font-size:13px;max-width:{width}px">'
+              + (f'<div style="font-weight:bold;margin-bottom:4px">{html.escape(title)}</div>' if title else "")
+              + controls + f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}"></svg>'
+              + f'<div style="margin:2px 0 0 52px">{legend}</div>'
+              + '<div class="tdlab-note" style="color:#b00;margin-left:52px"></div>'
+              + f'<script type="application/json">{payload}</script>'
+              + f"<script>{_SCRIPT % {'id': json.dumps(uid)}}</script></div>")
+    return Explorer(markup)
+
+
+def _start_index(values: list, wanted) -> int:
+    if wanted is None:
+        return len(values) // 2
+    for i, v in enumerate(values):
+        if v == wanted or (isinstance(v, float) and isinstance(wanted, (int, float)) and math.isclose(v, wanted)):
+            return i
+    raise ValueError(f"start value {wanted!r} is not among the slider's values {values}")

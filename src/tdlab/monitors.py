@@ -1,0 +1,169 @@
+"""What the training loop measures, as functions of the logits it has just computed.
+
+At every evaluation the loop (:mod:`tdlab.engine`) computes the logits of every member
+on the full training and test sets once, and hands them to each *monitor* as an
+:class:`Evaluation`. A monitor returns ``{(split, metric): values}`` with one value per
+member (``None`` where a member has nothing to measure), and the loop logs them into
+the History. :func:`accuracy` — loss and accuracy, and with corrupted labels the
+accuracies of the clean and the corrupted examples — is always on; a chapter adds its
+own (:func:`accuracy_on` for a subset, :func:`tdlab.numerics.collapse` for Softmax
+Collapse, :func:`tdlab.fourier.ipr_monitor` for the neurons' Fourier structure).
+
+Nothing here runs a model except :func:`logits` — the one place where a model is put in
+eval mode, run without gradients and put back — which the loop and the analysis
+functions after training (pruning, occlusion) share.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from tdlab.data import Dataset
+from tdlab.losses import Loss, cross_entropy
+
+Values = Sequence[float | None] | torch.Tensor
+Monitor = Callable[["Evaluation"], dict[tuple[str, str], Values]]
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode and without gradients inside the block, its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def chunked(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 8192,
+            dim: int = 0) -> torch.Tensor:
+    """``forward`` applied to slices of ``x`` along its first axis, concatenated along ``dim``."""
+    return torch.cat([forward(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)], dim=dim)
+
+
+def logits(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """The logits of ``model`` on ``x`` in eval mode, without gradients, in chunks; shape (N, C)."""
+    with evaluating(model):
+        return chunked(model, x, chunk)
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation of the loop measured, for every member (E of them).
+
+    ``logits[split]`` has shape (E, N, C) for ``split`` in ``("train", "test")``;
+    ``targets[split]`` (E, N) are the labels each member was trained / is tested on;
+    ``true_targets`` and ``corrupted`` (E, N) are the clean training labels and the mask
+    of corrupted ones (``None`` without label noise). ``loss`` is the run's loss (with
+    per-member coefficients), ``settings`` every member's settings, and
+    ``parameters(member)`` a member's current parameters by name.
+    """
+
+    step: int
+    logits: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor]
+    true_targets: torch.Tensor | None
+    corrupted: torch.Tensor | None
+    data: Dataset
+    loss: Loss
+    settings: list[dict]
+    parameters: Callable[[int], dict[str, torch.Tensor]]
+
+    @property
+    def members(self) -> int:
+        return self.logits["train"].shape[0]
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> list[float | None]:
+    """Per member, the mean of ``values`` (E, N) over ``mask`` (E, N); ``None`` where the mask is empty."""
+    counts = mask.sum(-1)
+    means = (values * mask).sum(-1) / counts.clamp_min(1)
+    return [m if c else None for m, c in zip(means.tolist(), counts.tolist())]
+
+
+@torch.no_grad()
+def accuracy(ev: Evaluation) -> dict[tuple[str, str], Values]:
+    """Loss and accuracy on ``train`` (given labels) and ``test``; with corrupted labels also
+    ``train_clean``/``acc``, ``train_corrupted``/``acc`` (against the given, wrong labels) and
+    ``train_corrupted``/``acc_true`` (against the true labels). For regression (float
+    targets) the mean squared error as ``loss``."""
+    train, test = ev.logits["train"], ev.logits["test"]
+    y_train, y_test = ev.targets["train"], ev.targets["test"]
+    if y_train.is_floating_point():
+        return {("train", "loss"): ((train.squeeze(-1) - y_train) ** 2).mean(-1),
+                ("test", "loss"): ((test.squeeze(-1) - y_test) ** 2).mean(-1)}
+    predicted = train.argmax(-1)
+    correct = (predicted == y_train).float()
+    out = {("train", "loss"): cross_entropy(train, y_train), ("train", "acc"): correct.mean(-1),
+           ("test", "loss"): cross_entropy(test, y_test),
+           ("test", "acc"): (test.argmax(-1) == y_test).float().mean(-1)}
+    if ev.corrupted is not None:
+        corrupted = ev.corrupted.float()
+        out[("train_clean", "acc")] = _masked_mean(correct, 1 - corrupted)
+        out[("train_corrupted", "acc")] = _masked_mean(correct, corrupted)
+        out[("train_corrupted", "acc_true")] = _masked_mean((predicted == ev.true_targets).float(), corrupted)
+    return out
+
+
+def accuracy_on(name: str, mask: torch.Tensor, split: str = "test") -> Monitor:
+    """A monitor: the accuracy on the examples of ``split`` selected by the boolean ``mask``
+    (N,), logged as split ``f"{split}_{name}"``, metric ``acc`` (e.g. the rare-feature test
+    examples of Zou et al.'s data)."""
+    if mask.dtype != torch.bool or mask.dim() != 1:
+        raise ValueError(f"the mask of {name!r} must be a 1-D boolean tensor, got {mask.dtype} {tuple(mask.shape)}")
+
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
+        if mask.shape[0] != ev.logits[split].shape[1]:
+            raise ValueError(f"the mask of {name!r} has {mask.shape[0]} entries, the {split} set "
+                             f"{ev.logits[split].shape[1]} examples")
+        correct = (ev.logits[split].argmax(-1) == ev.targets[split]).float()
+        chosen = mask.to(correct.device).expand_as(correct).float()
+        return {(f"{split}_{name}", "acc"): _masked_mean(correct, chosen)}
+
+    return monitor
+
+
+@torch.no_grad()
+def elr_targets(ev: Evaluation) -> dict[tuple[str, str], Values]:
+    """ELR's target buffer t_i (Liu et al. 2020), a running average of each example's own early
+    predictions, read as a mislabel detector (the README of the official code: an example is
+    flagged when argmax t_i differs from its given label). Logs, for runs with corrupted labels:
+    ``train_corrupted``/``target_true`` (argmax t_i is the true label), ``train_corrupted``/``flagged``
+    (flagged: the detector's recall) and ``train_clean``/``flagged`` (clean examples flagged:
+    false alarms). With λ = 0 (cross-entropy) the buffer still averages the predictions: the control."""
+    targets = getattr(ev.loss, "targets", None)
+    if targets is None or ev.corrupted is None:
+        raise ValueError("the ELR target monitor needs loss='elr' and corrupted labels")
+    guess = targets.argmax(-1)                                            # (E, N)
+    corrupted = ev.corrupted.float()
+    flagged = (guess != ev.targets["train"]).float()
+    return {("train_corrupted", "target_true"): _masked_mean((guess == ev.true_targets).float(), corrupted),
+            ("train_corrupted", "flagged"): _masked_mean(flagged, corrupted),
+            ("train_clean", "flagged"): _masked_mean(flagged, 1 - corrupted)}
+
+
+def measure_model(model: nn.Module, data: Dataset) -> dict[tuple[str, str], float]:
+    """:func:`accuracy` of one model on ``data``, outside a training run (e.g. after pruning)."""
+    def targets(y: torch.Tensor | None) -> torch.Tensor | None:
+        return None if y is None else y.unsqueeze(0)
+
+    ev = Evaluation(0, {"train": logits(model, data.x_train)[None], "test": logits(model, data.x_test)[None]},
+                    {"train": data.y_train[None], "test": data.y_test[None]}, targets(data.y_train_true),
+                    targets(data.corrupted_mask), data, None, [{}], lambda member: dict(model.named_parameters()))
+    out = {}
+    for key, values in accuracy(ev).items():
+        (value,) = as_list(values)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def as_list(values: Values) -> list[float | None]:
+    """A monitor's per-member values as a list of floats (or ``None``)."""
+    return values.tolist() if isinstance(values, torch.Tensor) else list(values)
