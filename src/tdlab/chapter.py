@@ -1,0 +1,97 @@
+"""The plumbing every chapter shares, so that a notebook reads as a story.
+
+- :func:`setup`: the chapter's seed and scale from ``TDLAB_SEED``/``TDLAB_SCALE``, the book's
+  plot style, and the chapter's name for its records.
+- :func:`timed`: train, print how long it took, and record the time (the book's timing report).
+- :func:`memorization`: the numbers of the label-noise picture, measured on one run.
+- :func:`table` and :func:`fmt`: numbers shown the same way in every chapter (accuracies in %,
+  steps as integers, "never" for a level never reached).
+- :func:`finish`: the chapter's last cell; marks its records complete.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import pandas as pd
+
+from tdlab import plots, records
+from tdlab.config import env_scale, env_seed
+from tdlab.history import History
+
+
+def setup(name: str) -> tuple[int, str]:
+    """Start a chapter: name it (its path under ``book/`` without ``.ipynb``), set the book's
+    plot style, and return ``(TDLAB_SEED, TDLAB_SCALE)``."""
+    records.set_chapter(name)
+    records.start()              # the record starts now: its "started" time is the chapter's start
+    plots.set_style()
+    return env_seed(), env_scale()
+
+
+def timed(label: str, train: Callable[..., History], *args, **kwargs) -> History:
+    """``train(*args, **kwargs)``, with one printed line of what it trained and how long it took;
+    the time is recorded under ``label`` in the chapter's records."""
+    start = time.perf_counter()
+    history = train(*args, **kwargs)
+    seconds = time.perf_counter() - start
+    steps = max((k.get("steps", 0) for k in history.knobs), default=0)
+    print(f"{label}: {history.num_members} model{'s' if history.num_members != 1 else ''}"
+          f"{f' × {steps} steps' if steps else ''} in {seconds:.0f} s")
+    records.add("timings", {"label": label, "seconds": seconds, "members": history.num_members, "steps": steps})
+    return history
+
+
+def finish() -> None:
+    """The chapter's last code cell: its records are complete."""
+    records.finish()
+
+
+# ----------------------------------------------------------------- the label-noise summary
+
+
+def memorization(history: History, member: int = 0) -> dict[str, float]:
+    """The numbers of the memorization picture, measured on one run: the test accuracy's peak,
+    its step and its final value, the drop between them, and — when some labels were
+    corrupted — how the corrupted examples are answered at the end (their given, wrong label;
+    their true label, at its peak and at the end)."""
+    values = {
+        "peak test accuracy": history.peak("test", "acc", member),
+        "step of the peak": history.peak_step("test", "acc", member),
+        "final test accuracy": history.final("test", "acc", member),
+    }
+    values["drop after the peak"] = values["peak test accuracy"] - values["final test accuracy"]
+    if any(r["split"] == "train_corrupted" and r["member"] == member for r in history.records):
+        values["corrupted: fit to noisy label (final)"] = history.final("train_corrupted", "acc", member)
+        values["corrupted: true label (peak)"] = history.peak("train_corrupted", "acc_true", member)
+        values["corrupted: true label (final)"] = history.final("train_corrupted", "acc_true", member)
+    return values
+
+
+# ----------------------------------------------------------------- showing numbers
+
+
+def fmt(value) -> str:
+    """One number as the book shows it: a fraction in [0, 1] as a percentage, a whole number as an
+    integer, NaN as "never", anything else with four significant digits; text as it is."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "never"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) > 1):
+        return f"{int(value)}"
+    if 0 <= value <= 1:
+        return f"{value:.1%}"
+    return f"{value:.4g}"
+
+
+def table(columns: dict[str, dict], index: str | None = None) -> pd.DataFrame:
+    """A table of summaries, one column per run (``{"cross-entropy": {...}, "ELR": {...}}``), each
+    number shown with :func:`fmt`; blank where a run has no such number."""
+    rows = list(dict.fromkeys(key for column in columns.values() for key in column))
+    frame = pd.DataFrame({name: [fmt(column[row]) if row in column else "" for row in rows]
+                          for name, column in columns.items()}, index=rows)
+    return frame.rename_axis(index) if index else frame

@@ -1,0 +1,219 @@
+"""Recipes: a chapter's whole training setup in one object, and the book's standard setups.
+
+A :class:`Recipe` holds the data, the model and the settings of :func:`tdlab.engine.run`
+that a chapter keeps fixed, plus *derivations*: small functions that turn a chapter's own
+knobs into engine settings (mixup's α into a batch hook, a training fraction into a data
+split, an optimizer's name into a factory). A recipe is what a chapter trains with:
+
+- ``recipe(noise_rate=0.5, lam=3)`` trains one run with some knobs changed — the ``run``
+  function a widget panel calls;
+- ``recipe.sweep([{...}, {...}], **knobs)`` trains several, stacked where they can be
+  (members that need different derived settings go in separate engine calls).
+
+Every knob a run was given lands in its History's knobs, so a panel finds a precomputed
+run by its knobs. A chapter states only what differs from a standard setup
+(``recipes.mnist1d_cnn(lr=3e-3)``); :func:`pick` chooses the CPU or the paper scale from
+``TDLAB_SCALE``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from tdlab import data as datasets
+from tdlab import models
+from tdlab.config import env_scale
+from tdlab.data import Dataset
+from tdlab.engine import KNOBS, run
+from tdlab.history import History, concat
+from tdlab.losses import LOSSES, get_loss
+
+ENGINE_SETTINGS = tuple(p for p in inspect.signature(run).parameters if p not in ("model", "data", "members",
+                                                                                  "loss_kwargs"))
+
+
+@dataclass
+class Recipe:
+    """Data, model, fixed engine settings and derivations of one chapter's runs.
+
+    - ``data``: a :class:`~tdlab.data.Dataset`, or a function that makes one, called when first
+      needed (a paper-scale recipe downloads nothing until it trains); its parameters, if any,
+      are knobs (``lambda train_fraction=0.6: ...``), and each setting is made once.
+    - ``model``: a factory ``() -> nn.Module``.
+    - ``settings``: keywords of :func:`tdlab.engine.run` (``optimizer``, ``lr``, ``steps``,
+      ``loss``, ``noise_rate``, ...), plus ``seed``, the default member seed.
+    - ``derive``: functions ``f(knob=default, ...) -> {engine setting: value}``; a knob named in
+      a derivation's signature goes to it (and, if it is also an engine setting, to the engine).
+    """
+
+    data: Dataset | Callable[[], Dataset]
+    model: Callable[[], nn.Module]
+    settings: dict = field(default_factory=dict)
+    derive: tuple[Callable[..., dict], ...] = ()
+    _loaded: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ building
+    def but(self, *derive: Callable[..., dict], **settings) -> "Recipe":
+        """A copy with more derivations and some settings changed."""
+        return dataclasses.replace(self, settings={**self.settings, **settings}, derive=self.derive + derive,
+                                   _loaded=self._loaded)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The recipe's data at its default knobs."""
+        return self._data({})
+
+    def _data(self, knobs: dict) -> Dataset:
+        if not callable(self.data):
+            return self.data
+        bound = inspect.signature(self.data).bind(**{k: v for k, v in knobs.items() if k in _parameters(self.data)})
+        bound.apply_defaults()
+        key = ("data",) + _key(bound.arguments)
+        if key not in self._loaded:
+            self._loaded[key] = self.data(**bound.arguments)
+        return self._loaded[key]
+
+    def _derivations(self) -> tuple[Callable, ...]:
+        """The functions whose parameters are knobs: the data maker (if it has any) and ``derive``."""
+        return ((self.data,) if callable(self.data) else ()) + self.derive
+
+    @property
+    def steps(self) -> int:
+        return self.settings.get("steps", inspect.signature(run).parameters["steps"].default)
+
+    def knob_names(self) -> set[str]:
+        """Every knob a run of this recipe accepts."""
+        names = set(KNOBS) | set(ENGINE_SETTINGS) | {p for f in self._derivations() for p in _parameters(f)}
+        return names | set(self._loss_names(self.settings))
+
+    # ------------------------------------------------------------------ training
+    def __call__(self, callback: Callable[[History], None] | None = None, **knobs) -> History:
+        """One run with ``knobs`` changed (the ``run`` of a widget panel)."""
+        return self.sweep([{}], callback=callback, **knobs).member(0)
+
+    def sweep(self, members, **knobs) -> History:
+        """Several runs: each member dict changes some knobs on top of ``knobs``.
+
+        Members that share every knob outside the engine's per-member ones (:data:`KNOBS` and
+        the loss's coefficients) are trained in one engine call; the History lists the
+        members in the order given.
+        """
+        members = [dict(m) for m in members] or [{}]
+        unknown = {k for m in members for k in m} | set(knobs)
+        unknown -= self.knob_names()
+        if unknown:
+            raise ValueError(f"unknown knob {sorted(unknown)[0]!r}; this recipe takes {sorted(self.knob_names())}")
+        derived = {p for f in self._derivations() for p in _parameters(f)}
+        groups: dict[tuple, list[int]] = {}
+        resolved = []
+        for index, member in enumerate(members):
+            full = {**self.settings, **knobs, **member}
+            # what a derivation reads must be the same for all members of one engine call
+            per_member = (set(KNOBS) | set(self._loss_hyperparameters(full))) - derived
+            shared = {k: v for k, v in full.items() if k not in per_member}
+            resolved.append((full, per_member, shared))
+            groups.setdefault(_key(shared), []).append(index)
+        parts, order = [], []
+        for indices in groups.values():
+            full, per_member, shared = resolved[indices[0]]
+            parts.append(self._train_group(shared, [resolved[i][0] for i in indices], per_member))
+            order += indices
+        history = concat(parts)
+        if order != sorted(order):
+            history = concat([history.member(order.index(i)) for i in range(len(order))])
+        return history
+
+    # ------------------------------------------------------------------ helpers
+    def _loss_hyperparameters(self, settings: dict) -> tuple[str, ...]:
+        loss = settings.get("loss", "ce")
+        return get_loss(loss).hyperparameters if isinstance(loss, str) else loss.hyperparameters
+
+    def _loss_names(self, settings: dict) -> tuple[str, ...]:
+        """Every knob the loss takes: the hyperparameters of every loss in the registry when the loss
+        itself may be a knob, else the loss's own hyperparameters and settings."""
+        loss = settings.get("loss", "ce")
+        chosen = get_loss(loss) if isinstance(loss, str) else loss
+        everyone = {k for cls in LOSSES.values() for k in cls.hyperparameters + cls.settings}
+        return tuple(everyone) if isinstance(loss, str) else chosen.hyperparameters + chosen.settings
+
+    def _train_group(self, shared: dict, fulls: list[dict], per_member: set[str]) -> History:
+        loss_names = set(self._loss_names(shared))
+        settings = {k: v for k, v in shared.items() if k in ENGINE_SETTINGS or k == "seed" or k in loss_names}
+        tags = {k: v for k, v in shared.items() if k not in settings}
+        for derivation in self.derive:
+            names = _parameters(derivation)
+            bound = inspect.signature(derivation).bind(**{k: v for k, v in shared.items() if k in names})
+            bound.apply_defaults()
+            tags.update(bound.arguments)           # the History records the knobs as the chapter names them
+            settings.update(derivation(**bound.arguments))
+        if callable(self.data):
+            tags.update({k: v for k, v in shared.items() if k in _parameters(self.data)})
+            for name, parameter in inspect.signature(self.data).parameters.items():
+                tags.setdefault(name, parameter.default)
+        data = self._data(shared)
+        seed = settings.pop("seed", 0)
+        members = [{k: v for k, v in full.items() if k in per_member} for full in fulls]
+        members = [{"seed": seed, **m} for m in members]
+        tags.update(settings.pop("tags", {}) or {})
+        return run(self.model, data, members, tags=tags, **settings)
+
+
+def _parameters(function: Callable) -> tuple[str, ...]:
+    return tuple(inspect.signature(function).parameters)
+
+
+def _key(values: dict) -> tuple:
+    """A hashable key of a settings dict (values compared by identity when not hashable)."""
+    out = []
+    for k in sorted(values):
+        v = values[k]
+        try:
+            hash(v)
+            out.append((k, v))
+        except TypeError:
+            out.append((k, id(v)))
+    return tuple(out)
+
+
+def pick(*, cpu: Callable[[], Recipe], paper: Callable[[], Recipe]) -> Recipe:
+    """The CPU recipe or the paper's, as ``TDLAB_SCALE`` says (each given as a function, so the
+    other is never built)."""
+    return paper() if env_scale() == "paper" else cpu()
+
+
+# ----------------------------------------------------------------- the book's standard setups
+
+
+def mnist1d_cnn(**settings) -> Recipe:
+    """MNIST-1D (Greydanus 2020: 4000 training and 1000 test sequences of length 40, 10 classes,
+    generated offline) and the MNIST-1D paper's small 1-D CNN; AdamW, batches of 128."""
+    return Recipe(lambda: datasets.load("mnist1d"), lambda: models.CNN1d(length=40, num_classes=10, channels=32),
+                  {"optimizer": "adamw", "batch_size": 128, **settings})
+
+
+def digits_cnn(**settings) -> Recipe:
+    """scikit-learn's 8×8 digits (a fixed stratified split: 1257 train, 540 test) and a small
+    2-D CNN (three 3×3 conv layers, 32–64 channels, two max-pools); AdamW, batches of 64."""
+    return Recipe(lambda: datasets.load("digits"), lambda: models.CNN2d(1, 10, channels=32, image_size=8),
+                  {"optimizer": "adamw", "batch_size": 64, **settings})
+
+
+def modular_addition(p: int, model: Callable[[], nn.Module], seed: int = 0, train_fraction: float = 0.5,
+                     **settings) -> Recipe:
+    """All p² pairs (a, b) with label (a + b) mod p, as concatenated one-hots, split at random
+    (``seed``) into a training fraction and a test set — the fraction is a knob; full-batch
+    training (one step = one epoch)."""
+    def split(train_fraction: float = train_fraction) -> Dataset:
+        return datasets.load("modular", p=p, operation="add", train_fraction=train_fraction, seed=seed)
+
+    return Recipe(split, model, {"batch_size": None, **settings})
+
+
+def cifar10(model: Callable[[], nn.Module], **settings) -> Recipe:
+    """CIFAR-10, standardized per channel (downloaded once; offline it raises
+    :class:`~tdlab.data.DatasetUnavailableError`), with ``model``; for a GPU."""
+    return Recipe(lambda: datasets.standardize(datasets.load("cifar10")), model, dict(settings))
