@@ -1,0 +1,69 @@
+"""A reader's local route: JupyterLab serving chapter 1 on localhost. Run all cells, move the panel's
+noise-rate slider to a setting the build did not train, press Run: the panel retrains and redraws."""
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import ROOT, SCREENS, free_port, wait_for_port
+
+CHAPTER = "book/01_noisy_labels/01_memorization_elr.ipynb"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    port, token = free_port(), secrets.token_hex(16)
+    workdir = tempfile.mkdtemp(prefix="tdlab-lab-")
+    shutil.copytree(ROOT / "book", os.path.join(workdir, "book"))
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TDLAB_STATIC", "TDLAB_QUIET", "TDLAB_RECORDS")}
+    env.update(OMP_NUM_THREADS="2", JUPYTER_CONFIG_DIR=os.path.join(workdir, "config"),
+               JUPYTER_RUNTIME_DIR=os.path.join(workdir, "runtime"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True",
+         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={workdir}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for_port(port, 120)
+    yield f"http://127.0.0.1:{port}", token
+    server.terminate()
+    server.wait(30)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_panel_retrains_on_run(browser, lab):
+    url, token = lab
+    browser.get(f"{url}/lab/tree/{CHAPTER}?token={token}")
+    WebDriverWait(browser, 120).until(lambda d: d.execute_script(
+        "return !!(window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel)"))
+    time.sleep(3)
+    browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # the panel appears when the chapter has run up to it (the default run and the sweep first)
+    slider = WebDriverWait(browser, 420, poll_frequency=2).until(lambda d: next(
+        (s for s in d.find_elements(By.CSS_SELECTOR, ".widget-slider") if "noise rate" in s.text), None))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)
+    panel = slider.find_element(By.XPATH, "ancestor::div[contains(@class,'widget-hbox')][1]")
+    image = lambda: panel.find_element(By.CSS_SELECTOR, ".widget-output img").get_attribute("src")  # noqa: E731
+    WebDriverWait(browser, 60).until(lambda d: image())
+    before = image()
+    handle = slider.find_element(By.CSS_SELECTOR, ".noUi-handle")
+    handle.click()
+    handle.send_keys(Keys.ARROW_RIGHT)                    # 0.40 → 0.45: not a grid point
+    status = lambda: panel.find_elements(By.CSS_SELECTOR, ".widget-html")  # noqa: E731
+    WebDriverWait(browser, 30).until(lambda d: any("press" in s.text for s in status()))
+    assert "0.45" in slider.text
+    run = next(b for b in panel.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "Run")
+    run.click()
+    WebDriverWait(browser, 300, poll_frequency=2).until(lambda d: any("trained now" in s.text for s in status()))
+    assert image() != before, "the panel's plot was not redrawn after Run"
+    browser.save_screenshot(str(SCREENS / "jupyterlab-panel-after-run.png"))

@@ -1,0 +1,178 @@
+"""Execute every chapter once, build the HTML book from the executed copies, and check the pages.
+
+    python tools/build_book.py [--workers 2] [--threads 1] [--cell-timeout 300] [--only CHAPTER ...]
+
+What ``make book`` and ``make test`` run:
+
+1. The sources (``book/``, ``_toc.yml``, ``_config.yml``, ``_static/``) are copied to ``_build/site``.
+2. Every chapter is executed in a fresh kernel — ``--workers`` at a time, each with ``--threads``
+   torch threads (set explicitly, so two kernels never fight over the cores) — with
+   ``TDLAB_STATIC=1`` and ``TDLAB_RECORDS=_build/records/book``; a cell that raises or runs past
+   ``--cell-timeout`` seconds fails its chapter, and the report names the chapter and the cell.
+   The executed notebook replaces the copy in ``_build/site``.
+3. The claims ledger (``book/ledger.ipynb``) is executed last, from the records of step 2.
+4. Jupyter Book builds ``_build/site`` with execution off and warnings as errors (``-W``):
+   every page shows exactly the outputs of step 2.
+5. The built pages are checked (``tools/check_pages.py``): every figure of each executed chapter
+   is in its page, and no page carries widget state or stderr.
+6. The timing report: per chapter, the whole notebook, the default run and the sweep.
+
+The HTML book is then at ``_build/html``.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "_build"
+SITE = BUILD / "site"
+RECORDS = BUILD / "records" / "book"
+
+
+def chapters_in_toc() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [entry["file"] for part in toc.get("parts", []) for entry in part["chapters"]]
+
+
+def copy_sources(notebooks: bool = True) -> None:
+    """The book's sources into the site folder; with ``notebooks=False`` the executed notebooks
+    already there are kept and only the rest (config, toc, static files, markdown) is refreshed."""
+    if notebooks and SITE.exists():
+        shutil.rmtree(SITE)
+    SITE.mkdir(parents=True, exist_ok=True)
+    skip = shutil.ignore_patterns(".ipynb_checkpoints", *([] if notebooks else ["*.ipynb"]))
+    for name in ("book", "_static"):
+        if (ROOT / name).exists():
+            shutil.copytree(ROOT / name, SITE / name, ignore=skip, dirs_exist_ok=True)
+    shutil.copy(ROOT / "_toc.yml", SITE / "_toc.yml")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config.setdefault("execute", {})["execute_notebooks"] = "off"      # executed here, once
+    (SITE / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def execute(relative: str, env: dict[str, str], cell_timeout: int) -> dict:
+    """Execute ``book/...ipynb`` into the site copy; return what happened."""
+    source = ROOT / f"{relative}.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=False,
+                            resources={"metadata": {"path": str(source.parent)}})
+    start = time.perf_counter()
+    error = ""
+    try:
+        client.execute(env={**os.environ, **env})
+    except CellTimeoutError:
+        cell = _running_cell(nb)
+        error = f"cell {cell} ran past the per-cell timeout of {cell_timeout} s (a hang, or a chapter over budget)"
+    except CellExecutionError as failure:
+        cell = _running_cell(nb)
+        lines = [line for line in str(failure).strip().splitlines() if line.strip()]
+        error = f"cell {cell} raised: {lines[-1][:400] if lines else failure}"
+    seconds = time.perf_counter() - start
+    nbformat.write(nb, SITE / f"{relative}.ipynb")
+    return {"chapter": relative, "seconds": seconds, "error": error}
+
+
+def drop_repeated_inline_scripts(page: Path) -> None:
+    """Keep the first of identical inline ``<script>`` lines in a page.
+
+    Jupyter Book 1 with Sphinx 7.4 writes sphinx-thebe's and sphinx-togglebutton's inline
+    configuration scripts twice into every page (their ``add_js_file`` calls land both in the
+    registry and in the builder); the second ``const THEBE_JS_URL`` is a JavaScript error in the
+    reader's console. An identical inline script run twice is never meant, so the repeat goes.
+    """
+    seen, kept, changed = set(), [], False
+    for line in page.read_text().splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("<script>") and stripped.endswith("</script>"):
+            if stripped in seen:
+                changed = True
+                continue
+            seen.add(stripped)
+        kept.append(line)
+    if changed:
+        page.write_text("".join(kept))
+
+
+def _running_cell(nb) -> int | str:
+    """The index of the last code cell that started executing (the one that failed)."""
+    started = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count")]
+    return started[-1] if started else "?"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("TDLAB_WORKERS", 2)))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("TDLAB_THREADS", 1)))
+    parser.add_argument("--cell-timeout", type=int, default=300)
+    parser.add_argument("--only", nargs="*", help="chapters to execute (paths as in _toc.yml); the rest keep no outputs")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the chapters executed by the last run (in _build/site) and their records; "
+                             "rebuild the ledger, the pages and the checks only")
+    args = parser.parse_args()
+
+    entries = chapters_in_toc()
+    ledger = [e for e in entries if Path(e).parent == Path("book")]
+    chapters = [e for e in entries if e not in ledger and (ROOT / f"{e}.ipynb").exists()]
+    if args.only:
+        chapters = [c for c in chapters if c in args.only or c.removeprefix("book/") in args.only]
+    copy_sources(notebooks=not args.reuse)
+    if not args.reuse and RECORDS.exists():
+        shutil.rmtree(RECORDS)
+    env = {"TDLAB_STATIC": "1", "TDLAB_RECORDS": str(RECORDS), "OMP_NUM_THREADS": str(args.threads),
+           "MKL_NUM_THREADS": str(args.threads), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    print(f"executing {0 if args.reuse else len(chapters)} chapters, {args.workers} at a time, "
+          f"{args.threads} torch thread(s) each", flush=True)
+    start = time.perf_counter()
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        futures = [pool.submit(execute, c, env, args.cell_timeout) for c in ([] if args.reuse else chapters)]
+        for future in concurrent.futures.as_completed(futures):
+            result = future.result()
+            results.append(result)
+            status = "ok" if not result["error"] else f"FAILED: {result['error']}"
+            print(f"  {result['chapter']}: {result['seconds']:.0f} s  {status}", flush=True)
+    print(f"all chapters: {time.perf_counter() - start:.0f} s wall", flush=True)
+    failed = [r for r in results if r["error"]]
+    if failed:
+        print("\n".join(f"FAILED {r['chapter']}: {r['error']}" for r in failed), file=sys.stderr)
+        return 1
+    for page in ledger:
+        if (ROOT / f"{page}.ipynb").exists():
+            result = execute(page, env, args.cell_timeout)
+            if result["error"]:
+                print(f"FAILED {page}: {result['error']}", file=sys.stderr)
+                return 1
+    build = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(SITE), "-W",
+                            "--keep-going", "--path-output", str(BUILD / "jb")], cwd=ROOT)
+    if build.returncode:
+        print("FAILED: the book build (warnings are errors)", file=sys.stderr)
+        return build.returncode
+    html = BUILD / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.copytree(BUILD / "jb" / "_build" / "html", html)
+    for page in html.rglob("*.html"):
+        drop_repeated_inline_scripts(page)
+    check = subprocess.run([sys.executable, str(ROOT / "tools" / "check_pages.py"), str(SITE), str(html)]
+                           + [c.removeprefix("book/") for c in chapters])
+    if check.returncode:
+        return check.returncode
+    subprocess.run([sys.executable, str(ROOT / "tools" / "run_chapters.py"), "timings", str(RECORDS)])
+    print(f"The book is at {html / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Execute chapters outside the book build: on several seeds, in parallel, with a timing report.
+
+    python tools/run_chapters.py seeds --chapter 01_noisy_labels/01_memorization_elr --seeds 0 1 2 3 4
+    python tools/run_chapters.py timings _build/records/test
+
+``seeds`` executes the chapter once per seed (``TDLAB_SEED``), with ``TDLAB_CHECKS=record`` so a
+claim that fails on one seed is recorded instead of stopping the run, two notebooks at a time
+with one torch thread each, and prints the chapter's claims against the seeds (each cell: the
+value and its margin as a fraction of the threshold; ✗ where it failed). The table is also
+written to ``<records>/<chapter>.md``. ``timings`` prints, per chapter, the whole notebook's wall
+time, the default run's and the sweep's, from the records a run left (``make test`` and
+``make book`` call it).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from tdlab import claims, records
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def execute(notebook: Path, env: dict[str, str], cell_timeout: int) -> tuple[float, str]:
+    """Execute ``notebook`` in a fresh kernel whose environment has ``env`` added; return
+    (seconds, error or "")."""
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(notebook.parent)}})
+    start = time.perf_counter()
+    try:
+        client.execute(env={**os.environ, **env})
+        error = ""
+    except Exception as failure:  # the report names the chapter and the error; the caller decides
+        error = f"{type(failure).__name__}: {str(failure).strip().splitlines()[-1][:300]}"
+    return time.perf_counter() - start, error
+
+
+def seeds(chapter: str, seed_list: list[int], folder: Path, workers: int, threads: int, cell_timeout: int) -> int:
+    notebook = ROOT / "book" / f"{chapter}.ipynb"
+    if not notebook.exists():
+        sys.exit(f"no chapter {chapter!r}: expected {notebook}")
+    for seed in seed_list:
+        stale = folder / chapter / f"seed{seed}-cpu.json"
+        if stale.exists():
+            stale.unlink()
+    common = {"TDLAB_RECORDS": str(folder), "TDLAB_CHECKS": "record", "TDLAB_STATIC": "1",
+              "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    failures = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {}
+        for seed in seed_list:
+            futures[pool.submit(execute, notebook, {**common, "TDLAB_SEED": str(seed)}, cell_timeout)] = seed
+        for future in concurrent.futures.as_completed(futures):
+            seconds, error = future.result()
+            failures += bool(error)
+            print(f"{chapter} seed {futures[future]}: {seconds:.0f} s" + (f"  ERROR {error}" if error else ""),
+                  flush=True)
+    table = claims.seed_table(folder, chapter)
+    header = "| claim [threshold] | " + " | ".join(f"seed {c}" for c in table.columns) + " |"
+    lines = [header, "|---" * (len(table.columns) + 1) + "|"]
+    lines += ["| " + " | ".join([str(claim)] + [str(v) for v in row]) + " |" for claim, row in table.iterrows()]
+    text = f"### {chapter}, seeds {', '.join(map(str, seed_list))}\n\n" + "\n".join(lines) + "\n"
+    (folder / f"{chapter.replace('/', '__')}.md").write_text(text)
+    print(text)
+    return failures
+
+
+def timings(folder: Path) -> None:
+    rows = records.timing_table(folder)
+    if not rows:
+        print(f"no records under {folder}")
+        return
+    fmt = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"  # noqa: E731
+    print("| chapter | seed | whole notebook s | default run s | sweep s | all timed runs s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['chapter']} | {r['seed']} | {fmt(r['notebook s'])} | {fmt(r['default run s'])} | "
+              f"{fmt(r['sweep s'])} | {fmt(r['all timed runs s'])} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("seeds")
+    s.add_argument("--chapter", required=True, help="path under book/ without .ipynb")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    s.add_argument("--records", type=Path, default=ROOT / "_build" / "records" / "seeds")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--cell-timeout", type=int, default=900)
+    t = sub.add_parser("timings")
+    t.add_argument("folder", type=Path)
+    args = parser.parse_args()
+    if args.command == "seeds":
+        sys.exit(1 if seeds(args.chapter, args.seeds, args.records, args.workers, args.threads,
+                            args.cell_timeout) else 0)
+    timings(args.folder)
+
+
+if __name__ == "__main__":
+    main()
