@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 CHAPTER ?= 01_noisy_labels/01_memorization_elr
 SEEDS ?= 0 1 2 3 4
 
-.PHONY: install book test unit browser benchmark clean strip seeds
+.PHONY: install book test unit widgets7 lab browser benchmark clean strip seeds
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -31,10 +31,22 @@ CELL_TIMEOUT ?= 300
 book: $(STAMP)
 	$(BIN)/python tools/build_book.py --workers $(WORKERS) --threads $(THREADS) --cell-timeout $(CELL_TIMEOUT)
 
-test: unit book browser
+test: unit widgets7 book browser
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
+
+# Colab ships ipywidgets 7.7: the panel's tests again with ipywidgets 7.7.1 first on the path
+# (the venv itself has 8.x, which the unit tests use).
+widgets7: $(STAMP)
+	$(BIN)/python -m pip install --quiet --target _build/widgets7 --no-deps "ipywidgets==7.7.1" \
+		"widgetsnbextension==3.6.*" "jupyterlab_widgets==1.1.*" ipython_genutils
+	TDLAB_EXPECT_IPYWIDGETS=7.7 PYTHONPATH=_build/widgets7 $(BIN)/python -m pytest tests/test_plots_interact.py -q \
+		-p no:cacheprovider -W ignore::DeprecationWarning
+
+# Open the chapters in JupyterLab (installed with the book).
+lab: $(STAMP)
+	$(BIN)/jupyter lab book/
 
 # The built book in headless Chromium: a chapter's kernel-free slider redraws its figure;
 # JupyterLab runs chapter 1 and its panel retrains on Run (tests_browser/).

@@ -56,3 +56,21 @@ def test_config_fails_loudly():
     assert config["execute"]["raise_on_error"] is True
     assert config["execute"]["execute_notebooks"] == "force"
     assert config["launch_buttons"]["colab_url"] and config["repository"]["url"]
+
+
+def test_the_repository_address_is_set_in_one_place():
+    """_config.yml's repository.url; README, base URL and every Colab cell agree with it."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "set_repository.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_colab_cell_installs_only_what_colab_lacks_and_is_hidden_in_the_page(path):
+    cell = nbformat.read(path, as_version=4).cells[0]
+    assert "--no-deps" in cell.source and "mnist1d" in cell.source   # tdlab.data imports mnist1d
+    assert "==" not in cell.source, "never pin packages in the Colab cell (Colab's own stack would be replaced)"
+    assert "remove-cell" in cell.metadata.get("tags", [])

@@ -136,6 +136,21 @@ def test_recipe_trains_groups_and_records_every_knob(digits):
         recipe(alpah=1.0)
 
 
+def test_a_knob_a_derivation_reads_reaches_the_engine_too(digits):
+    """A derivation that reads lr (to build an optimizer, say) must not leave the engine at its own default."""
+    seen = []
+
+    def optimizer(lr=3e-2):
+        seen.append(lr)
+        return {"optimizer": "sgd"}
+
+    recipe = recipes.Recipe(digits, mlp, {"steps": 5, "eval_every": 5, "progress": False, "momentum": 0.0}, (optimizer,))
+    by_default = recipe()
+    explicit = train.train(mlp, digits, optimizer="sgd", lr=3e-2, momentum=0.0, steps=5, eval_every=5, progress=False)
+    assert by_default.knobs[0]["lr"] == 3e-2 and seen == [3e-2]
+    assert by_default.frame["value"].tolist() == explicit.frame["value"].tolist()
+
+
 def test_recipe_derived_data_is_built_once_per_setting(digits):
     calls = []
 

@@ -174,3 +174,35 @@ def test_explorer_holds_every_member_and_names_a_missing_combination():
         plots.explorer(h, ["noise_rate"])
     with pytest.raises(ValueError, match="not a knob"):
         plots.explorer(h, ["alpha"])
+
+
+def test_log_slider_reads_off_at_its_left_end_and_legends_sit_outside_the_axes():
+    import ipywidgets as w
+
+    panel, calls = make_panel(initial=fake_history())
+    left, _ = panel.widget().children
+    boxes = [c for c in left.children if isinstance(c, w.HBox)]
+    pairs = {b.children[0].description: b.children for b in boxes}
+    slider, label = pairs["weight decay"]
+    assert label.value == "0 (off)"                       # the leftmost position means weight decay 0
+    slider.value = 1e-3
+    assert label.value == "1.0e-03"
+    ax = plots.memorization_curves(fake_history())
+    figure = ax.figure
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    legend_box, axes_box = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert not legend_box.overlaps(axes_box), "the legend covers the curves"
+    plt.close("all")
+
+
+def test_the_expected_ipywidgets_is_the_one_tested():
+    """`make widgets7` runs these tests with Colab's ipywidgets 7.7 first on the path; this says which ran."""
+    import os
+
+    import ipywidgets
+
+    expected = os.environ.get("TDLAB_EXPECT_IPYWIDGETS")
+    if expected:
+        assert ipywidgets.__version__.startswith(expected), ipywidgets.__version__
+    assert int(ipywidgets.__version__.split(".")[0]) >= 7

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,8 @@ def execute(relative: str, env: dict[str, str], cell_timeout: int) -> dict:
         error = f"cell {cell} ran past the per-cell timeout of {cell_timeout} s (a hang, or a chapter over budget)"
     except CellExecutionError as failure:
         cell = _running_cell(nb)
-        lines = [line for line in str(failure).strip().splitlines() if line.strip()]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(failure))             # no terminal colours in the report
+        lines = [line for line in text.strip().splitlines() if line.strip()]
         error = f"cell {cell} raised: {lines[-1][:400] if lines else failure}"
     seconds = time.perf_counter() - start
     nbformat.write(nb, SITE / f"{relative}.ipynb")
@@ -148,7 +150,7 @@ def main() -> int:
     if failed:
         print("\n".join(f"FAILED {r['chapter']}: {r['error']}" for r in failed), file=sys.stderr)
         return 1
-    for page in ledger:
+    for page in ([] if args.only else ledger):        # a partial build has no complete ledger to show
         if (ROOT / f"{page}.ipynb").exists():
             result = execute(page, env, args.cell_timeout)
             if result["error"]:

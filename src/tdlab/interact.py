@@ -48,6 +48,14 @@ class Knob:
     zero_at_low: bool = False
     options: list = field(default_factory=list)
 
+    def show(self, value) -> str:
+        """How a readout shows ``value``: "0 (off)" for a log knob's off position, else compactly."""
+        if self.options:
+            return str(value)
+        if value == 0 and self.zero_at_low:
+            return "0 (off)"
+        return f"{value:.1e}" if self.log else f"{value:g}"
+
     def check(self, value) -> None:
         if self.options:
             if value not in self.options:
@@ -124,6 +132,13 @@ class Panel:
             return self.grid.member(member), "precomputed grid point"
         return self.run(callback=callback, **values), "trained now"
 
+    @staticmethod
+    def _knob_value(k: "Knob", value):
+        """A control's value as the run takes it: a log slider's leftmost position is 0 when it means off."""
+        if k.log and k.zero_at_low and value <= k.low * 1.0001:
+            return 0.0
+        return value
+
     def plot(self, history: History) -> plt.Figure:
         """The live figure of ``history``: ``plot(history)`` (a Figure or an Axes), titled with
         ``plot_title`` formatted with the run's knobs."""
@@ -163,7 +178,7 @@ class Panel:
 
     def widget(self):
         """The ipywidgets layout (controls | live plot and readout)."""
-        controls = {}
+        controls, readouts = {}, {}
         for k in self.knobs:
             style = {"description_width": "110px"}
             layout = w.Layout(width="340px")
@@ -172,11 +187,14 @@ class Panel:
                                               style=style, layout=layout)
             elif k.log:
                 start = k.low if (k.zero_at_low and k.default == 0) else k.default
-                controls[k.name] = w.FloatLogSlider(value=start, base=10, min=math.log10(k.low),
-                                                    max=math.log10(k.high), step=0.1,
-                                                    description=k.label + (" (left=0)" if k.zero_at_low else ""),
-                                                    readout_format=".1e", continuous_update=False,
-                                                    style=style, layout=layout)
+                slider = w.FloatLogSlider(value=start, base=10, min=math.log10(k.low), max=math.log10(k.high),
+                                          step=0.1, description=k.label, readout=False, continuous_update=False,
+                                          style=style, layout=w.Layout(width="270px"))
+                shown = w.Label(k.show(self._knob_value(k, start)), layout=w.Layout(width="70px"))
+                slider.observe(lambda change, k=k, shown=shown: setattr(
+                    shown, "value", k.show(self._knob_value(k, change["new"]))), names="value")
+                controls[k.name] = slider
+                readouts[k.name] = w.HBox([slider, shown])
             else:
                 controls[k.name] = w.FloatSlider(value=k.default, min=k.low, max=k.high,
                                                  step=k.step or (k.high - k.low) / 100,
@@ -188,13 +206,7 @@ class Panel:
         output = w.Output(layout=w.Layout(min_height="320px"))
 
         def values() -> dict:
-            out = {}
-            for k in self.knobs:
-                v = controls[k.name].value
-                if k.zero_at_low and k.log and v <= k.low * 1.0001:
-                    v = 0.0
-                out[k.name] = v
-            return out
+            return {k.name: self._knob_value(k, controls[k.name].value) for k in self.knobs}
 
         def draw(history: History, note: str) -> None:
             with output:
@@ -251,7 +263,8 @@ class Panel:
         history, source = self.result(self.defaults)
         self.initial = history
         header = w.HTML(f"<b>{self.title}</b>") if self.title else w.HTML()
-        left = w.VBox([header, *controls.values(), button, status, readout])
+        left = w.VBox([header, *(readouts.get(name, control) for name, control in controls.items()), button, status,
+                       readout])
         panel = w.HBox([left, output])
         draw(history, source)
         return panel

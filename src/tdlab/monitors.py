@@ -138,8 +138,10 @@ def elr_targets(ev: Evaluation) -> dict[tuple[str, str], Values]:
     (flagged: the detector's recall) and ``train_clean``/``flagged`` (clean examples flagged:
     false alarms). With λ = 0 (cross-entropy) the buffer still averages the predictions: the control."""
     targets = getattr(ev.loss, "targets", None)
-    if targets is None or ev.corrupted is None:
-        raise ValueError("the ELR target monitor needs loss='elr' and corrupted labels")
+    if targets is None:
+        raise ValueError(f"the ELR target monitor needs loss='elr' (got {ev.loss.name!r})")
+    if ev.corrupted is None:
+        return {}                                                         # no corrupted labels: nothing to detect
     guess = targets.argmax(-1)                                            # (E, N)
     corrupted = ev.corrupted.float()
     flagged = (guess != ev.targets["train"]).float()

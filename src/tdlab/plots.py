@@ -52,6 +52,14 @@ def _axes(ax, figsize=(6, 4)):
     return ax
 
 
+def legend_below(ax, handles=None, labels=None, columns: int = 2, fontsize: int = 8):
+    """A legend under the axes, outside the plotting area, so it never covers the curves it labels."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=columns,
+                     fontsize=fontsize, frameon=False)
+
+
 def _mark_divergence(ax, history: History, member: int, color) -> None:
     step = history.diverged_at[member]
     if step is None:
@@ -80,7 +88,7 @@ def training_curves(history: History, member: int = 0, metric: str = "acc", ax=N
     for split in ("train", "test"):
         curve(ax, history, split, metric, member, color=PALETTE[split])
     ax.set(xlabel="training step", ylabel=UNITS.get(metric, metric), title=title)
-    ax.legend()
+    legend_below(ax)
     return ax
 
 
@@ -106,7 +114,7 @@ def memorization_curves(history: History, member: int = 0, ax=None, title: str |
             ax.annotate(f"peak {values[best]:.0%}", (steps[best], values[best] * 100), xytext=(6, 6),
                         textcoords="offset points", fontsize=9, color=PALETTE["test"])
     ax.set(xlabel="training step", ylabel="accuracy (%)", ylim=(-2, 102), title=title)
-    ax.legend(fontsize=8, loc="center right")
+    legend_below(ax)
     return ax
 
 
@@ -117,7 +125,7 @@ def compare(runs: dict[str, tuple[History, int]], split: str = "test", metric: s
     for label, (history, member) in runs.items():
         curve(ax, history, split, metric, member, label=label, linewidth=2)
     ax.set(xlabel="training step", ylabel=f"{split} {UNITS.get(metric, metric)}", title=title)
-    ax.legend()
+    legend_below(ax)
     return ax
 
 
@@ -185,7 +193,7 @@ def final_vs_knob(history: History, knob: str, hue: str | None = None, split: st
     ax.set(xlabel=xlabel or (f"{knob} (%)" if percent else knob),
            ylabel=f"{what} {split} {UNITS.get(metric, metric)}", title=title)
     if hue or len(summaries) > 1:
-        ax.legend(fontsize=8)
+        legend_below(ax)
     return ax
 
 
@@ -227,7 +235,7 @@ def collapse_curves(history: History, member: int = 0, ax=None, precision: str |
     gap_ax.set_ylabel("max logit gap (dotted: collapse gap)")
     gap_ax.grid(False)
     lines = ax.get_lines() + gap_ax.get_lines()[:1]
-    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="center right")
+    legend_below(ax, lines, [line.get_label() for line in lines])
     return ax
 
 
@@ -267,4 +275,4 @@ def readout_table(values: dict[str, object]) -> str:
 
 __all__: Sequence[str] = ["set_style", "curve", "training_curves", "memorization_curves", "compare",
                           "small_multiples", "final_vs_knob", "memorization_panels", "collapse_curves",
-                          "occlusion_grid", "readout_table", "explorer"]
+                          "occlusion_grid", "readout_table", "explorer", "legend_below"]

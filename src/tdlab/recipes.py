@@ -149,7 +149,13 @@ class Recipe:
             bound = inspect.signature(derivation).bind(**{k: v for k, v in shared.items() if k in names})
             bound.apply_defaults()
             tags.update(bound.arguments)           # the History records the knobs as the chapter names them
-            settings.update(derivation(**bound.arguments))
+            made = derivation(**bound.arguments)
+            # a knob the derivation reads that is also an engine setting (lr, weight_decay, ...) reaches the
+            # engine too, at the value the derivation used, unless the derivation set it itself
+            for key, value in bound.arguments.items():
+                if key in ENGINE_SETTINGS and key not in made:
+                    settings.setdefault(key, value)
+            settings.update(made)
         if callable(self.data):
             tags.update({k: v for k, v in shared.items() if k in _parameters(self.data)})
             for name, parameter in inspect.signature(self.data).parameters.items():
@@ -195,10 +201,11 @@ def mnist1d_cnn(**settings) -> Recipe:
                   {"optimizer": "adamw", "batch_size": 128, **settings})
 
 
-def digits_cnn(**settings) -> Recipe:
+def digits_cnn(channels: int = 32, **settings) -> Recipe:
     """scikit-learn's 8×8 digits (a fixed stratified split: 1257 train, 540 test) and a small
-    2-D CNN (three 3×3 conv layers, 32–64 channels, two max-pools); AdamW, batches of 64."""
-    return Recipe(lambda: datasets.load("digits"), lambda: models.CNN2d(1, 10, channels=32, image_size=8),
+    2-D CNN (three 3×3 conv layers with ``channels`` and twice as many, two max-pools); AdamW,
+    batches of 64."""
+    return Recipe(lambda: datasets.load("digits"), lambda: models.CNN2d(1, 10, channels=channels, image_size=8),
                   {"optimizer": "adamw", "batch_size": 64, **settings})
 
 
