@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 
 # Chapters execute WORKERS at a time with THREADS torch threads each (measured: see benchmarks/README.md);
 # a cell running past CELL_TIMEOUT seconds fails its chapter.
-WORKERS ?= 2
-THREADS ?= 1
+WORKERS ?= 1
+THREADS ?= 2
 CELL_TIMEOUT ?= 300
 
 book: $(STAMP)
@@ -55,7 +55,7 @@ browser: $(STAMP)
 
 # Every claim of one chapter on several seeds: claim × seed with margins (see tools/run_chapters.py).
 seeds: $(STAMP)
-	$(BIN)/python tools/run_chapters.py seeds --chapter $(CHAPTER) --seeds $(SEEDS)
+	$(BIN)/python tools/run_chapters.py seeds --chapter $(CHAPTER) --seeds $(SEEDS) --workers $(WORKERS) --threads $(THREADS)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run.py

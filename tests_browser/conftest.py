@@ -75,3 +75,14 @@ def book_server():
     yield f"http://127.0.0.1:{port}"
     server.terminate()
     server.wait(10)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing browser test leaves a screenshot of what the browser showed: _build/screens/<test>-failure.png."""
+    outcome = yield
+    report = outcome.get_result()
+    driver = item.funcargs.get("browser") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and driver is not None:
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENS / f"{item.name}-failure.png"))

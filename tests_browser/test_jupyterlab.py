@@ -23,29 +23,51 @@ def lab():
     port, token = free_port(), secrets.token_hex(16)
     workdir = tempfile.mkdtemp(prefix="tdlab-lab-")
     shutil.copytree(ROOT / "book", os.path.join(workdir, "book"))
+    log = open(os.path.join(workdir, "server.log"), "w")
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TDLAB_STATIC", "TDLAB_QUIET", "TDLAB_RECORDS")}
+    settings = os.path.join(workdir, "settings")
+    os.makedirs(os.path.join(settings, "@jupyterlab", "apputils-extension"))
+    with open(os.path.join(settings, "@jupyterlab", "apputils-extension", "notification.jupyterlab-settings"), "w") as f:
+        f.write('{"fetchNews": "false"}')                  # no "Jupyter news?" toast over the panel
     env.update(OMP_NUM_THREADS="2", JUPYTER_CONFIG_DIR=os.path.join(workdir, "config"),
-               JUPYTER_RUNTIME_DIR=os.path.join(workdir, "runtime"))
+               JUPYTER_RUNTIME_DIR=os.path.join(workdir, "runtime"), JUPYTERLAB_SETTINGS_DIR=settings)
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True",
-         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={workdir}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    wait_for_port(port, 120)
+         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={workdir}"]
+        + (["--allow-root"] if os.geteuid() == 0 else []),   # CI's containers run as root
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, 120)
+    except BaseException:
+        server.kill()
+        print(open(log.name).read()[-3000:])             # why the server did not start, in pytest's report
+        raise
     yield f"http://127.0.0.1:{port}", token
     server.terminate()
     server.wait(30)
+    log.close()
     shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_panel_retrains_on_run(browser, lab):
     url, token = lab
     browser.get(f"{url}/lab/tree/{CHAPTER}?token={token}")
-    WebDriverWait(browser, 120).until(lambda d: d.execute_script(
-        "return !!(window.jupyterapp && window.jupyterapp.shell.currentWidget"
-        " && window.jupyterapp.shell.currentWidget.sessionContext"
-        " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel)"))
+    state = {}
+    def kernel_ready(d):   # noqa: E306
+        state.update(d.execute_script(
+            "const app = window.jupyterapp;"
+            "const w = app && Array.from(app.shell.widgets('main')).find(w => w.sessionContext);"
+            "if (w && app.shell.currentWidget !== w) app.shell.activateById(w.id);"  # headless: no focus event
+            "const s = w && w.sessionContext;"
+            "return {app: !!window.jupyterapp, widget: w ? String(w.title.label) : null,"
+            " session: !!(s && s.session), kernel: !!(s && s.session && s.session.kernel),"
+            " status: s && s.session && s.session.kernel ? s.session.kernel.status : null};"))
+        return state["kernel"] and state["status"] == "idle"
+    try:
+        WebDriverWait(browser, 120).until(kernel_ready)
+    except Exception:
+        pytest.fail(f"JupyterLab did not start the chapter's kernel within 120 s: {state}")
     time.sleep(3)
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     # the panel appears when the chapter has run up to it (the default run and the sweep first)
@@ -66,4 +88,9 @@ def test_panel_retrains_on_run(browser, lab):
     run.click()
     WebDriverWait(browser, 300, poll_frequency=2).until(lambda d: any("trained now" in s.text for s in status()))
     assert image() != before, "the panel's plot was not redrawn after Run"
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", panel)
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+        "const i = arguments[0].querySelector('.widget-output img'); return i && i.complete && i.naturalWidth > 0"
+        " && i.getBoundingClientRect().top >= 0", panel))
+    time.sleep(1)
     browser.save_screenshot(str(SCREENS / "jupyterlab-panel-after-run.png"))

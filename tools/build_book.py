@@ -115,8 +115,8 @@ def _running_cell(nb) -> int | str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("TDLAB_WORKERS", 2)))
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("TDLAB_THREADS", 1)))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("TDLAB_WORKERS", 1)))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("TDLAB_THREADS", 2)))
     parser.add_argument("--cell-timeout", type=int, default=300)
     parser.add_argument("--only", nargs="*", help="chapters to execute (paths as in _toc.yml); the rest keep no outputs")
     parser.add_argument("--reuse", action="store_true",
