@@ -114,3 +114,48 @@ def test_batched_cnn_equals_separate_runs(digits):
     separate = sweep.sequential(cnn, digits, members, **common)
     for m in range(len(members)):
         np.testing.assert_allclose(loss_curves(batched, m), loss_curves(separate, m), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("inputs", ["one-hot", "pairs", "mixed"])
+def test_quadratic_forward_stacked_equals_each_model(inputs):
+    """The stacked lookup (and the one-hot product for inputs that are not exact one-hots) against each network."""
+    from tdlab import engine, flat
+
+    p = 7
+    nets = [models.QuadraticModularNet(p, width=6) for _ in range(3)]
+    assert engine.has_stacked_forward(nets[0])
+    _, params, _ = flat.stack(nets)
+    a, b = torch.randint(0, p, (2, 11))
+    onehot = torch.cat([torch.nn.functional.one_hot(a, p), torch.nn.functional.one_hot(b, p)], -1).float()
+    x = {"one-hot": onehot, "pairs": torch.stack([a, b], -1),
+         "mixed": 0.7 * onehot + 0.3 * onehot.roll(1, 0)}[inputs]
+    stacked = nets[0].forward_stacked(params, x)
+    assert stacked.shape == (3, 11, p)
+    for member, net in enumerate(nets):
+        expected = net(x if inputs != "pairs" else onehot)
+        torch.testing.assert_close(stacked[member], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_subclass_with_its_own_forward_is_vmapped():
+    from tdlab import engine
+
+    class Shifted(models.MLP):
+        def forward(self, x):
+            return super().forward(x) + 1
+
+    assert engine.has_stacked_forward(models.MLP(4, 2)) and not engine.has_stacked_forward(Shifted(4, 2))
+    assert not engine.has_stacked_forward(models.CNN1d(40, 10))
+
+
+def test_batched_quadratic_net_equals_separate_runs():
+    """Stacked QuadraticModularNets (index lookup, index_add backward) train as each one alone does."""
+    from tdlab import data as datasets
+
+    modular = datasets.load("modular", p=11, operation="add", train_fraction=0.5, seed=0)
+    net = lambda: models.QuadraticModularNet(11, width=16)  # noqa: E731
+    members = [{"seed": 0, "weight_decay": 0.0}, {"seed": 1, "weight_decay": 1.0}]
+    common = dict(steps=25, eval_every=5, batch_size=None, loss="mse", lr=1e-2, progress=False)
+    batched = sweep.sweep(net, modular, members, **common)
+    separate = sweep.sequential(net, modular, members, **common)
+    for m in range(len(members)):
+        np.testing.assert_allclose(loss_curves(batched, m), loss_curves(separate, m), atol=1e-5, rtol=1e-4)
