@@ -86,10 +86,10 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     One fused ``F.cross_entropy`` call over (M, C, B), the class axis second: on the
     CPU with few classes that layout is also the fast one (see :func:`log_softmax`).
     """
-    if logits.dim() == 2 and not _class_major(logits):          # one small batch: fewest calls
-        return F.cross_entropy(logits, targets.long())
     classes, examples = logits.shape[-1], logits.shape[-2]
     leading = logits.shape[:-2]
+    if logits.numel() == examples * classes and not _class_major(logits):   # one small batch: fewest calls
+        return F.cross_entropy(logits.reshape(examples, classes), targets.long().reshape(examples)).reshape(leading)
     class_major = _class_major(logits, min_rows=0)
     logits = logits.reshape(-1, examples, classes).transpose(1, 2)       # (M, C, B)
     if class_major:
