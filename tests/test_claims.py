@@ -59,6 +59,12 @@ def test_records_round_trip_and_complete_only_at_the_end(record_dir):
     assert saved["claims"][0]["control_value"] == 0.2 and saved["claims"][0]["relative_margin"] == 1.0
     timing = records.timing_table(record_dir)[0]
     assert timing["default run s"] == 12.5 and timing["complete"]
+    assert timing["notebook s"] == timing["setup to end s"] and timing["over budget"] == ""
+    records.note_executed(record_dir, "01_part/02_chapter", 130.0, seed=3)        # the runner's wall time wins
+    timing = records.timing_table(record_dir)[0]
+    assert timing["notebook s"] == 130.0 and timing["over budget"] == "notebook > 120 s"
+    records.note_executed(record_dir, "01_part/nothing_here", 1.0)                # no record: nothing written
+    assert not (record_dir / "01_part/nothing_here").exists()
 
 
 def test_an_interrupted_write_leaves_the_old_file(record_dir, monkeypatch):

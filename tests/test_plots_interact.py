@@ -43,8 +43,16 @@ def test_memorization_figure_is_labelled_and_marks_divergence():
 
 def test_small_multiples_and_final_vs_knob():
     h = concat([fake_history(knobs={"noise_rate": r, "lam": l}) for r in (0.2, 0.4) for l in (0.0, 3.0)])
+    grid = plots.small_multiples(h, col="noise_rate", hue="lam", hue_labels={0.0: "CE"})
+    assert len(grid.axes.flat) == 2 and [ax.get_title() for ax in grid.axes] == ["noise_rate = 0.2", "noise_rate = 0.4"]
+    assert [[line.get_label() for line in ax.get_lines()] for ax in grid.axes] == [["CE", "3.0"]] * 2
+    assert [t.get_text() for t in grid.legend.get_texts()] == ["CE", "3.0"]
+    assert grid.axes[0].get_ylabel() == "test accuracy (%)" and grid.axes[1].get_xlabel() == "training step"
+    # a diverged member is marked in its own panel only
+    h = concat([fake_history(knobs={"noise_rate": 0.2, "lam": 0.0}, diverged_at=25),
+                fake_history(knobs={"noise_rate": 0.4, "lam": 0.0})])
     grid = plots.small_multiples(h, col="noise_rate", hue="lam")
-    assert len(grid.axes.flat) == 2
+    assert [[t.get_text() for t in ax.texts] for ax in grid.axes] == [["diverged"], []]
     ax = plots.final_vs_knob(h, "noise_rate", hue="lam")
     assert ax.get_xlabel() == "noise_rate" and "%" in ax.get_ylabel()
     plt.close("all")

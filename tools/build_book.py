@@ -36,6 +36,8 @@ import yaml
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
+from tdlab import records
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 SITE = BUILD / "site"
@@ -143,6 +145,8 @@ def main() -> int:
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
             results.append(result)
+            records.note_executed(RECORDS, result["chapter"].removeprefix("book/"), result["seconds"],
+                                  seed=int(env.get("TDLAB_SEED", os.environ.get("TDLAB_SEED", 0))))
             status = "ok" if not result["error"] else f"FAILED: {result['error']}"
             print(f"  {result['chapter']}: {result['seconds']:.0f} s  {status}", flush=True)
     print(f"all chapters: {time.perf_counter() - start:.0f} s wall", flush=True)

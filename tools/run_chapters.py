@@ -62,6 +62,7 @@ def seeds(chapter: str, seed_list: list[int], folder: Path, workers: int, thread
         for future in concurrent.futures.as_completed(futures):
             seconds, error = future.result()
             failures += bool(error)
+            records.note_executed(folder, chapter, seconds, seed=futures[future])
             print(f"{chapter} seed {futures[future]}: {seconds:.0f} s" + (f"  ERROR {error}" if error else ""),
                   flush=True)
     table = claims.seed_table(folder, chapter)
@@ -80,11 +81,19 @@ def timings(folder: Path) -> None:
         print(f"no records under {folder}")
         return
     fmt = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"  # noqa: E731
-    print("| chapter | seed | whole notebook s | default run s | sweep s | all timed runs s |")
-    print("|---|---|---|---|---|---|")
+    print(f"| chapter | seed | whole notebook s | setup to end s | default run s | sweep s | all timed runs s | "
+          f"budget ({records.NOTEBOOK_BUDGET_S} s, default run {records.DEFAULT_RUN_BUDGET_S} s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['chapter']} | {r['seed']} | {fmt(r['notebook s'])} | {fmt(r['default run s'])} | "
-              f"{fmt(r['sweep s'])} | {fmt(r['all timed runs s'])} |")
+        print(f"| {r['chapter']} | {r['seed']} | {fmt(r['notebook s'])} | {fmt(r['setup to end s'])} | "
+              f"{fmt(r['default run s'])} | {fmt(r['sweep s'])} | {fmt(r['all timed runs s'])} | "
+              f"{r['over budget'] or 'within'} |")
+    total = sum(r["notebook s"] for r in rows if not math.isnan(r["notebook s"]))
+    count = sum(1 for r in rows if not math.isnan(r["notebook s"]))
+    if count:
+        mean = total / count
+        print(f"{count} chapters: {total:.0f} s of notebooks, {mean:.0f} s each on average; at that average, "
+              f"22 chapters take {22 * mean / 60:.0f} min and 30 take {30 * mean / 60:.0f} min of execution")
 
 
 def main() -> None:
