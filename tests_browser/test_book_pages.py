@@ -32,6 +32,7 @@ def test_explorer_slider_redraws_the_figure(browser, book_server, chapter):
     browser.execute_script("arguments[0].scrollIntoView()", explorer)
     before_state, before = explorer.get_attribute("data-state"), curve_points(browser)
     assert any(before), f"{chapter}: the explorer drew no curve at its start settings"
+    browser.save_screenshot(str(SCREENS / f"{chapter.replace('/', '__')}-explorer-before.png"))
     slider = explorer.find_elements(By.CSS_SELECTOR, "input[type=range]")[0]
     key = Keys.ARROW_LEFT if int(slider.get_attribute("value")) > 0 else Keys.ARROW_RIGHT
     slider.send_keys(key)                                   # a keyboard move fires the input event
@@ -39,7 +40,7 @@ def test_explorer_slider_redraws_the_figure(browser, book_server, chapter):
     after = curve_points(browser)
     note = explorer.find_element(By.CSS_SELECTOR, ".tdlab-note").text
     assert after != before or "not trained" in note, f"{chapter}: moving the slider did not change the plotted data"
-    browser.save_screenshot(str(SCREENS / f"{chapter.replace('/', '__')}-explorer.png"))
+    browser.save_screenshot(str(SCREENS / f"{chapter.replace('/', '__')}-explorer-after.png"))
     assert not severe_errors(browser), f"{chapter}: JavaScript console errors: {severe_errors(browser)}"
 
 

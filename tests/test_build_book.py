@@ -1,0 +1,40 @@
+"""The book runner (tools/build_book.py): a hanging cell fails its chapter by the per-cell timeout,
+naming the chapter and the cell; a raising cell names its error."""
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ROOT", tmp_path / "src")
+    monkeypatch.setattr(module, "SITE", tmp_path / "site")
+    return module
+
+
+def write_chapter(runner, relative: str, *sources: str) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    for root in (runner.ROOT, runner.SITE):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, runner.ROOT / f"{relative}.ipynb")
+
+
+def test_a_hanging_cell_fails_its_chapter_by_the_timeout(runner):
+    write_chapter(runner, "book/part/hangs", "x = 1", "import time\ntime.sleep(60)")
+    result = runner.execute("book/part/hangs", {}, cell_timeout=3)
+    assert result["chapter"] == "book/part/hangs"
+    assert "cell 1 ran past the per-cell timeout of 3 s" in result["error"]
+    assert result["seconds"] < 40
+
+
+def test_a_raising_cell_names_its_error(runner):
+    write_chapter(runner, "book/part/raises", "raise ValueError('the phenomenon did not happen')")
+    result = runner.execute("book/part/raises", {}, cell_timeout=30)
+    assert "cell 0 raised" in result["error"] and "the phenomenon did not happen" in result["error"]
