@@ -137,3 +137,134 @@ def test_class_major_softmax_equals_torch(shape):
         grad, = torch.autograd.grad(value, logits, upstream)
         expected_grad, = torch.autograd.grad(expected, logits, upstream)
         torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------- losses for noisy labels (issue 16)
+
+def naive_per_example(logits, targets, formula):
+    """formula(list of C floats, label) for every example, in plain Python floats."""
+    return torch.tensor([formula([float(v) for v in row], int(y)) for row, y in zip(logits, targets)],
+                        dtype=torch.float64)
+
+
+def gce_naive(z, y, q):
+    p = math.exp(z[y]) / sum(math.exp(v) for v in z)
+    return (1 - p ** q) / q
+
+
+def zloss_naive(z, y, a, b):
+    mu = sum(z) / len(z)
+    sigma = math.sqrt(sum(v * v for v in z) / len(z) - mu * mu)
+    zeta = (z[y] - mu) / (sigma + 1e-12)
+    return math.log1p(math.exp(a * (b - zeta))) / a
+
+
+def ldr_naive(z, y, lam, margin):
+    s = [math.log1p(math.exp(v)) for v in z]
+    mean = sum(s) / len(s)
+    s = [v / mean for v in s]
+    d = [margin * (k != y) + s[k] - s[y] for k in range(len(z))]
+    return lam * math.log(sum(math.exp(v / lam) for v in d) / len(d))
+
+
+@pytest.mark.parametrize("name,kwargs,formula", [
+    ("gce", {"q": 0.7}, lambda z, y: gce_naive(z, y, 0.7)),
+    ("gce", {"q": 1.0}, lambda z, y: gce_naive(z, y, 1.0)),
+    ("zloss", {"a": 1.0, "b": 0.0}, lambda z, y: zloss_naive(z, y, 1.0, 0.0)),
+    ("zloss", {"a": 3.0, "b": 2.0}, lambda z, y: zloss_naive(z, y, 3.0, 2.0)),
+    ("ldr_kl", {"lam": 10.0, "margin": 0.1}, lambda z, y: ldr_naive(z, y, 10.0, 0.1)),
+    ("ldr_kl", {"lam": 0.5, "margin": 1.0}, lambda z, y: ldr_naive(z, y, 0.5, 1.0)),
+])
+def test_noisy_label_losses_match_naive_formulas_and_gradients(name, kwargs, formula):
+    gen = torch.Generator().manual_seed(3)
+    logits = (3 * torch.randn(7, 5, generator=gen, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 5, (7,), generator=gen)
+    loss = losses.get_loss(name, **kwargs)
+    value = loss(logits, targets)
+    expected = naive_per_example(logits.detach(), targets, formula).mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10, abs=1e-12)
+    (gradient,) = torch.autograd.grad(value, logits)
+    # central differences of the naive formula, coordinate by coordinate
+    h, numeric = 1e-6, torch.zeros_like(gradient)
+    for i in range(logits.shape[0]):
+        for k in range(logits.shape[1]):
+            up, down = logits.detach().clone(), logits.detach().clone()
+            up[i, k] += h
+            down[i, k] -= h
+            numeric[i, k] = (naive_per_example(up, targets, formula).mean()
+                             - naive_per_example(down, targets, formula).mean()) / (2 * h)
+    torch.testing.assert_close(gradient, numeric, atol=1e-7, rtol=1e-5)
+
+
+def test_zloss_is_shift_and_scale_invariant_and_cross_entropy_is_not():
+    gen = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(50, 10, generator=gen, dtype=torch.float64), torch.randint(0, 10, (50,), generator=gen)
+    zloss, ce = losses.ZLoss(a=2.0, b=1.5), losses.CrossEntropy()
+    for gamma, delta in ((1.0, 7.0), (5.0, 0.0), (0.2, -3.0)):
+        moved = gamma * logits + delta
+        assert zloss(moved, targets).item() == pytest.approx(zloss(logits, targets).item(), rel=1e-9)
+    assert abs(ce(5 * logits, targets).item() - ce(logits, targets).item()) > 0.1
+
+
+def aldr_naive_step(z, y, lam_old, lam0, alpha, margin):
+    """One example through the official ALDRLoss_V1: (loss, new λ)."""
+    K = len(z)
+    norm = sum(abs(v) for v in z) / K
+    s = [v / norm for v in z]
+    e = [math.exp(v / lam_old) for v in s]
+    q = [v / sum(e) + 1e-5 for v in e]
+    q = [v / sum(q) for v in q]
+    kl = sum(v * math.log(K * v) for v in q)
+    lam = lam0 - lam0 * kl / (alpha * math.log(K))
+    d = [margin * (k != y) + s[k] - s[y] for k in range(K)]
+    loss = lam * math.log(sum(math.exp(v / lam) for v in d) / K) - alpha * math.log(K) / (2 * lam0) * (lam - lam0) ** 2
+    return loss, lam
+
+
+def test_aldr_kl_matches_the_official_update_over_several_steps():
+    gen = torch.Generator().manual_seed(1)
+    lam0, alpha, margin, n, classes = 2.0, 2.0, 0.1, 12, 4
+    loss = losses.ALDRKL(lam=lam0, alpha=alpha, margin=margin)
+    loss.setup(n, classes)
+    lambdas = [lam0] * n
+    for _ in range(3):
+        index = torch.randperm(n, generator=gen)[:6]
+        logits = torch.randn(6, classes, generator=gen, dtype=torch.float64)
+        targets = torch.randint(0, classes, (6,), generator=gen)
+        value = loss(logits, targets, index)
+        expected = []
+        for row, y, i in zip(logits.tolist(), targets.tolist(), index.tolist()):
+            out, lambdas[i] = aldr_naive_step(row, y, lambdas[i], lam0, alpha, margin)
+            expected.append(out)
+        assert value.item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+        torch.testing.assert_close(loss.lambdas[0].double(), torch.tensor(lambdas, dtype=torch.float64),
+                                   rtol=1e-5, atol=1e-6)
+    assert all(lam0 * (1 - 1 / alpha) <= v <= lam0 for v in lambdas)
+
+
+@pytest.mark.parametrize("name,values", [("gce", {"q": [0.3, 0.7, 1.0]}), ("zloss", {"a": [0.5, 1.0, 4.0]}),
+                                         ("ldr_kl", {"lam": [0.5, 2.0, 10.0]}),
+                                         ("aldr_kl", {"lam": [1.0, 2.0, 10.0], "alpha": [1.5, 2.0, 4.0]})])
+def test_per_member_coefficients_equal_separate_losses(name, values):
+    gen = torch.Generator().manual_seed(7)
+    batched = losses.get_loss(name, **{k: torch.tensor(v) for k, v in values.items()})
+    batched.setup(10, 4, members=3)
+    singles = [losses.get_loss(name, **{k: v[m] for k, v in values.items()}) for m in range(3)]
+    for single in singles:
+        single.setup(10, 4)
+    for _ in range(2):
+        index = torch.randperm(10, generator=gen)[:5]
+        logits = torch.randn(3, 5, 4, generator=gen)
+        targets = torch.randint(0, 4, (3, 5), generator=gen)
+        out = batched(logits, targets, index)
+        for m in range(3):
+            assert out[m].item() == pytest.approx(singles[m](logits[m], targets[m], index).item(), rel=1e-5)
+
+
+def test_noisy_label_losses_bad_input():
+    with pytest.raises(ValueError, match="alpha"):
+        losses.ALDRKL(alpha=1.0)
+    with pytest.raises(ValueError, match="q"):
+        losses.GeneralizedCrossEntropy(q=0.0)
+    with pytest.raises(RuntimeError, match="setup"):
+        losses.ALDRKL()(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([0, 1]))

@@ -159,3 +159,16 @@ def test_batched_quadratic_net_equals_separate_runs():
     separate = sweep.sequential(net, modular, members, **common)
     for m in range(len(members)):
         np.testing.assert_allclose(loss_curves(batched, m), loss_curves(separate, m), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("loss,members", [("aldr_kl", [{"lam": 1.0, "alpha": 2.0}, {"lam": 10.0, "alpha": 4.0}]),
+                                          ("ldr_kl", [{"lam": 0.5}, {"lam": 10.0}]),
+                                          ("zloss", [{"a": 1.0, "b": 0.0}, {"a": 4.0, "b": 2.0}])])
+def test_batched_noisy_label_losses_with_per_member_coefficients(digits, loss, members):
+    common = dict(loss=loss, noise_rate=0.4, noise="symmetric", steps=30, eval_every=15, batch_size=64, data_seed=1,
+                  progress=False)
+    batched = sweep.sweep(mlp, digits, members, **common)
+    separate = sweep.sequential(mlp, digits, members, **common)
+    for m in range(len(members)):
+        np.testing.assert_allclose(loss_curves(batched, m), loss_curves(separate, m), atol=1e-5, rtol=1e-5)
+        assert {k: batched.knobs[m][k] for k in members[m]} == members[m]

@@ -94,3 +94,9 @@ def test_panel_retrains_on_run(browser, lab):
         " && i.getBoundingClientRect().top >= 0", panel))
     time.sleep(1)
     browser.save_screenshot(str(SCREENS / "jupyterlab-panel-after-run.png"))
+    geometry = browser.execute_script(
+        "const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; };"
+        "const i = arguments[0].querySelector('.widget-output img');"
+        "return {panel: r(arguments[0]), image: r(i), window: [innerWidth, innerHeight]};", panel)
+    (SCREENS / "jupyterlab-panel-geometry.txt").write_text(repr(geometry))
+    panel.screenshot(str(SCREENS / "jupyterlab-panel-only.png"))

@@ -18,6 +18,8 @@ History. :data:`PRECISIONS` is the one table of floating-point formats.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -313,8 +315,162 @@ class SoftCrossEntropy(Loss):
         return -(targets * log_softmax(logits)).sum(-1).mean(-1)
 
 
+def _true_class(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """values[..., i, y_i], kept as (..., B, 1) for broadcasting over classes."""
+    return values.gather(-1, targets.long().unsqueeze(-1))
+
+
+def _margin_differences(scores: torch.Tensor, targets: torch.Tensor, margin) -> torch.Tensor:
+    """d_k = c·[k ≠ y] + ŝ_k − ŝ_y (the official ``threshold*(1-y_true) + get_diff_logits``), (..., B, C)."""
+    off_target = torch.ones_like(scores).scatter(-1, targets.long().unsqueeze(-1), 0.0)
+    return margin * off_target + scores - _true_class(scores, targets)
+
+
+def _log_mean_exp(values: torch.Tensor) -> torch.Tensor:
+    """log (1/K) Σ_k exp(v_k) over the last axis, stably."""
+    return torch.logsumexp(values, dim=-1) - math.log(values.shape[-1])
+
+
+class GeneralizedCrossEntropy(Loss):
+    r"""Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018; the ``GCELoss`` of the LDR code):
+
+    .. math:: \mathcal{L}_q(z, y) = \frac{1 - p_y^{\,q}}{q},\qquad p = \mathrm{softmax}(z),
+
+    cross-entropy as q → 0, the (noise-robust) mean absolute error at q = 1.
+    """
+
+    name = "gce"
+    hyperparameters = ("q",)
+
+    def __init__(self, q: float = 0.7):
+        check_range("GCE q", float(torch.as_tensor(q).min()), 0, 1, low_open=True)
+        self.q = q
+
+    def __call__(self, logits, targets, index=None):
+        log_p = -negative_log_likelihood(log_softmax(logits), targets)             # log p_y, (..., B)
+        q = _member_values(self.q, log_p)
+        return ((1 - torch.exp(q * log_p)) / q).mean(-1)
+
+
+class ZLoss(Loss):
+    r"""The Z-loss (de Brébisson & Vincent 2016, Eq. 4): the target logit standardized over the
+    classes, pushed past a location b with sharpness a,
+
+    .. math::
+        \mu = \tfrac1C \textstyle\sum_k z_k,\quad \sigma^2 = \tfrac1C \textstyle\sum_k z_k^2 - \mu^2,\quad
+        \zeta_y = \frac{z_y - \mu}{\sigma},\qquad
+        \mathcal{L}_Z(z, y) = \tfrac1a\,\mathrm{softplus}\big(a\,(b - \zeta_y)\big).
+
+    It depends on z only through ζ_y, so it is unchanged by z → γ z + δ (γ > 0): no logit
+    scale can drift to lower it. σ gets 1e-12 added, as the authors' ``z_loss``.
+    """
+
+    name = "zloss"
+    hyperparameters = ("a", "b")
+
+    def __init__(self, a: float = 1.0, b: float = 1.0):
+        check_range("Z-loss a", float(torch.as_tensor(a).min()), 0, low_open=True)
+        self.a, self.b = a, b
+
+    def __call__(self, logits, targets, index=None):
+        mean = logits.mean(-1)
+        std = (logits.pow(2).mean(-1) - mean.pow(2)).clamp_min(0).sqrt()              # population σ
+        zeta = (_true_class(logits, targets).squeeze(-1) - mean) / (std + 1e-12)      # ζ_y, (..., B)
+        a, b = _member_values(self.a, zeta), _member_values(self.b, zeta)
+        return (F.softplus(a * (b - zeta)) / a).mean(-1)
+
+
+class LDRKL(Loss):
+    r"""Label-distributionally robust loss with a KL penalty, LDR-KL (Zhu, Ying & Yang, ICML 2023,
+    Eq. 3; the official ``LDRLoss_V1``): the worst case over label distributions near uniform,
+
+    .. math::
+        \hat s = \frac{\mathrm{softplus}(z)}{\tfrac1C\sum_k \mathrm{softplus}(z_k)},\quad
+        d_k = c\,[k \ne y] + \hat s_k - \hat s_y,\qquad
+        \mathcal{L} = \lambda \log \tfrac1C \textstyle\sum_k e^{d_k/\lambda}.
+
+    Large λ tends to the mean margin violation (robust to wrong labels), small λ to the
+    largest one (a hinge-like, sharper loss). ``margin`` is c (the official ``--margin``, 0.1).
+    """
+
+    name = "ldr_kl"
+    hyperparameters = ("lam",)
+    settings = ("margin",)
+
+    def __init__(self, lam: float = 10.0, margin: float = 0.1):
+        check_range("LDR-KL lam", float(torch.as_tensor(lam).min()), 0, low_open=True)
+        self.lam, self.margin = lam, margin
+
+    def __call__(self, logits, targets, index=None):
+        scores = F.softplus(logits)
+        scores = scores / scores.mean(-1, keepdim=True)                              # ŝ
+        lam = _member_values(self.lam, scores[..., 0]).unsqueeze(-1)                   # (E, 1, 1)
+        differences = _margin_differences(scores, targets, self.margin)
+        return (lam.squeeze(-1) * _log_mean_exp(differences / lam)).mean(-1)
+
+
+class ALDRKL(Loss):
+    r"""Adaptive LDR-KL, ALDR-KL (Zhu, Ying & Yang, ICML 2023, Eq. 6; the official ``ALDRLoss_V1``):
+    LDR-KL with one λ_i per training example, set in closed form from how confident the
+    model is on it,
+
+    .. math::
+        \hat s = \frac{z}{\|z\|_1 / C},\quad
+        q = \mathrm{normalize}\big(\mathrm{softmax}(\hat s / \lambda_i) + 10^{-5}\big),\quad
+        \lambda_i \leftarrow \lambda_0 - \lambda_0 \frac{\mathrm{KL}(q \,\|\, \tfrac1C)}{\alpha \log C}, \\
+        \mathcal{L}_i = \lambda_i \log \tfrac1C \textstyle\sum_k e^{d_k/\lambda_i}
+                  - \frac{\alpha \log C}{2\lambda_0}(\lambda_i - \lambda_0)^2,
+        \quad d_k = c\,[k \ne y] + \hat s_k - \hat s_y .
+
+    As in the official code, λ_i is updated from the *previous* λ_i before the loss is
+    computed, and is detached (the last term is then a constant). A confident prediction
+    (q far from uniform) gets a small λ_i; λ_i stays in [λ₀(1 − 1/α), λ₀], so α > 1.
+    ``softplus=True`` applies softplus before the normalisation (the official CIFAR-100 runs).
+    The current λ_i of every example is ``self.lambdas`` (E, N).
+    """
+
+    name = "aldr_kl"
+    hyperparameters = ("lam", "alpha")
+    settings = ("margin", "softplus")
+
+    def __init__(self, lam: float = 10.0, alpha: float = 2.0, margin: float = 0.1, softplus: bool = False):
+        check_range("ALDR-KL lam", float(torch.as_tensor(lam).min()), 0, low_open=True)
+        check_range("ALDR-KL alpha", float(torch.as_tensor(alpha).min()), 1, low_open=True)
+        self.lam, self.alpha, self.margin, self.softplus = lam, alpha, margin, softplus
+        self.lambdas: torch.Tensor | None = None
+
+    def setup(self, num_examples, num_classes, members=1, device=None):
+        start = torch.as_tensor(self.lam, dtype=torch.float32, device=device).reshape(-1, 1)
+        self.lambdas = start.expand(members, num_examples).clone()
+
+    def __call__(self, logits, targets, index=None):
+        if self.lambdas is None:
+            raise RuntimeError("ALDR-KL keeps one λ per training example: call setup(num_examples, num_classes) first")
+        if index is None:
+            raise ValueError("ALDR-KL needs the dataset index of every example in the batch")
+        single = logits.dim() == 2
+        if single:
+            logits, targets = logits.unsqueeze(0), targets.unsqueeze(0)
+        classes, log_k = logits.shape[-1], math.log(logits.shape[-1])
+        scores = F.softplus(logits) if self.softplus else logits
+        scores = scores / (scores.abs().sum(-1, keepdim=True) / classes)             # ŝ = z / (‖z‖₁ / C)
+        lam0 = _member_values(self.lam, scores[..., 0])                                 # (E, 1)
+        alpha = _member_values(self.alpha, scores[..., 0])
+        with torch.no_grad():
+            q = torch.softmax(scores / self.lambdas[:, index].unsqueeze(-1), dim=-1) + 1e-5
+            q = q / q.sum(-1, keepdim=True)
+            kl = (q * torch.log(classes * q)).sum(-1)                                # KL(q ‖ uniform), (E, B)
+            self.lambdas[:, index] = (lam0 - lam0 * kl / (alpha * log_k)).to(self.lambdas.dtype)
+        lam = self.lambdas[:, index].to(scores.dtype)                                # (E, B), detached
+        differences = _margin_differences(scores, targets, self.margin)
+        per_example = lam * _log_mean_exp(differences / lam.unsqueeze(-1)) - alpha * log_k / (2 * lam0) * (lam - lam0) ** 2
+        loss = per_example.mean(-1)
+        return loss[0] if single else loss
+
+
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (CrossEntropy, SoftmaxCrossEntropy, MSE, ELR,
-                                                           StableMaxCrossEntropy, SoftCrossEntropy)}
+                                                           StableMaxCrossEntropy, SoftCrossEntropy,
+                                                           GeneralizedCrossEntropy, ZLoss, LDRKL, ALDRKL)}
 
 
 def get_loss(loss: str | Loss, **kwargs) -> Loss:
