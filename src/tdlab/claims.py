@@ -190,7 +190,7 @@ def seed_table(folder: Path, chapter: str) -> pd.DataFrame:
     table = ledger(folder, [chapter])
     if table.empty:
         return pd.DataFrame()
-    table["cell"] = [f"{m} ({'' if math.isnan(r) else f'{r:.0%}'}){'' if res == 'pass' else ' ✗'}"
+    table["cell"] = [f"{m}{'' if math.isnan(r) else f' ({r:.0%})'}{'' if res == 'pass' else ' ✗'}"
                      for m, r, res in zip(table.measured, table["margin / threshold"], table.result)]
     table["claim"] = [f"{c} [{t}]" for c, t in zip(table.claim, table.threshold)]
     order = list(dict.fromkeys(table.claim))
