@@ -195,6 +195,22 @@ class MSE(Loss):
         return mse_onehot(logits, targets)
 
 
+def _with_example_state(loss: str, what: str, state: torch.Tensor | None, logits: torch.Tensor,
+                        targets: torch.Tensor, index) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Checks for a loss that keeps ``state`` (E, N, ...) per member and training example; returns the
+    logits and targets with a member axis (added for one model's (B, C) logits) and whether it was added."""
+    if state is None:
+        raise RuntimeError(f"{loss} keeps one {what} per training example: call setup(num_examples, num_classes) first")
+    if index is None:
+        raise ValueError(f"{loss} needs the dataset index of every example in the batch")
+    single = logits.dim() == 2
+    if single:
+        logits, targets = logits.unsqueeze(0), targets.unsqueeze(0)
+    if state.shape[0] != logits.shape[0]:
+        raise ValueError(f"{loss} state holds {state.shape[0]} member(s), logits have {logits.shape[0]}")
+    return logits, targets, single
+
+
 class ELR(Loss):
     r"""Early-Learning Regularization (Liu et al., NeurIPS 2020, Eq. 6; official ``elr_loss``).
 
@@ -227,16 +243,7 @@ class ELR(Loss):
         self.targets = torch.zeros(members, num_examples, num_classes, device=device)
 
     def __call__(self, logits, targets, index=None):
-        if self.targets is None:
-            raise RuntimeError("ELR keeps one target per training example: call setup(num_examples, num_classes) first")
-        if index is None:
-            raise ValueError("ELR needs the dataset index of every example in the batch")
-        single = logits.dim() == 2
-        if single:
-            logits, targets = logits.unsqueeze(0), targets.unsqueeze(0)
-        members = logits.shape[0]
-        if self.targets.shape[0] != members:
-            raise ValueError(f"ELR state holds {self.targets.shape[0]} member(s), logits have {members}")
+        logits, targets, single = _with_example_state("ELR", "target", self.targets, logits, targets, index)
         probs = softmax(logits).clamp(1e-4, 1.0 - 1e-4)
         with torch.no_grad():
             beta = _member_values(self.beta, probs[..., 0, 0]).reshape(-1, 1, 1)
@@ -444,13 +451,7 @@ class ALDRKL(Loss):
         self.lambdas = start.expand(members, num_examples).clone()
 
     def __call__(self, logits, targets, index=None):
-        if self.lambdas is None:
-            raise RuntimeError("ALDR-KL keeps one λ per training example: call setup(num_examples, num_classes) first")
-        if index is None:
-            raise ValueError("ALDR-KL needs the dataset index of every example in the batch")
-        single = logits.dim() == 2
-        if single:
-            logits, targets = logits.unsqueeze(0), targets.unsqueeze(0)
+        logits, targets, single = _with_example_state("ALDR-KL", "λ", self.lambdas, logits, targets, index)
         classes, log_k = logits.shape[-1], math.log(logits.shape[-1])
         scores = F.softplus(logits) if self.softplus else logits
         scores = scores / (scores.abs().sum(-1, keepdim=True) / classes)             # ŝ = z / (‖z‖₁ / C)
