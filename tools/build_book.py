@@ -145,8 +145,7 @@ def main() -> int:
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
             results.append(result)
-            records.note_executed(RECORDS, result["chapter"].removeprefix("book/"), result["seconds"],
-                                  seed=int(env.get("TDLAB_SEED", os.environ.get("TDLAB_SEED", 0))))
+            records.note_executed(RECORDS, result["chapter"].removeprefix("book/"), result["seconds"])
             status = "ok" if not result["error"] else f"FAILED: {result['error']}"
             print(f"  {result['chapter']}: {result['seconds']:.0f} s  {status}", flush=True)
     print(f"all chapters: {time.perf_counter() - start:.0f} s wall", flush=True)

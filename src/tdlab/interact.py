@@ -56,6 +56,12 @@ class Knob:
             return "0 (off)"
         return f"{value:.1e}" if self.log else f"{value:g}"
 
+    def from_control(self, value):
+        """A control's value as the run takes it: a log slider's leftmost position is 0 when it means off."""
+        if self.log and self.zero_at_low and value <= self.low * 1.0001:
+            return 0.0
+        return value
+
     def check(self, value) -> None:
         if self.options:
             if value not in self.options:
@@ -132,13 +138,6 @@ class Panel:
             return self.grid.member(member), "precomputed grid point"
         return self.run(callback=callback, **values), "trained now"
 
-    @staticmethod
-    def _knob_value(k: "Knob", value):
-        """A control's value as the run takes it: a log slider's leftmost position is 0 when it means off."""
-        if k.log and k.zero_at_low and value <= k.low * 1.0001:
-            return 0.0
-        return value
-
     def plot(self, history: History) -> plt.Figure:
         """The live figure of ``history``: ``plot(history)`` (a Figure or an Axes), titled with
         ``plot_title`` formatted with the run's knobs."""
@@ -190,9 +189,9 @@ class Panel:
                 slider = w.FloatLogSlider(value=start, base=10, min=math.log10(k.low), max=math.log10(k.high),
                                           step=0.1, description=k.label, readout=False, continuous_update=False,
                                           style=style, layout=w.Layout(width="270px"))
-                shown = w.Label(k.show(self._knob_value(k, start)), layout=w.Layout(width="70px"))
+                shown = w.Label(k.show(k.from_control(start)), layout=w.Layout(width="70px"))
                 slider.observe(lambda change, k=k, shown=shown: setattr(
-                    shown, "value", k.show(self._knob_value(k, change["new"]))), names="value")
+                    shown, "value", k.show(k.from_control(change["new"]))), names="value")
                 controls[k.name] = slider
                 readouts[k.name] = w.HBox([slider, shown])
             else:
@@ -206,7 +205,7 @@ class Panel:
         output = w.Output(layout=w.Layout(min_height="320px"))
 
         def values() -> dict:
-            return {k.name: self._knob_value(k, controls[k.name].value) for k in self.knobs}
+            return {k.name: k.from_control(controls[k.name].value) for k in self.knobs}
 
         def draw(history: History, note: str) -> None:
             with output:

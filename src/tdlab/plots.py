@@ -42,9 +42,8 @@ def set_style() -> None:
     """The book's look: a white grid, the colour-blind palette, readable fonts (matplotlib's own
     copies of seaborn's styles: importing seaborn would cost every chapter about 2 s)."""
     plt.style.use(["seaborn-v0_8-whitegrid", "seaborn-v0_8-notebook"])
-    plt.rcParams.update({"axes.prop_cycle": plt.cycler(color=COLORBLIND)})
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "axes.titleweight": "bold",
-                         "legend.frameon": False, "figure.autolayout": False})
+    plt.rcParams.update({"axes.prop_cycle": plt.cycler(color=COLORBLIND), "figure.dpi": 100, "savefig.dpi": 120,
+                         "axes.titleweight": "bold", "legend.frameon": False, "figure.autolayout": False})
 
 
 def _scale(metric: str) -> float:

@@ -52,8 +52,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def path(chapter: str | None = None, seed: int | None = None, scale: str | None = None) -> Path | None:
-    root = folder()
+def path(chapter: str | None = None, seed: int | None = None, scale: str | None = None,
+         root: Path | None = None) -> Path | None:
+    """A chapter's record file under ``root`` (default ``TDLAB_RECORDS``; None when unset): the running
+    chapter, ``TDLAB_SEED`` and ``TDLAB_SCALE`` unless given."""
+    root = folder() if root is None else root
     if root is None:
         return None
     chapter = chapter or chapter_name()
@@ -137,10 +140,10 @@ def load_all(root: Path) -> list[dict]:
     return sorted(out, key=lambda r: (r.get("chapter", ""), r.get("seed", 0), r.get("scale", "")))
 
 
-def note_executed(root: Path, chapter: str, seconds: float, seed: int = 0, scale: str = "cpu") -> None:
+def note_executed(root: Path, chapter: str, seconds: float, seed: int | None = None, scale: str | None = None) -> None:
     """Add the runner's wall time for the whole notebook (kernel start to the last cell's end) to a
     chapter's record; the notebook itself cannot see its kernel start. No record, nothing to note."""
-    target = root / chapter / f"seed{seed}-{_slug(scale)}.json"
+    target = path(chapter, seed, scale, root=root)
     if target.exists():
         write_atomic(target, {**read(target), "executed_seconds": seconds})
 
