@@ -37,9 +37,6 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 import torch
-from mnist1d.data import get_dataset_args, make_dataset
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from tdlab import noise
 from tdlab.config import check_choice, check_range, device as default_device
@@ -181,6 +178,8 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -
     if path.exists():
         arrays = dict(np.load(path))
     else:
+        from mnist1d.data import get_dataset_args, make_dataset   # imported on a cache miss only (about 1 s)
+
         args = get_dataset_args()
         args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
         made = make_dataset(args)
@@ -195,6 +194,9 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -
 def digits(test_fraction: float = 0.3, seed: int = 0) -> Dataset:
     """scikit-learn's 8×8 handwritten digits as (1, 8, 8) images in [0, 1], stratified split."""
     check_range("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
+    from sklearn.datasets import load_digits                  # imported here: scikit-learn takes about 1 s
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None]
     x_train, x_test, y_train, y_test = train_test_split(
