@@ -169,3 +169,39 @@ def measure_model(model: nn.Module, data: Dataset) -> dict[tuple[str, str], floa
 def as_list(values: Values) -> list[float | None]:
     """A monitor's per-member values as a list of floats (or ``None``)."""
     return values.tolist() if isinstance(values, torch.Tensor) else list(values)
+
+
+def top_k(*ks: int, split: str = "test") -> Monitor:
+    """A monitor: the top-k accuracy on ``split`` for each k in ``ks`` — the fraction of examples
+    whose label is among the k largest logits — logged as split ``f"{split}_top{k}"``, metric
+    ``acc`` (so plots and explorers show it as an accuracy). Top-1 is :func:`accuracy`'s ``acc``."""
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"top_k needs whole numbers k ≥ 1, got {ks}")
+
+    @torch.no_grad()
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
+        logits, targets = ev.logits[split], ev.targets[split]
+        if max(ks) > logits.shape[-1]:
+            raise ValueError(f"top-{max(ks)} accuracy needs at least {max(ks)} classes, got {logits.shape[-1]}")
+        ranked = logits.topk(max(ks), dim=-1).indices                        # (E, N, max k), largest first
+        hits = ranked == targets.unsqueeze(-1)
+        return {(f"{split}_top{k}", "acc"): hits[..., :k].any(-1).float().mean(-1) for k in ks}
+
+    return monitor
+
+
+def logit_scale(splits: Sequence[str] = ("test",)) -> Monitor:
+    """A monitor: how large the logits z ∈ R^C are, averaged over the examples of each split —
+    ``logit_norm``, the mean ‖z‖₂, and ``logit_std``, the mean standard deviation of z over the
+    classes (population σ, the scale that the Z-loss divides out and that softmax
+    cross-entropy can keep raising to lower its loss)."""
+    @torch.no_grad()
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
+        out = {}
+        for split in splits:
+            z = ev.logits[split].double()                                      # (E, N, C)
+            out[(split, "logit_norm")] = z.norm(dim=-1).mean(-1).float()
+            out[(split, "logit_std")] = z.std(dim=-1, unbiased=False).mean(-1).float()
+        return out
+
+    return monitor
