@@ -129,3 +129,18 @@ def test_offline_download_gives_clear_error(tmp_data_dir, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         data.load("imagenet")
+
+
+def test_letter_loader_on_generated_file(tmp_path):
+    rng = np.random.default_rng(2)
+    letters = rng.integers(0, 26, 12)
+    features = rng.integers(0, 16, (12, 16))
+    lines = [",".join([chr(ord("A") + int(k))] + [str(int(v)) for v in row]) for k, row in zip(letters, features)]
+    (tmp_path / "letter-recognition.data").write_text("\n".join(lines) + "\n")
+    d = data.letter(root=tmp_path, num_train=9)
+    assert d.x_train.shape == (9, 16) and d.x_test.shape == (3, 16) and d.num_classes == 26
+    np.testing.assert_allclose(d.x_test[1].numpy(), features[10] / 15, rtol=1e-6)   # independent: row 10, ÷ 15
+    assert d.y_train.tolist() == letters[:9].tolist() and d.y_test.tolist() == letters[9:].tolist()
+    (tmp_path / "letter-recognition.data").write_text("A,1,2\n")
+    with pytest.raises(ValueError, match="not UCI"):
+        data.letter(root=tmp_path)

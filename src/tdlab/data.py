@@ -19,7 +19,8 @@ Offline, built in:
 
 Online, for GPU-scale runs (downloaded on first use from the official archives and
 parsed by our own loader — no torchvision): ``"cifar10"``, ``"cifar100"``,
-``"mnist"``, ``"fashion_mnist"``.
+``"mnist"``, ``"fashion_mnist"``, and UCI's ``"letter"`` (20 000 × 16 features, 26 classes;
+the tabular set of the LDR-KL paper).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from tdlab import noise
 from tdlab.config import check_choice, check_range, device as default_device
 
 OFFLINE = ("mnist1d", "digits", "modular", "teacher")
-ONLINE = ("cifar10", "cifar100", "mnist", "fashion_mnist")
+ONLINE = ("cifar10", "cifar100", "mnist", "fashion_mnist", "letter")
 DATASETS = OFFLINE + ONLINE
 
 
@@ -144,6 +145,7 @@ def load(name: str, device=None, **kwargs) -> Dataset:
         "cifar100": lambda **kw: cifar(100, **kw),
         "mnist": lambda **kw: idx_images("mnist", **kw),
         "fashion_mnist": lambda **kw: idx_images("fashion_mnist", **kw),
+        "letter": letter,
     }
     data = builders[name](**kwargs)
     return data.to(default_device() if device is None else device)
@@ -275,6 +277,8 @@ SOURCES = {
     # The original yann.lecun.com host is often down; this is the mirror torchvision uses.
     "mnist": {"url": "https://ossci-datasets.s3.amazonaws.com/mnist/", "md5": None},
     "fashion_mnist": {"url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", "md5": None},
+    "letter": {"url": "https://archive.ics.uci.edu/ml/machine-learning-databases/letter-recognition/"
+                      "letter-recognition.data", "md5": None},
 }
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -452,3 +456,22 @@ def feature_noise(num_train: int = 400, num_test: int = 2000, num_classes: int =
                          "rare_fraction": rare_fraction, "patches": patches, "dim": dim,
                          "feature_strength": feature_strength,
                          "feature_noise_strength": feature_noise_strength, "noise_std": noise_std})
+
+
+def letter(root: str | Path | None = None, num_train: int = 16_000) -> Dataset:
+    """UCI Letter Recognition (Frey & Slate 1991): 20 000 rows ``letter,x1,…,x16`` of integer
+    features 0–15, 26 classes (A–Z). The UCI documentation's split: the first 16 000 rows
+    train, the last 4000 test. Features are scaled to [0, 1] (÷ 15).
+
+    The tabular set of the LDR-KL paper (Zhu, Ying & Yang 2023), whose official code ships
+    its own split as ``data/letter_{train,test}.npz``; this loader reads the UCI file.
+    """
+    url = SOURCES["letter"]["url"]
+    path = download("letter", url, Path(root or cache_dir()) / "letter-recognition.data", SOURCES["letter"]["md5"])
+    rows = [line.split(",") for line in path.read_text().splitlines() if line.strip()]
+    if not rows or any(len(r) != 17 or len(r[0]) != 1 or not r[0].isalpha() for r in rows):
+        raise ValueError(f"{path} is not UCI's letter-recognition.data: every row must be a letter and 16 numbers")
+    labels = np.array([ord(r[0].upper()) - ord("A") for r in rows])
+    features = np.array([[float(v) for v in r[1:]] for r in rows], dtype=np.float32) / 15.0
+    check_range("num_train", num_train, 1, len(rows) - 1)
+    return _tensors("letter", features[:num_train], labels[:num_train], features[num_train:], labels[num_train:], 26)
