@@ -19,6 +19,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -205,3 +206,39 @@ def logit_scale(splits: Sequence[str] = ("test",)) -> Monitor:
         return out
 
     return monitor
+
+
+@torch.no_grad()
+def aldr_lambdas(ev: Evaluation) -> dict[tuple[str, str], Values]:
+    """ALDR-KL's per-example λ_i (Zhu, Ying & Yang 2023, Eq. 6), split by the label's truth.
+    Logs ``train``/``lambda`` (the mean λ_i), and for runs with corrupted labels
+    ``train_clean``/``lambda`` and ``train_corrupted``/``lambda`` (the means over clean and
+    corrupted examples) and ``train``/``lambda_auc``: the probability that a corrupted example has
+    a *smaller* λ_i than a clean one (0.5: λ says nothing about the label; 1: every corrupted
+    example below every clean one). λ_i is set from how peaked the prediction is, not from the
+    label, so whether small λ_i mark the corrupted examples is a measurement, not a given."""
+    lambdas = getattr(ev.loss, "lambdas", None)
+    if lambdas is None:
+        raise ValueError(f"the λ monitor needs loss='aldr_kl' (got {ev.loss.name!r})")
+    out: dict[tuple[str, str], Values] = {("train", "lambda"): lambdas.mean(-1)}
+    if ev.corrupted is None:
+        return out
+    corrupted = ev.corrupted.float()
+    out[("train_clean", "lambda")] = _masked_mean(lambdas, 1 - corrupted)
+    out[("train_corrupted", "lambda")] = _masked_mean(lambdas, corrupted)
+    out[("train", "lambda_auc")] = [lower_rank_auc(lam, mask) for lam, mask in zip(lambdas, ev.corrupted)]
+    return out
+
+
+def lower_rank_auc(scores: torch.Tensor, positive: torch.Tensor) -> float | None:
+    """P(score of a positive < score of a negative), ties counted one half (Mann–Whitney U from
+    average ranks); ``None`` without positives or negatives."""
+    positive = positive.bool()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    values = scores.double().cpu().numpy()
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]         # 1-based ranks, ties averaged
+    u = ranks[positive.cpu().numpy()].sum() - n_pos * (n_pos + 1) / 2   # pairs a positive ranks above
+    return float(1 - u / (n_pos * n_neg))
