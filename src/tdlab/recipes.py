@@ -209,6 +209,15 @@ def digits_cnn(channels: int = 32, **settings) -> Recipe:
                   {"optimizer": "adamw", "batch_size": 64, **settings})
 
 
+def tabular_mlp(dataset: str, in_features: int, num_classes: int, width: int, **settings) -> Recipe:
+    """The LDR-KL paper's protocol for its tabular sets (Zhu, Ying & Yang 2023, official
+    ``experiment.py``): a two-hidden-layer tanh MLP of ``width`` units, SGD with momentum 0.9,
+    batches of 64, the learning rate ÷10 at 50% and 75% of training (epochs 50 and 75 of 100)."""
+    return Recipe(lambda: datasets.load(dataset),
+                  lambda: models.MLP(in_features, num_classes, width=width, depth=2, activation="tanh"),
+                  {"optimizer": "sgd", "momentum": 0.9, "batch_size": 64, "schedule_name": "step", **settings})
+
+
 def modular_addition(p: int, model: Callable[[], nn.Module], seed: int = 0, train_fraction: float = 0.5,
                      **settings) -> Recipe:
     """All p² pairs (a, b) with label (a + b) mod p, as concatenated one-hots, split at random
