@@ -2,7 +2,9 @@
 
 No ``DataLoader`` in the hot loop: the whole dataset sits on the device and each step
 slices a batch by index, ``x_train[index]``; the index is also what losses with
-per-example state (ELR) receive. :func:`run` trains E *members* — configurations that
+per-example state (ELR) receive. Before each step the loop tells the loss where training
+is (:meth:`~tdlab.losses.Loss.at_step`: step, steps, steps per epoch), for losses whose
+targets follow the progress of training (PS-KD's α_t). :func:`run` trains E *members* — configurations that
 may differ in their seed, learning rate, weight decay, momentum, label-noise rate and
 draw, and the loss's own coefficients — in one of two ways, through the same loop:
 
@@ -81,6 +83,14 @@ def batch_order(num_examples: int, batch_size: int | None, steps: int, seed: int
         for b in range(min(per_epoch, steps - done)):
             yield order[b * batch_size:(b + 1) * batch_size]
         done += min(per_epoch, steps - done)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:
+    """How many steps of :func:`batch_order` make one epoch: n // batch_size (the last incomplete
+    batch is dropped), or 1 for full-batch training."""
+    if batch_size is None or batch_size >= num_examples:
+        return 1
+    return num_examples // batch_size
 
 
 def schedule(name: str | Callable[[int], float], steps: int, warmup: int = 0,
@@ -411,6 +421,7 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
     if data.num_classes is not None:
         loss_fn.setup(data.num_train, data.num_classes, members=count, device=device)
     multiplier = schedule(schedule_name, steps, warmup)
+    epoch_length = steps_per_epoch(data.num_train, batch_size)
     history = History(knobs=[_knobs(s, data, loss_fn, optimizer, noise, batch_hook, tags, steps, batch_size,
                                     data_seed, schedule_name) for s in settings])
     targets = {"train": y_train.expand(count, -1), "test": data.y_test.expand(count, -1)}
@@ -444,6 +455,7 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
         batch = Batch(data.x_train.index_select(0, index), labels, index, step)
         if batch_hook is not None:
             batch = batch_hook(batch)
+        loss_fn.at_step(step, steps, epoch_length)                        # training progress (PS-KD's α_t)
         losses = loss_fn(stepper.forward(batch.x), batch.y, batch.index)   # (E,)
         if not (all_active and bool(torch.isfinite(losses).all())):   # one check per step when all is well
             finite = torch.isfinite(losses)

@@ -24,7 +24,8 @@ from typing import Sequence
 from tdlab.history import History
 
 _counter = itertools.count()
-PERCENT = ("acc", "acc_true", "sc", "softmax_sc", "zero_loss", "target_true", "flagged")   # fractions, shown in %
+PERCENT = ("acc", "acc_true", "sc", "softmax_sc", "zero_loss", "target_true", "flagged",   # fractions, shown in %
+           "ece", "confidence")
 
 _COLORS = {"test": "#DD8452", "train": "#4C72B0", "train_clean": "#55A868", "train_corrupted": "#C44E52",
            "train_corrupted_true": "#8172B3"}
@@ -119,7 +120,8 @@ def _ticks(low: float, high: float, count: int = 5) -> list:
 
 def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[str, str]] = (("test", "acc"),),
              labels: dict | None = None, slider_labels: dict | None = None, start: dict | None = None,
-             title: str = "", ylabel: str | None = None, width: int = 640, height: int = 300) -> Explorer:
+             title: str = "", ylabel: str | None = None, width: int = 640, height: int = 300,
+             colors: dict | None = None) -> Explorer:
     """A kernel-free figure over the sweep ``history``: one slider per knob in ``sliders`` (its
     values are those the sweep trained), and the ``curves`` ((split, metric) pairs; accuracies and
     other fractions in %) of the member trained at the chosen settings, against the training step.
@@ -127,7 +129,8 @@ def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[st
     Members must differ only in the slider knobs (select a sub-grid first); a combination the
     sweep did not train shows a note instead of curves. ``labels`` names the curves,
     ``slider_labels`` the sliders; ``start`` gives the settings shown first (default: the
-    middle value of each slider).
+    middle value of each slider); ``colors`` maps a (split, metric) curve to its colour (default:
+    one colour per split).
     """
     if not sliders:
         raise ValueError("an explorer needs at least one slider knob")
@@ -168,7 +171,8 @@ def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[st
         color_key = "train_corrupted_true" if metric == "acc_true" else split
         spec_curves.append({"label": (labels or {}).get((split, metric), default_labels.get((split, metric),
                                                                                               f"{split} {metric}")),
-                            "color": _COLORS.get(color_key, "#333333"), "width": 2.4 if split == "test" else 1.6,
+                            "color": (colors or {}).get((split, metric), _COLORS.get(color_key, "#333333")),
+                            "width": 2.4 if split == "test" else 1.6,
                             "dash": "5,4" if metric == "acc_true" else "none"})
     spec = {"width": width, "height": height, "steps": steps, "x": [steps[0], steps[-1]], "y": y_range,
             "xticks": _ticks(steps[0], steps[-1]), "yticks": _ticks(*y_range), "xlabel": "training step",

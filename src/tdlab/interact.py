@@ -83,6 +83,8 @@ STANDARD = {
     "lam": Knob("lam", "ELR λ", 0.0, 10.0, 3.0, step=0.5),
     "beta": Knob("beta", "ELR β", 0.0, 0.99, 0.7, step=0.01),
     "train_fraction": Knob("train_fraction", "training fraction", 0.1, 0.9, 0.5, step=0.05),
+    "alpha_T": Knob("alpha_T", "PS-KD α_T", 0.0, 1.0, 0.8, step=0.05),
+    "smoothing": Knob("smoothing", "label smoothing ε", 0.0, 0.5, 0.1, step=0.05),
 }
 
 

@@ -6,13 +6,16 @@ passes ``(B, C)`` and gets a scalar; a sweep passes ``(E, B, C)`` and gets one l
 per member. Coefficients (ELR's λ and β) may be floats or tensors of shape ``(E,)``,
 one value per member — that is how :mod:`tdlab.sweep` varies them.
 
-A loss with per-example state (ELR's target buffer) is a :class:`Loss` whose
-:meth:`Loss.setup` is called by the training loop before the first step, and which
-reads the dataset ``index`` of each example in the batch.
+A loss with per-example state (ELR's target buffer, PS-KD's previous predictions) is
+a :class:`Loss` whose :meth:`Loss.setup` is called by the training loop before the
+first step, and which reads the dataset ``index`` of each example in the batch;
+:meth:`Loss.at_step` tells a loss the step and epoch before each step (PS-KD's α_t
+ramps over the epochs).
 
 Every loss of the book is in :data:`LOSSES`, by name: ``ce``, ``softmax_ce`` (the
 softmax in a chosen precision), ``mse``, ``elr``, ``stablemax``, ``soft_ce`` (soft or
-mixed targets). A loss's ``hyperparameters`` may differ per member of a sweep; its
+mixed targets), ``gce``, ``zloss``, ``ldr_kl``, ``aldr_kl``, ``label_smoothing``,
+``pskd``. A loss's ``hyperparameters`` may differ per member of a sweep; its
 ``settings`` (a precision, say) are fixed for a run. Both are recorded in the run's
 History. :data:`PRECISIONS` is the one table of floating-point formats.
 """
@@ -125,6 +128,11 @@ class Loss:
 
     def setup(self, num_examples: int, num_classes: int, members: int = 1, device=None) -> None:
         """Allocate per-example state (no-op for stateless losses)."""
+
+    def at_step(self, step: int, steps: int, epoch_length: int) -> None:
+        """Called by the training loop before the loss of each step: ``step`` counts from 1 to
+        ``steps``, an epoch is ``epoch_length`` steps (no-op for losses that do not follow the
+        progress of training)."""
 
     def __call__(self, logits, targets, index=None):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -469,9 +477,109 @@ class ALDRKL(Loss):
         return loss[0] if single else loss
 
 
+def smoothed_onehot(targets: torch.Tensor, classes: int, smoothing, dtype=torch.float32) -> torch.Tensor:
+    """(1 − ε)·e_y + ε/C for integer ``targets`` (..., B) → (..., B, C); ε may be a float or one
+    value per member, shape (E,)."""
+    onehot = torch.zeros(targets.shape + (classes,), dtype=dtype, device=targets.device)
+    onehot.scatter_(-1, targets.long().unsqueeze(-1), 1.0)              # faster than F.one_hot on the CPU
+    epsilon = torch.as_tensor(smoothing, dtype=dtype, device=onehot.device)
+    epsilon = epsilon.reshape(epsilon.shape + (1,) * (onehot.dim() - epsilon.dim())) if epsilon.dim() else epsilon
+    return (1 - epsilon) * onehot + epsilon / classes
+
+
+class LabelSmoothing(Loss):
+    r"""Cross-entropy against smoothed labels (Szegedy et al., CVPR 2016, §7):
+
+    .. math:: \tilde y = (1-\varepsilon)\, e_y + \varepsilon/C,\qquad
+              \mathcal{L} = -\tfrac1B \textstyle\sum_i \sum_c \tilde y_{ic} \log \mathrm{softmax}(z_i)_c,
+
+    as ``torch.nn.CrossEntropyLoss(label_smoothing=ε)``; ε = 0 is plain cross-entropy.
+    """
+
+    name = "label_smoothing"
+    hyperparameters = ("smoothing",)
+
+    def __init__(self, smoothing: float = 0.1):
+        check_range("label smoothing", float(torch.as_tensor(smoothing).min()), 0, 1)
+        check_range("label smoothing", float(torch.as_tensor(smoothing).max()), 0, 1)
+        self.smoothing = smoothing
+
+    def __call__(self, logits, targets, index=None):
+        soft = smoothed_onehot(targets, logits.shape[-1], self.smoothing, logits.dtype)
+        return -(soft * log_softmax(logits)).sum(-1).mean(-1)
+
+
+class PSKD(Loss):
+    r"""Progressive self-knowledge distillation, PS-KD (Kim et al., ICCV 2021, Eq. 7; the official
+    ``Custom_CrossEntropy_PSKD`` and ``main.py``): cross-entropy against targets that mix the label
+    with the model's own prediction for the example at the previous epoch,
+
+    .. math::
+        \alpha_t = \alpha_T \cdot \frac{t + 1}{T},\qquad
+        \tilde y_i = (1-\alpha_t)\, e_{y_i} + \alpha_t\, P_i,\qquad
+        \mathcal{L} = -\tfrac1B \textstyle\sum_i \sum_c \tilde y_{ic} \log \mathrm{softmax}(z_i)_c,
+
+    for epoch t = 0 … T−1. P_i is the (detached) softmax of the example's logits the last time
+    it was trained on — in the previous epoch — and is replaced by this step's softmax once the
+    target is formed. As in the official code the first epoch trains on the labels alone (P_i
+    is set to e_{y_i} there); here so is any example not yet seen (the loop drops each epoch's
+    last incomplete batch). The loop tells the loss the epoch (:meth:`at_step`); called
+    outside the loop it uses α_t = α_T.
+
+    ``smoothing`` ε replaces e_y by (1 − ε)·e_y + ε/C (label smoothing): with α_T = 0 the loss is
+    label smoothing, with both 0 plain cross-entropy, so one batched sweep trains all three.
+    PS-KD itself has ε = 0. ``self.predictions`` (E, N, C) holds every P_i.
+    """
+
+    name = "pskd"
+    hyperparameters = ("alpha_T", "smoothing")
+
+    def __init__(self, alpha_T: float = 0.8, smoothing: float = 0.0):
+        for name, value in (("PS-KD alpha_T", alpha_T), ("PS-KD smoothing", smoothing)):
+            check_range(name, float(torch.as_tensor(value).min()), 0, 1)
+            check_range(name, float(torch.as_tensor(value).max()), 0, 1)
+        self.alpha_T, self.smoothing = alpha_T, smoothing
+        self.predictions: torch.Tensor | None = None
+        self.seen: torch.Tensor | None = None
+        self.epoch, self.epochs, self._all_seen = 0, 1, False
+
+    def setup(self, num_examples, num_classes, members=1, device=None):
+        self.predictions = torch.zeros(members, num_examples, num_classes, device=device)
+        self.seen = torch.zeros(num_examples, dtype=torch.bool, device=device)
+        self.epoch, self.epochs, self._all_seen = 0, 1, False
+
+    def at_step(self, step, steps, epoch_length):
+        epoch = (step - 1) // epoch_length
+        if epoch != self.epoch and not self._all_seen and self.seen is not None:
+            self._all_seen = bool(self.seen.all())                                    # once an epoch, not every step
+        self.epoch, self.epochs = epoch, -(-steps // epoch_length)                    # T = ⌈steps / epoch length⌉
+
+    @property
+    def alpha_t(self):
+        """α_t = α_T·(t + 1)/T at the current epoch t (a float, or one value per member)."""
+        return self.alpha_T * min(self.epoch + 1, self.epochs) / self.epochs
+
+    def __call__(self, logits, targets, index=None):
+        logits, targets, single = _with_example_state("PS-KD", "prediction", self.predictions, logits, targets,
+                                                      index)
+        log_p = log_softmax(logits)
+        with torch.no_grad():
+            label = smoothed_onehot(targets, logits.shape[-1], self.smoothing, log_p.dtype)       # (E, B, C)
+            previous = self.predictions.index_select(1, index).to(log_p.dtype)                   # P_i, (E, B, C)
+            if not self._all_seen:                                   # not trained on yet: the label itself
+                previous = torch.where(self.seen[index].unsqueeze(-1), previous, label)
+                self.seen[index] = True
+            alpha = _member_values(self.alpha_t, log_p[..., 0, 0]).reshape(-1, 1, 1)
+            soft = torch.lerp(label, previous, alpha)                                # (1 − α_t)·label + α_t·P_i
+            self.predictions.index_copy_(1, index, log_p.exp().to(self.predictions.dtype))
+        loss = -(soft * log_p).sum(-1).mean(-1)
+        return loss[0] if single else loss
+
+
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (CrossEntropy, SoftmaxCrossEntropy, MSE, ELR,
                                                            StableMaxCrossEntropy, SoftCrossEntropy,
-                                                           GeneralizedCrossEntropy, ZLoss, LDRKL, ALDRKL)}
+                                                           GeneralizedCrossEntropy, ZLoss, LDRKL, ALDRKL,
+                                                           LabelSmoothing, PSKD)}
 
 
 def get_loss(loss: str | Loss, **kwargs) -> Loss:

@@ -294,3 +294,56 @@ def readout_table(values: dict[str, object]) -> str:
 __all__: Sequence[str] = ["set_style", "curve", "training_curves", "memorization_curves", "compare",
                           "small_multiples", "final_vs_knob", "memorization_panels", "collapse_curves",
                           "occlusion_grid", "readout_table", "explorer", "legend_below"]
+
+
+def reliability_diagrams(runs: dict, title: str | None = None, height: float = 4.4,
+                         colors: Sequence[str] | None = None):
+    """Reliability diagrams side by side, one per run: ``runs`` maps a name to a
+    :class:`tdlab.calibration.Reliability` (one model's bins). Top: each confidence bin's accuracy
+    (bars) against the diagonal of perfect calibration, the gap to the bin's mean confidence
+    hatched, the ECE in the panel's title; bottom: the fraction of examples in each bin."""
+    colors = list(colors or COLORBLIND)
+    fig, axes = plt.subplots(2, len(runs), figsize=(3.3 * len(runs), height), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]}, layout="constrained")
+    for column, ((name, bins), color) in enumerate(zip(runs.items(), colors)):
+        top, bottom = axes[0, column], axes[1, column]
+        left, width = bins.edges[:-1], np.diff(bins.edges)
+        filled = bins.count > 0
+        top.bar(left[filled], bins.accuracy[filled] * 100, width=width[filled], align="edge", color=color,
+                edgecolor="white", label="accuracy in the bin")
+        gap_low = np.minimum(bins.accuracy, bins.confidence)[filled] * 100
+        gap = np.abs(bins.accuracy - bins.confidence)[filled] * 100
+        top.bar(left[filled], gap, bottom=gap_low, width=width[filled], align="edge", fill=False, hatch="///",
+                edgecolor="#c44e52", linewidth=0.8, label="gap to mean confidence")
+        top.plot([0, 1], [0, 100], color="#333333", linestyle="--", linewidth=1, label="perfect calibration")
+        top.set(xlim=(0, 1), ylim=(0, 100), title=f"{name}\nECE {bins.ece:.1%}")
+        if column == 0:
+            top.set_ylabel("accuracy (%)")
+        bottom.bar(left, bins.count / bins.count.sum() * 100, width=width, align="edge", color=color,
+                   edgecolor="white")
+        bottom.set(xlabel="confidence max p", ylim=(0, 100))
+        if column == 0:
+            bottom.set_ylabel("% of examples")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontweight="bold")
+    return fig
+
+
+def calibration_curves(history: History, member: int = 0, ax=None, title: str | None = None, split: str = "test"):
+    """Accuracy, mean confidence and ECE (all in %) of one run against the training step (the
+    :func:`tdlab.calibration.monitor` metrics): confidence above accuracy is over-confidence."""
+    ax = _axes(ax)
+    for metric, label, style in (("acc", "accuracy", "-"), ("confidence", "mean confidence max p", "--"),
+                                 ("ece", "ECE", ":")):
+        steps, values = history.curve(split, metric, member)
+        keep = np.isfinite(values)
+        ax.plot(steps[keep], values[keep] * 100, style, color=PALETTE["test"] if metric != "ece" else "#c44e52",
+                linewidth=2, label=f"{split} {label}")
+    ax.set(xlabel="training step", ylabel="%", ylim=(0, 100), title=title)
+    legend_below(ax, columns=3)
+    return ax
+
+
+__all__ = [*__all__, "reliability_diagrams", "calibration_curves"]

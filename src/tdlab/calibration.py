@@ -1,0 +1,111 @@
+"""Calibration: how far a model's confidence is from its accuracy.
+
+A classifier's *confidence* on an example is its largest softmax probability, max_c p_c;
+it is *calibrated* when, among the examples it answers with confidence about q, a
+fraction q is right. The measures here are those of Guo et al. (ICML 2017), as the PS-KD
+code computes them (``utils/metric.py``):
+
+- :func:`reliability`: the test examples sorted into ``bins`` equal-width confidence bins
+  (0, 1/M], (1/M, 2/M], …, each bin's count, accuracy and mean confidence — the data of a
+  reliability diagram (:func:`tdlab.plots.reliability_diagrams`);
+- :func:`expected_calibration_error`: ECE = Σ_b (n_b / N)·|acc_b − conf_b|, a fraction
+  (the papers print it ×100);
+- :func:`nll`: the mean negative log-likelihood of the true class (the test loss the loop
+  already logs);
+- :func:`monitor`: ECE and mean confidence at every evaluation of a training run, from the
+  logits the loop has computed.
+
+Every function takes logits (..., N, C) and integer labels (..., N): a sweep's (E, N, C)
+gives one value per member.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tdlab.config import check_range
+from tdlab.losses import cross_entropy, softmax
+
+
+@dataclass
+class Reliability:
+    """Equal-width confidence bins of one model (or E of them: arrays with a leading member axis).
+
+    ``edges`` (bins + 1,), ``count`` (..., bins), ``accuracy`` and ``confidence`` (..., bins): the
+    fraction right and the mean confidence of each bin's examples (NaN for an empty bin).
+    """
+
+    edges: np.ndarray
+    count: np.ndarray
+    accuracy: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def ece(self) -> np.ndarray | float:
+        """Σ_b (n_b / N)·|acc_b − conf_b| (empty bins count 0)."""
+        gap = np.nan_to_num(np.abs(self.accuracy - self.confidence))
+        value = (self.count * gap).sum(-1) / self.count.sum(-1)
+        return float(value) if np.ndim(value) == 0 else value
+
+    def member(self, index: int) -> "Reliability":
+        """One member's bins, from a sweep's."""
+        return Reliability(self.edges, self.count[index], self.accuracy[index], self.confidence[index])
+
+
+def _binned(logits: torch.Tensor, targets: torch.Tensor, bins: int):
+    """Per bin: counts, correct answers and summed confidence, each (..., bins), float64."""
+    check_range("bins", bins, 1)
+    probs = softmax(logits.detach())
+    confidence, predicted = probs.max(-1)
+    confidence = confidence.double()
+    inner = torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=confidence.device)[1:-1]
+    which = torch.bucketize(confidence, inner)            # bin b holds (b/M, (b+1)/M]: right edge included
+    correct = (predicted == targets.to(predicted.device).expand_as(predicted)).double()
+    shape = confidence.shape[:-1] + (bins,)
+    count = torch.zeros(shape, dtype=torch.float64, device=confidence.device).scatter_add_(-1, which,
+                                                                                           torch.ones_like(confidence))
+    right = torch.zeros_like(count).scatter_add_(-1, which, correct)
+    summed = torch.zeros_like(count).scatter_add_(-1, which, confidence)
+    return count, right, summed
+
+
+def reliability(logits: torch.Tensor, targets: torch.Tensor, bins: int = 10) -> Reliability:
+    """The reliability-diagram data of ``logits`` (..., N, C) against ``targets`` (..., N): the
+    confidence max_c softmax(z)_c sorted into ``bins`` equal-width bins (b/M, (b+1)/M]."""
+    count, right, summed = (t.cpu().numpy() for t in _binned(logits, targets, bins))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(count > 0, right / count, np.nan)
+        confidence = np.where(count > 0, summed / count, np.nan)
+    return Reliability(np.linspace(0, 1, bins + 1), count, accuracy, confidence)
+
+
+def expected_calibration_error(logits: torch.Tensor, targets: torch.Tensor, bins: int = 10) -> torch.Tensor:
+    """ECE = Σ_b (n_b / N)·|acc_b − conf_b| over ``bins`` equal-width confidence bins, a fraction
+    in [0, 1]; shape ``logits.shape[:-2]`` (one value per member). 10 bins, as the PS-KD code."""
+    count, right, summed = _binned(logits, targets, bins)
+    return ((right - summed).abs().sum(-1) / count.sum(-1)).to(torch.float32)
+
+
+def nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean negative log-likelihood −log softmax(z)_y, shape ``logits.shape[:-2]``."""
+    return cross_entropy(logits, targets)
+
+
+def mean_confidence(logits: torch.Tensor) -> torch.Tensor:
+    """The mean over examples of max_c softmax(z)_c, shape ``logits.shape[:-2]``."""
+    return softmax(logits.detach()).max(-1).values.mean(-1)
+
+
+def monitor(bins: int = 10, split: str = "test"):
+    """A training-loop monitor: ECE (metric ``ece``) and the mean confidence (``confidence``) of
+    every member on ``split``, against the labels the loop evaluates it on. The NLL is the
+    split's ``loss``, which the loop always logs."""
+    check_range("bins", bins, 1)
+
+    def calibration(ev) -> dict:
+        z, y = ev.logits[split], ev.targets[split]
+        return {(split, "ece"): expected_calibration_error(z, y, bins), (split, "confidence"): mean_confidence(z)}
+
+    return calibration

@@ -1,0 +1,114 @@
+"""ECE, reliability bins and NLL against naive loops (the PS-KD code's ``metric_ece_aurc_eaurc``)."""
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from tdlab import calibration, data, engine, models, plots
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.digits()
+
+
+def naive_bins(probs, labels, bins):
+    """Equal-width bins (lower, upper] of the top probability, example by example: (count, acc, conf) per bin."""
+    out = []
+    for b in range(bins):
+        lower, upper = b / bins, (b + 1) / bins
+        chosen = [(max(p), p.index(max(p)) == y) for p, y in zip(probs, labels) if lower < max(p) <= upper]
+        if chosen:
+            out.append((len(chosen), sum(c for _, c in chosen) / len(chosen), sum(q for q, _ in chosen) / len(chosen)))
+        else:
+            out.append((0, 0.0, 0.0))
+    return out
+
+
+def naive_ece(probs, labels, bins):
+    return sum(n * abs(acc - conf) for n, acc, conf in naive_bins(probs, labels, bins)) / len(labels)
+
+
+def random_logits(members, n, classes, seed, scale=3.0):
+    gen = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(members, n, classes, generator=gen, dtype=torch.float64),
+            torch.randint(0, classes, (members, n), generator=gen))
+
+
+@pytest.mark.parametrize("bins", [1, 10, 15])
+def test_ece_and_bins_match_naive_loop(bins):
+    logits, labels = random_logits(3, 200, 6, seed=bins)
+    ece = calibration.expected_calibration_error(logits, labels, bins)
+    bins_ = calibration.reliability(logits, labels, bins)
+    assert ece.shape == (3,) and bins_.count.shape == (3, bins)
+    for m in range(3):
+        probs = torch.softmax(logits[m], -1).tolist()
+        expected = naive_bins(probs, labels[m].tolist(), bins)
+        assert ece[m].item() == pytest.approx(naive_ece(probs, labels[m].tolist(), bins), abs=1e-6)
+        assert bins_.member(m).ece == pytest.approx(ece[m].item(), abs=1e-6)
+        for b, (n, acc, conf) in enumerate(expected):
+            assert bins_.count[m, b] == n
+            if n:
+                assert bins_.accuracy[m, b] == pytest.approx(acc) and bins_.confidence[m, b] == pytest.approx(conf)
+            else:
+                assert math.isnan(bins_.accuracy[m, b]) and math.isnan(bins_.confidence[m, b])
+
+
+def test_ece_of_one_model_and_known_cases():
+    logits, labels = random_logits(1, 100, 4, seed=0)
+    single = calibration.expected_calibration_error(logits[0], labels[0])
+    assert single.shape == () and single.item() == pytest.approx(
+        calibration.expected_calibration_error(logits, labels)[0].item())
+    # always right and fully confident: calibrated; uniform over C classes, right 1/C of the time: calibrated
+    confident = torch.tensor([[50.0, 0.0, 0.0], [0.0, 50.0, 0.0]])
+    assert calibration.expected_calibration_error(confident, torch.tensor([0, 1])).item() == pytest.approx(0, abs=1e-6)
+    assert calibration.expected_calibration_error(confident, torch.tensor([1, 0])).item() == pytest.approx(1, abs=1e-6)
+    # a bin edge belongs to the bin below it, as in the PS-KD code: confidence exactly 1/2 is in (0.4, 0.5]
+    half = torch.log(torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64))
+    assert calibration.reliability(half, torch.tensor([0]), 10).count[4] == 1
+
+
+def test_nll_and_confidence():
+    logits, labels = random_logits(2, 50, 5, seed=3)
+    for m in range(2):
+        naive = -sum(torch.log_softmax(z, -1)[y].item() for z, y in zip(logits[m], labels[m])) / 50
+        assert calibration.nll(logits, labels)[m].item() == pytest.approx(naive, rel=1e-9)
+        assert calibration.mean_confidence(logits)[m].item() == pytest.approx(
+            torch.softmax(logits[m], -1).max(-1).values.mean().item())
+
+
+def test_monitor_logs_ece_of_the_test_logits(digits):
+    history = engine.run(lambda: models.MLP(64, 10, width=16, depth=1), digits, [{"seed": 0}, {"seed": 1}],
+                         steps=20, eval_every=10, batch_size=64, monitors=[calibration.monitor()], progress=False)
+    for m in range(2):
+        z = history.models[m](digits.x_test).detach()
+        assert history.final("test", "ece", m) == pytest.approx(
+            calibration.expected_calibration_error(z, digits.y_test).item(), abs=1e-4)
+        assert 0 < history.final("test", "confidence", m) <= 1
+    with pytest.raises(ValueError, match="bins"):
+        calibration.monitor(bins=0)
+
+
+def test_reliability_diagrams_draw_one_panel_per_run():
+    logits, labels = random_logits(2, 300, 10, seed=5)
+    bins = calibration.reliability(logits, labels)
+    fig = plots.reliability_diagrams({"a": bins.member(0), "b": bins.member(1)}, title="t")
+    assert len(fig.axes) == 4
+    assert fig.axes[0].get_title().startswith("a\nECE")
+    np.testing.assert_allclose(sum(p.get_height() for p in fig.axes[2].patches), 100.0)
+    plt.close(fig)
+
+
+def test_calibration_curves_and_explorer_show_ece_in_percent(digits):
+    history = engine.run(lambda: models.MLP(64, 10, width=16, depth=1), digits, [{"lr": 1e-3}, {"lr": 3e-3}],
+                         steps=20, eval_every=10, batch_size=64, monitors=[calibration.monitor()], progress=False)
+    ax = plots.calibration_curves(history.member(0))
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"test accuracy", "test mean confidence max p", "test ECE"}
+    np.testing.assert_allclose(lines["test ECE"].get_ydata(), history.curve("test", "ece", 0)[1] * 100)
+    plt.close(ax.figure)
+    page = plots.explorer(history, ["lr"], curves=[("test", "acc"), ("test", "ece")],
+                          colors={("test", "ece"): "#123456"})._repr_html_()
+    assert "#123456" in page and '"y":[0,100]' in page
