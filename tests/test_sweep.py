@@ -49,6 +49,23 @@ def test_batched_elr_with_per_member_noise_and_lambda(digits):
     assert realised == [0.2, 0.2, 0.5, 0.5]
 
 
+def test_batched_members_with_different_noise_kinds_equal_separate_runs(digits):
+    members = [{"noise": "uniform", "noise_rate": 0.4}, {"noise": "pairflip", "noise_rate": 0.3},
+               {"noise": "symmetric", "noise_rate": 0.0}]
+    common = dict(steps=30, eval_every=15, batch_size=64, data_seed=2, noise_seed=4, progress=False)
+    batched = sweep.sweep(mlp, digits, members, **common)
+    separate = sweep.sequential(mlp, digits, members, **common)
+    for m, member in enumerate(members):
+        np.testing.assert_allclose(loss_curves(batched, m), loss_curves(separate, m), atol=1e-5, rtol=0)
+        assert batched.knobs[m]["noise"] == member["noise"]
+        # the labels the member trained on are the ones its knobs redraw (engine.training_data)
+        redrawn = data.with_label_noise(digits, member["noise"], member["noise_rate"], 4)
+        assert torch.equal(engine.training_data(digits, batched.knobs[m]).y_train, redrawn.y_train)
+    flipped = data.with_label_noise(digits, "pairflip", 0.3, 4)
+    moved = flipped.y_train[flipped.corrupted_mask]
+    assert torch.equal(moved, (digits.y_train[flipped.corrupted_mask] + 1) % 10)     # y → y+1, the member's own kind
+
+
 def test_diverging_member_is_frozen_and_others_unaffected(digits):
     members = [{"lr": 1e-2}, {"lr": 1e3}, {"lr": 3e-2}]
     linear = lambda: models.MLP(64, 10, depth=0)  # noqa: E731  (diverges geometrically under MSE)

@@ -5,7 +5,7 @@ slices a batch by index, ``x_train[index]``; the index is also what losses with
 per-example state (ELR) receive. Before each step the loop tells the loss where training
 is (:meth:`~tdlab.losses.Loss.at_step`: step, steps, steps per epoch), for losses whose
 targets follow the progress of training (PS-KD's α_t). :func:`run` trains E *members* — configurations that
-may differ in their seed, learning rate, weight decay, momentum, label-noise rate and
+may differ in their seed, learning rate, weight decay, momentum, label-noise kind, rate and
 draw, and the loss's own coefficients — in one of two ways, through the same loop:
 
 - **stacked**: the parameters of all E models are one ``(E, P)`` buffer
@@ -46,7 +46,7 @@ from tdlab.history import History, concat
 from tdlab.losses import Loss, get_loss
 from tdlab.monitors import Evaluation, Monitor, accuracy, as_list, chunked, evaluating
 
-KNOBS = ("seed", "lr", "weight_decay", "momentum", "noise_rate", "noise_seed")
+KNOBS = ("seed", "lr", "weight_decay", "momentum", "noise_rate", "noise_seed", "noise")
 SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
 
 
@@ -309,8 +309,8 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
       keyword arguments go to the loss (``lam=3, beta=0.7`` for ELR).
     - ``optimizer``: ``"sgd"`` (momentum, ``nesterov``), ``"adam"``, ``"adamw"`` (``betas``,
       ``eps``), a factory ``params -> Optimizer`` or an optimizer object (one member at a time).
-    - ``noise_rate`` (a knob): each member trains on ``with_label_noise(data, noise, rate,
-      noise_seed)``; ``data`` must then hold clean labels. ``None`` trains on ``data`` as it is.
+    - ``noise_rate``, ``noise`` and ``noise_seed`` (knobs): each member trains on
+      ``with_label_noise(data, noise, noise_rate, noise_seed)``; ``data`` must then hold clean labels. ``None`` trains on ``data`` as it is.
     - ``batch_size=None`` trains full batch; ``schedule_name``: see :func:`schedule`.
     - ``batch_hook(Batch) -> Batch`` may change inputs/targets per step (mixup, CutMix, ...);
       its ``settings`` attribute, if any, is recorded in the knobs.
@@ -334,7 +334,7 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     if isinstance(optimizer, str):
         check_choice("optimizer", optimizer, OPTIMIZERS)
     defaults = {"seed": 0, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
-                "noise_rate": noise_rate, "noise_seed": noise_seed,
+                "noise_rate": noise_rate, "noise_seed": noise_seed, "noise": noise,
                 **{k: getattr(base_loss, k) for k in base_loss.hyperparameters}}
     settings = [{**defaults, **m} for m in members]
     for s in settings:
@@ -347,7 +347,7 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
         raise ValueError("a noise_rate needs clean data; got data with corrupted labels already")
 
     common = dict(data=data, base_loss=base_loss, optimizer=optimizer, betas=betas, eps=eps, nesterov=nesterov,
-                  noise=noise, batch_size=batch_size, steps=steps, schedule_name=schedule_name, warmup=warmup,
+                  batch_size=batch_size, steps=steps, schedule_name=schedule_name, warmup=warmup,
                   eval_every=eval_every, data_seed=data_seed, batch_hook=batch_hook, monitors=monitors,
                   callback=callback, tags=tags or {}, show_progress=progress)
     models = [_build(model, s, data.device) for s in settings]
@@ -379,23 +379,22 @@ def training_data(data: Dataset, knobs: dict) -> Dataset:
     return with_label_noise(data, knobs["noise"], knobs["noise_rate"] or 0.0, knobs["noise_seed"])
 
 
-def _labels(data: Dataset, settings: list[dict], noise: str):
+def _labels(data: Dataset, settings: list[dict]):
     """The training labels, shared (N,) or per member (E, N), the true labels and the corrupted mask."""
     if all(s["noise_rate"] is None for s in settings):
         return data.y_train, data.y_train_true, data.corrupted_mask
-    draws = [training_data(data, {**s, "noise": noise}) for s in settings]
+    draws = [training_data(data, s) for s in settings]
     return (torch.stack([d.y_train for d in draws]), data.y_train,
             torch.stack([d.corrupted_mask for d in draws]))
 
 
-def _knobs(settings: dict, data: Dataset, loss: Loss, optimizer, noise: str, batch_hook, tags: dict, steps: int,
+def _knobs(settings: dict, data: Dataset, loss: Loss, optimizer, batch_hook, tags: dict, steps: int,
            batch_size: int | None, data_seed: int, schedule_name) -> dict:
     """Every setting of one member, as its History records it."""
     knobs = {k: settings[k] for k in KNOBS}
     if knobs["noise_rate"] is None:
         knobs["noise_rate"] = data.info.get("noise", {}).get("rate", 0.0) if data.has_noise else 0.0
-    else:
-        knobs["noise"] = noise
+        del knobs["noise"]                        # no labels drawn: the data's own (recorded in its info)
     knobs.update(loss.describe())
     knobs.update({k: settings[k] for k in loss.hyperparameters})   # numbers, not the loop's per-member tensors
     knobs["optimizer"] = optimizer_name(optimizer)
@@ -407,10 +406,10 @@ def _knobs(settings: dict, data: Dataset, loss: Loss, optimizer, noise: str, bat
 
 
 def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data: Dataset, base_loss: Loss,
-          optimizer, betas, eps, nesterov, noise, batch_size, steps, schedule_name, warmup, eval_every,
+          optimizer, betas, eps, nesterov, batch_size, steps, schedule_name, warmup, eval_every,
           data_seed, batch_hook, monitors, callback, tags, show_progress, description) -> History:
     count, device = len(settings), data.device
-    y_train, y_true, mask = _labels(data, settings, noise)
+    y_train, y_true, mask = _labels(data, settings)
     as_tensor = lambda key: torch.tensor([float(s[key]) for s in settings], device=device)  # noqa: E731
     hyper = {key: as_tensor(key) for key in ("lr", "weight_decay", "momentum")}
     stepper = (Stacked(models, optimizer, hyper, betas, eps, nesterov) if stacked
@@ -422,7 +421,7 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
         loss_fn.setup(data.num_train, data.num_classes, members=count, device=device)
     multiplier = schedule(schedule_name, steps, warmup)
     epoch_length = steps_per_epoch(data.num_train, batch_size)
-    history = History(knobs=[_knobs(s, data, loss_fn, optimizer, noise, batch_hook, tags, steps, batch_size,
+    history = History(knobs=[_knobs(s, data, loss_fn, optimizer, batch_hook, tags, steps, batch_size,
                                     data_seed, schedule_name) for s in settings])
     targets = {"train": y_train.expand(count, -1), "test": data.y_test.expand(count, -1)}
     truth = None if mask is None else y_true.expand(count, -1)
