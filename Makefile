@@ -31,7 +31,13 @@ CELL_TIMEOUT ?= 300
 book: $(STAMP)
 	$(BIN)/python tools/build_book.py --workers $(WORKERS) --threads $(THREADS) --cell-timeout $(CELL_TIMEOUT)
 
-test: unit widgets7 book browser
+# Each step is timed; the last line projects this run to 22 and 30 chapters (tools/run_chapters.py projection).
+TEST_STEPS := unit widgets7 book browser
+test: $(STAMP)
+	@mkdir -p _build && : > _build/test-steps.tsv
+	@for step in $(TEST_STEPS); do start=$$(date +%s); $(MAKE) --no-print-directory $$step || exit 1; \
+		printf '%s\t%s\n' $$step $$(( $$(date +%s) - start )) >> _build/test-steps.tsv; done
+	@$(BIN)/python tools/run_chapters.py projection _build/test-steps.tsv _build/records/book
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
@@ -49,7 +55,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab book/
 
 # The built book in headless Chromium: a chapter's kernel-free slider redraws its figure;
-# JupyterLab runs chapter 1 and its panel retrains on Run (tests_browser/).
+# JupyterLab runs the LDR-KL chapter and its panel retrains on Run (tests_browser/).
 browser: $(STAMP)
 	$(BIN)/python -m pytest tests_browser -q
 

@@ -38,3 +38,20 @@ def test_a_raising_cell_names_its_error(runner):
     write_chapter(runner, "book/part/raises", "raise ValueError('the phenomenon did not happen')")
     result = runner.execute("book/part/raises", {}, cell_timeout=30)
     assert "cell 0 raised" in result["error"] and "the phenomenon did not happen" in result["error"]
+
+
+def test_projection_adds_the_fixed_part_to_n_chapters_at_the_average(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("run_chapters", ROOT / "tools" / "run_chapters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = [{"notebook s": 60.0}, {"notebook s": 90.0}, {"notebook s": float("nan")}]   # an unfinished one is left out
+    monkeypatch.setattr(module.records, "timing_table", lambda folder: rows)
+    steps = tmp_path / "steps.tsv"
+    steps.write_text("unit\t60\nbook\t300\nbrowser\t120\n")                   # 480 s, of which 150 s chapters
+    assert module.projection(steps, tmp_path)
+    out = capsys.readouterr().out
+    # fixed part 330 s; at 22 chapters 330 + 22·75 = 1980 s = 33 min, at 30: 330 + 2250 = 2580 s = 43 min
+    assert "projected at 22 chapters: 33 min" in out and "projected at 30 chapters: 43 min" in out
+    steps.write_text("unit\t60\nbook\t1000\nbrowser\t120\n")                  # a far larger fixed part: over
+    assert not module.projection(steps, tmp_path)
+    assert "over budget" in capsys.readouterr().out

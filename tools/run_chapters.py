@@ -2,6 +2,7 @@
 
     python tools/run_chapters.py seeds --chapter 01_noisy_labels/01_memorization_elr --seeds 0 1 2 3 4
     python tools/run_chapters.py timings _build/records/test
+    python tools/run_chapters.py projection _build/test-steps.tsv _build/records/book
 
 ``seeds`` executes the chapter once per seed (``TDLAB_SEED``), with ``TDLAB_CHECKS=record`` so a
 claim that fails on one seed is recorded instead of stopping the run, two notebooks at a time
@@ -9,7 +10,8 @@ with one torch thread each, and prints the chapter's claims against the seeds (e
 value and its margin as a fraction of the threshold; ✗ where it failed). The table is also
 written to ``<records>/<chapter>.md``. ``timings`` prints, per chapter, the whole notebook's wall
 time, the default run's and the sweep's, from the records a run left (``make test`` and
-``make book`` call it).
+``make book`` call it). ``projection`` (the end of ``make test``) takes the test's step times and
+the chapters' records and projects the whole ``make test`` to 22 and 30 chapters.
 """
 from __future__ import annotations
 
@@ -96,6 +98,33 @@ def timings(folder: Path) -> None:
               f"22 chapters take {22 * mean / 60:.0f} min and 30 take {30 * mean / 60:.0f} min of execution")
 
 
+def projection(steps_file: Path, folder: Path, budget_min: float = 45.0) -> bool:
+    """``make test``'s time projected to 22 and 30 chapters: this run's fixed part (every step's wall
+    time less the chapters' own execution) plus N chapters at this run's average whole-notebook time."""
+    steps = {}
+    for line in steps_file.read_text().splitlines():
+        name, seconds = line.split("\t")
+        steps[name] = float(seconds)
+    rows = [r for r in records.timing_table(folder) if not math.isnan(r["notebook s"])]
+    if not rows or not steps:
+        print(f"no projection: no step times in {steps_file} or no chapter records under {folder}")
+        return True
+    chapters = sum(r["notebook s"] for r in rows)
+    total = sum(steps.values())
+    fixed, mean = total - chapters, chapters / len(rows)
+    print("make test: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in steps.items())
+          + f"; {total / 60:.1f} min in all, of which {len(rows)} chapters {chapters / 60:.1f} min "
+          f"({mean:.0f} s each on average) and the rest {fixed / 60:.1f} min")
+    within = True
+    for n in (22, 30):
+        projected = (fixed + n * mean) / 60
+        within &= projected <= budget_min or n != 30
+        print(f"projected at {n} chapters: {projected:.0f} min ({budget_min:.0f} min budget)")
+    if not within:
+        print(f"over budget: at 30 chapters make test would take more than {budget_min:.0f} min at this average")
+    return within
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,10 +137,16 @@ def main() -> None:
     s.add_argument("--cell-timeout", type=int, default=900)
     t = sub.add_parser("timings")
     t.add_argument("folder", type=Path)
+    p = sub.add_parser("projection")
+    p.add_argument("steps", type=Path, help="tab-separated step name and seconds, one per line")
+    p.add_argument("folder", type=Path)
     args = parser.parse_args()
     if args.command == "seeds":
         sys.exit(1 if seeds(args.chapter, args.seeds, args.records, args.workers, args.threads,
                             args.cell_timeout) else 0)
+    if args.command == "projection":
+        projection(args.steps, args.folder)      # reports, does not fail the build: the budget is a target
+        return
     timings(args.folder)
 
 
