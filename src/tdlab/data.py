@@ -475,3 +475,38 @@ def letter(root: str | Path | None = None, num_train: int = 16_000) -> Dataset:
     features = np.array([[float(v) for v in r[1:]] for r in rows], dtype=np.float32) / 15.0
     check_range("num_train", num_train, 1, len(rows) - 1)
     return _tensors("letter", features[:num_train], labels[:num_train], features[num_train:], labels[num_train:], 26)
+
+
+# --------------------------------------------------------------------- synthetic: a quadratic teacher
+
+
+def quadratic_teacher(num_train: int = 550, num_test: int = 1000, dim: int = 100, seed: int = 0,
+                      normalize: bool = False, device=None) -> Dataset:
+    r"""The polynomial-regression task of Kumar, Bordelon, Gershman & Pehlevan (ICLR 2024, "Grokking
+    as the Transition from Lazy to Rich Training Dynamics", Sec. 2):
+
+    .. math::
+        x \sim \mathcal{N}(0, I_D / D), \qquad y = \tfrac12 (\beta_\star \cdot x)^2,
+        \qquad \beta_\star \sim \mathcal{N}(0, I_D)
+
+    (β⋆ not normalised, as in the authors' code; so β⋆·x ≈ N(0, |β⋆|²/D) and y has mean |β⋆|²/(2D) ≈ ½;
+    ``normalize=True`` rescales β⋆ to |β⋆|² = D exactly, which removes the draw-to-draw spread of the
+    target's scale — ±√(2/D), large at small D). The task
+    lives in the "Goldilocks" range D ≪ P ≪ D² when ``num_train`` P is chosen so: a kernel with
+    quadratic features needs about D²/2 examples, a network that learns the one direction β⋆
+    about D. The defaults are the paper's D = 100, P = 550, 1000 test points. Targets are float,
+    shape (n,); ``num_classes`` is None; ``info["beta"]`` holds β⋆. Not registered in :func:`load`
+    (call it directly); ``device`` as :func:`load`'s.
+    """
+    check_range("dim", dim, 1)
+    check_range("num_train", num_train, 1)
+    check_range("num_test", num_test, 1)
+    gen = torch.Generator().manual_seed(seed)
+    beta = torch.randn(dim, generator=gen)
+    if normalize:
+        beta = beta * dim**0.5 / beta.norm()                                     # |β⋆|² = D
+    x = torch.randn(num_train + num_test, dim, generator=gen) / dim**0.5        # x ~ N(0, I/D)
+    y = 0.5 * (x @ beta) ** 2                                                    # y = ½ (β⋆·x)²
+    out = Dataset("quadratic-teacher", x[:num_train], y[:num_train], x[num_train:], y[num_train:], None,
+                  info={"dim": dim, "beta": beta, "seed": seed, "normalize": normalize})
+    return out.to(default_device() if device is None else device)

@@ -157,3 +157,45 @@ def plot_phases(table: pd.DataFrame, x: str = "weight_decay", y: str = "noise_ra
     ax.legend(handles=[Patch(color=PHASE_COLORS[n], label=n) for n in present], loc="upper left",
               bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
+
+
+# ----------------------------------------------------------------- the lazy-to-rich delay (Kumar et al. 2024)
+
+
+def lazy_rich_times(history: History, member: int = 0, train_drop: float = 0.1,
+                    test_drop: float = 0.1) -> dict[str, float]:
+    """When a run of :func:`tdlab.recipes.lazy_rich` fits and when it generalizes (Kumar, Bordelon,
+    Gershman & Pehlevan 2024), read off its ``train``/``mse``, ``test``/``mse`` and
+    ``test``/``kernel_mse`` curves:
+
+    - ``fit step``: the first evaluation at which the train loss is at most ``train_drop`` × its
+      initial value;
+    - ``generalization step``: the first at which the test loss is at most ``test_drop`` × its initial
+      value (the authors' phase diagram uses one level for both; a chapter may ask less of the test
+      loss, whose lazy plateau can lie above a tenth of its start);
+    - ``delay``: their difference in steps, the authors' "amount of grokking" (their phase diagram
+      subtracts the steps at which the two losses first fall below a level);
+    - ``test / plateau when fit``: the test loss at the fit step over the plateau (≈ 1: the test loss
+      sits at the initial kernel's level while the train loss has fallen);
+    - ``final test / plateau`` and ``best test / plateau``.
+
+    A level never reached gives ``inf`` (and an infinite delay when only generalization is missing).
+    """
+    check_range("train_drop", train_drop, 0, 1, low_open=True)
+    check_range("test_drop", test_drop, 0, 1, low_open=True)
+    steps, train = history.curve("train", "mse", member)
+    test = history.curve("test", "mse", member)[1]
+    plateau = float(history.curve("test", "kernel_mse", member)[1][0])
+
+    def first(values: np.ndarray, level: float) -> float:
+        hit = np.nonzero(values <= level)[0]
+        return float(steps[hit[0]]) if len(hit) else math.inf
+
+    fit = first(train, train_drop * train[0])
+    generalized = first(test, test_drop * test[0])
+    when_fit = float(test[np.searchsorted(steps, fit)]) / plateau if math.isfinite(fit) else math.nan
+    return {"fit step": fit, "generalization step": generalized,
+            "delay": generalized - fit if math.isfinite(fit) else math.nan,
+            "test / plateau when fit": when_fit, "final test / plateau": float(test[-1]) / plateau,
+            "best test / plateau": float(np.nanmin(test)) / plateau,
+            "best test / initial": float(np.nanmin(test)) / float(test[0])}

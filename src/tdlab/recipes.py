@@ -25,12 +25,12 @@ from typing import Callable
 from torch import nn
 
 from tdlab import data as datasets
-from tdlab import models
+from tdlab import kernels, models
 from tdlab.config import env_scale
 from tdlab.data import Dataset
 from tdlab.engine import KNOBS, run
 from tdlab.history import History, concat
-from tdlab.losses import LOSSES, get_loss
+from tdlab.losses import LOSSES, LazyMSE, get_loss
 
 ENGINE_SETTINGS = tuple(p for p in inspect.signature(run).parameters if p not in ("model", "data", "members",
                                                                                   "loss_kwargs"))
@@ -233,3 +233,63 @@ def cifar10(model: Callable[[], nn.Module], **settings) -> Recipe:
     """CIFAR-10, standardized per channel (downloaded once; offline it raises
     :class:`~tdlab.data.DatasetUnavailableError`), with ``model``; for a GPU."""
     return Recipe(lambda: datasets.standardize(datasets.load("cifar10")), model, dict(settings))
+
+
+class ScaledInit:
+    """A model factory whose initialisation scale α is a knob of the recipe, ``init_scale``: every
+    initial weight and bias is multiplied by α (:func:`tdlab.models.scale_init_`; Liu et al.'s
+    Omnigrok and the ``initialization_scale`` of Humayun et al.'s MLP script).
+
+    The scale is not one of the engine's per-member knobs (it shapes the model before training), so
+    members with different scales train in separate engine calls; the recipe's derivation
+    :meth:`derive` sets the scale just before each call builds its models, and the History records
+    it among the knobs. Built by :func:`scaled_init`.
+    """
+
+    def __init__(self, build: Callable[[], nn.Module], init_scale: float = 1.0):
+        self.build, self.init_scale = build, init_scale
+
+    def __call__(self) -> nn.Module:
+        return models.scale_init_(self.build(), self.init_scale)
+
+    def derive(self, init_scale: float | None = None) -> dict:
+        """The recipe's derivation: remember the scale of the engine call about to be made."""
+        if init_scale is not None:
+            self.init_scale = init_scale
+        return {}
+
+
+def scaled_init(data: Dataset | Callable[[], Dataset], build: Callable[[], nn.Module], init_scale: float = 1.0,
+                **settings) -> Recipe:
+    """A :class:`Recipe` whose model is ``build()`` with every initial parameter multiplied by
+    ``init_scale``, a knob like any other (``recipe.sweep([{"init_scale": 1}, {"init_scale": 8}])``
+    trains one engine call per scale)."""
+    factory = ScaledInit(build, init_scale)
+
+    def init(init_scale: float = init_scale) -> dict:
+        return factory.derive(init_scale)
+
+    return Recipe(data, factory, dict(settings), derive=(init,))
+
+
+def lazy_rich(dim: int, width: int, eps: float, pool: int, num_test: int = 1000, seed: int = 0,
+              kernel_points: int = 200, normalize: bool = False, **settings) -> Recipe:
+    """The polynomial-regression toy of Kumar, Bordelon, Gershman & Pehlevan (ICLR 2024): the quadratic
+    teacher y = ½(β⋆·x)² in ``dim`` dimensions (``pool`` training examples — a member trains on the
+    first ``train_size`` of them — and ``num_test`` test examples, drawn with ``seed``), the network
+    (1/N) Σ φ(w_i·x) of ``width`` N neurons with φ(h) = h + (ε/2) h², and the α-scaled, centred squared
+    error (:class:`~tdlab.losses.LazyMSE`); plain full-batch gradient descent; the monitor
+    :func:`tdlab.kernels.lazy_rich` (train/test MSE, the initial kernel's test loss, alignment, kernel
+    change). The paper's step η = c N/α² is a member's ``lr``: see :func:`lazy_rich_members`."""
+    return Recipe(lambda: datasets.quadratic_teacher(pool, num_test, dim, seed=seed, normalize=normalize),
+                  lambda: models.QuadraticFeatureNet(dim, width, eps),
+                  {"loss": LazyMSE(), "optimizer": "sgd", "momentum": 0.0, "batch_size": None,
+                   "monitors": [kernels.lazy_rich(models.QuadraticFeatureNet(dim, width, eps), kernel_points)],
+                   **settings})
+
+
+def lazy_rich_members(alphas, sizes, width: int, lr_multiplier: float = 1.0, **knobs) -> list[dict]:
+    """Members for :func:`lazy_rich`: every (α, P) pair with the paper's step η = c N / α² as its
+    learning rate (c = ``lr_multiplier``; Kumar et al. 2024, Sec. 2), plus any other per-member knobs."""
+    return [{"alpha": float(a), "train_size": float(p), "lr": lr_multiplier * width / a**2, **knobs}
+            for a in alphas for p in sizes]
