@@ -1,0 +1,332 @@
+"""Local complexity and the PGD attack of Humayun, Balestriero & Baraniuk (ICML 2024),
+"Deep Networks Always Grok and Here is Why" (official code: ``AhmedImtiazPrio/grok-adversarial``).
+
+**Local complexity (LC).** A network with piecewise-linear (or nearly so, GELU) activations cuts
+its input space into regions on which it is (nearly) affine; neuron k of a layer is on one side of
+its region boundary where its pre-activation h_k(x) > 0 and on the other where h_k(x) < 0. Around an
+anchor point x the paper builds a *cross-polytope frame* of radius r: K random orthonormal
+directions u_1..u_K and the 2K vertices
+
+    v_{j,±} = x ± r · u_j / ‖u_j‖            (``local_complexity.py``: ``get_ortho_hull_around_samples``)
+
+and counts the neurons whose pre-activation does not have the same sign at every vertex,
+
+    LC_ℓ(x) = #{k : sign h_{ℓ,k}(v) is not constant over the 2K vertices v}     (per layer ℓ)
+    LC(x)  = Σ_ℓ LC_ℓ(x)
+
+(``get_intersection_from_activation_batched``). Such a neuron's boundary passes through (or very
+near) the neighbourhood: LC estimates how many region boundaries cross a small ball around x.
+The official MLP script hooks the output of *every* ``nn.Linear``, the last (the logits) included,
+and its figures plot the sum over layers averaged over anchors; ``include_output`` keeps that choice.
+The same K directions serve every anchor and every evaluation (the official sampler is seeded once).
+
+**Robust accuracy.** ℓ∞ projected gradient ascent on the cross-entropy (``attacks.py``, after
+Harry24k's ``PGD-pytorch``): from the clean input, ``steps`` steps x ← clip(x₀ + clip(x + α·sign ∇ₓ
+CE − x₀, −ε, ε), low, high), no random start. Robust accuracy is the accuracy on the result.
+
+Everything here takes the stacked parameters the training loop keeps (``{name: (E, ...)}``, as
+``ev.parameters(member)`` stacked over members) and an :class:`~tdlab.models.MLP`-shaped module
+(``model.net``: Flatten, Linear and element-wise activations) that says what the layers are, so
+the E members of a sweep are measured with one batched forward; :func:`stack_parameters` makes the
+stack from ordinary modules.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tdlab.config import check_range
+from tdlab.monitors import Evaluation, Monitor, Values
+
+
+# ----------------------------------------------------------------- a stacked MLP, layer by layer
+
+
+def stack_parameters(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """The parameters of same-shaped modules stacked along a new first (member) axis, detached."""
+    names = [name for name, _ in models[0].named_parameters()]
+    return {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]) for name in names}
+
+
+def _layers(model: nn.Module) -> nn.Sequential:
+    net = getattr(model, "net", None)
+    if not isinstance(net, nn.Sequential):
+        raise ValueError("local complexity needs an MLP-shaped module (tdlab.models.MLP: model.net a Sequential of "
+                         f"Flatten, Linear and element-wise activations), got {type(model).__name__}")
+    return net
+
+
+def pre_activations(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                    per_member: bool = False) -> list[torch.Tensor]:
+    """The pre-activation h_ℓ = W_ℓ a_{ℓ−1} + b_ℓ of every linear layer ℓ of E stacked MLPs, in order
+    (the last one is the logits): a list of (E, B, width_ℓ).
+
+    ``params``: ``{name: (E, ...)}`` named as ``model.named_parameters()``; ``x``: (B, ...) shared by
+    all members, or with ``per_member`` (E, B, ...), one batch per member (an attack's inputs). The
+    same arithmetic as :meth:`tdlab.models.MLP.forward_stacked`, keeping the intermediate layers.
+    """
+    members = next(iter(params.values())).shape[0]
+    if per_member:
+        if x.shape[0] != members:
+            raise ValueError(f"per-member inputs need a first axis of {members} members, got {tuple(x.shape)}")
+        h = x.flatten(2)                                          # (E, B, d): one batch per member
+    else:
+        h = x.flatten(1).expand(members, -1, -1)                 # (E, B, d): the same batch for all
+    out = []
+    for index, layer in enumerate(_layers(model)):
+        if isinstance(layer, nn.Flatten):
+            continue
+        if isinstance(layer, nn.Linear):
+            weight, bias = params[f"net.{index}.weight"], params.get(f"net.{index}.bias")
+            h = torch.matmul(h, weight.transpose(1, 2))           # (E, B, out) = a Wᵀ
+            if bias is not None:
+                h = h + bias.unsqueeze(1)                         # + b
+            out.append(h)
+        else:
+            h = layer(h)                                          # an element-wise activation
+    return out
+
+
+def logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+           per_member: bool = False) -> torch.Tensor:
+    """The logits (E, B, C) of E stacked MLPs (the last pre-activation)."""
+    return pre_activations(model, params, x, per_member)[-1]
+
+
+# ----------------------------------------------------------------- the cross-polytope frame
+
+
+def frame_directions(dim: int, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` random orthonormal directions of R^dim, (count, dim): the rows of Q from the QR
+    decomposition of a seeded Gaussian matrix (the official sampler draws an orthogonal matrix with a
+    fixed seed, ``torch.nn.utils.parametrizations.orthogonal``). Needs count ≤ dim."""
+    check_range("count", count, 1)
+    if count > dim:
+        raise ValueError(f"at most {dim} orthonormal directions in R^{dim}, asked for {count}")
+    gaussian = torch.randn(dim, count, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)                               # q: (dim, count), orthonormal columns
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)             # the sign convention that makes Q uniform (Haar)
+    return q.t().to(torch.float32)
+
+
+def cross_polytope(x: torch.Tensor, radius: float, directions: torch.Tensor) -> torch.Tensor:
+    """The 2K vertices x ± r·u_j/‖u_j‖ around each anchor: ``x`` (N, ...) and ``directions`` (K, d)
+    with d the flattened size → (N, 2K, d), the +r vertices first (``get_ortho_hull_around_samples``)."""
+    check_range("radius", radius, 0, low_open=True)
+    flat = x.reshape(x.shape[0], 1, -1)                            # (N, 1, d)
+    if directions.shape[1] != flat.shape[-1]:
+        raise ValueError(f"directions live in R^{directions.shape[1]}, the anchors in R^{flat.shape[-1]}")
+    step = radius * directions / directions.norm(dim=1, keepdim=True)          # r·u_j/‖u_j‖, (K, d)
+    step = step.to(device=x.device, dtype=x.dtype)
+    return torch.cat([flat + step, flat - step], dim=1)
+
+
+@torch.no_grad()
+def local_complexity(model: nn.Module, params: dict[str, torch.Tensor], anchors: torch.Tensor, radius: float,
+                     directions: torch.Tensor, include_output: bool = True, chunk: int = 64) -> torch.Tensor:
+    """LC per member, anchor and layer: (E, N, L), L the number of linear layers (``include_output``)
+    or hidden layers. Entry [e, n, ℓ] counts the neurons of layer ℓ of member e whose pre-activation
+    sign is not the same at all 2K vertices of the cross-polytope of radius ``radius`` around anchor n.
+    Anchors go through in chunks of ``chunk`` (each chunk is chunk·2K rows of one batched forward)."""
+    out = []
+    for start in range(0, anchors.shape[0], chunk):
+        vertices = cross_polytope(anchors[start:start + chunk], radius, directions)   # (n, V, d)
+        n, count = vertices.shape[:2]
+        layers = pre_activations(model, params, vertices.reshape(n * count, -1))
+        if not include_output:
+            layers = layers[:-1]
+        per_layer = []
+        for h in layers:                                           # (E, n·V, width)
+            signs = torch.sign(h).reshape(h.shape[0], n, count, -1)
+            changes = (signs[:, :, 1:] != signs[:, :, :1]).any(dim=2)        # (E, n, width): not one sign
+            per_layer.append(changes.sum(-1))
+        out.append(torch.stack(per_layer, dim=-1))
+    return torch.cat(out, dim=1)
+
+
+# ----------------------------------------------------------------- the PGD attack
+
+
+def pgd(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, eps: float,
+        step_size: float, steps: int = 10, low: float | None = None, high: float | None = None) -> torch.Tensor:
+    """ℓ∞ PGD on the cross-entropy of E stacked MLPs (the official ``attacks.PGD``, no random start):
+    x_{t+1} = clip_[low, high](x₀ + clip_[−ε, ε](x_t + α·sign ∇ₓ CE(f(x_t), y) − x₀)).
+
+    ``x`` (B, ...) clean inputs shared by the members, ``y`` (B,) labels → (E, B, ...) one adversarial
+    batch per member. ``low``/``high`` bound the inputs (default: the min and max of ``x``, as the
+    official attack does).
+    """
+    check_range("eps", eps, 0)
+    check_range("steps", steps, 0)
+    members = next(iter(params.values())).shape[0]
+    params = {k: v.detach() for k, v in params.items()}
+    low = float(x.min()) if low is None else low
+    high = float(x.max()) if high is None else high
+    original = x.detach().unsqueeze(0).expand(members, *x.shape).clone()       # (E, B, ...)
+    targets = y.long().expand(members, -1)
+    adversarial = original.clone()
+    for _ in range(steps):
+        adversarial.requires_grad_(True)
+        z = logits(model, params, adversarial, per_member=True)                 # (E, B, C)
+        # the sum over members of each member's mean CE: member e's gradient is its own
+        loss = F.cross_entropy(z.transpose(1, 2), targets, reduction="none").mean(-1).sum()
+        grad, = torch.autograd.grad(loss, adversarial)
+        with torch.no_grad():
+            stepped = adversarial + step_size * grad.sign()
+            adversarial = (original + (stepped - original).clamp(-eps, eps)).clamp(low, high)
+    return adversarial.detach()
+
+
+@torch.no_grad()
+def accuracy_on(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                per_member: bool = False) -> torch.Tensor:
+    """Per member, the accuracy on ``x`` (B, ...) shared or, with ``per_member``, (E, B, ...): (E,)."""
+    return (logits(model, params, x, per_member).argmax(-1) == y.long()).float().mean(-1)
+
+
+def robust_accuracy(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, eps: float,
+                    step_size: float, steps: int = 10, low: float | None = None,
+                    high: float | None = None) -> torch.Tensor:
+    """Per member, the accuracy on :func:`pgd`'s adversarial examples of (x, y): (E,)."""
+    adversarial = pgd(model, params, x, y, eps, step_size, steps, low, high)
+    return accuracy_on(model, params, adversarial, y, per_member=True)
+
+
+# ----------------------------------------------------------------- when to measure, and the monitors
+
+
+def log_steps(last: int, count: int, every: int = 1) -> list[int]:
+    """About ``count`` steps from 0 to ``last``, evenly spaced on a log axis (0, then 1, ...), each
+    rounded to a multiple of ``every`` (the loop's ``eval_every``: a monitor can only measure where the
+    loop evaluates), ``last`` included."""
+    check_range("last", last, 1)
+    check_range("count", count, 2)
+    raw = np.logspace(0, math.log10(last), count - 1)
+    steps = {0, last} | {int(round(s / every)) * every for s in raw}
+    return sorted(s for s in steps if 0 <= s <= last)
+
+
+def _stacked(ev: Evaluation) -> dict[str, torch.Tensor]:
+    per_member = [ev.parameters(m) for m in range(ev.members)]
+    return {name: torch.stack([p[name] for p in per_member]) for name in per_member[0]}
+
+
+def _at(steps: Sequence[int] | None) -> Callable[[int], bool]:
+    chosen = None if steps is None else set(int(s) for s in steps)
+    return lambda step: chosen is None or step in chosen
+
+
+def lc_monitor(model: nn.Module, anchors: dict[str, torch.Tensor], radius: float, vertices: int = 20, seed: int = 0,
+               steps: Sequence[int] | None = None, include_output: bool = True,
+               per_layer: bool = False) -> Monitor:
+    """A monitor: the mean local complexity around each set of ``anchors`` (``{"train": x, "test": x,
+    "random": x}``), logged as split ``f"lc_{name}"``, metric ``lc`` (the sum over layers, averaged
+    over the anchors), and with ``per_layer`` metrics ``lc0``, ``lc1``, ... per linear layer.
+
+    ``model`` is any module of the trained shape (only its layer structure is read); ``vertices`` = 2K
+    is the number of vertices of the frame (K = vertices // 2 directions, drawn once from ``seed``);
+    ``steps``: the evaluation steps at which to measure (None: every evaluation) — LC costs
+    vertices × anchors forwards per member, so a chapter measures at log-spaced steps.
+    """
+    if vertices < 2 or vertices % 2:
+        raise ValueError(f"a cross-polytope frame has an even number ≥ 2 of vertices, got {vertices}")
+    measure_now = _at(steps)
+    cache: dict[str, torch.Tensor] = {}
+
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
+        if not measure_now(ev.step):
+            return {}
+        params = _stacked(ev)
+        out: dict[tuple[str, str], Values] = {}
+        for name, points in anchors.items():
+            points = points.to(next(iter(params.values())).device)
+            if "directions" not in cache:
+                cache["directions"] = frame_directions(points[0].numel(), vertices // 2, seed)
+            counts = local_complexity(model, params, points, radius, cache["directions"], include_output).float()
+            out[(f"lc_{name}", "lc")] = counts.sum(-1).mean(-1)                          # (E,)
+            if per_layer:
+                for layer in range(counts.shape[-1]):
+                    out[(f"lc_{name}", f"lc{layer}")] = counts[..., layer].mean(-1)
+        return out
+
+    return monitor
+
+
+def robust_monitor(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float,
+                   attack_steps: int = 10, low: float | None = None, high: float | None = None,
+                   steps: Sequence[int] | None = None, split: str = "test_pgd") -> Monitor:
+    """A monitor: the accuracy of every member on PGD adversarial examples of (``x``, ``y``) (see
+    :func:`pgd`), logged as ``split``/``acc`` at the evaluation ``steps`` (None: every evaluation)."""
+    measure_now = _at(steps)
+    low = float(x.min()) if low is None else low
+    high = float(x.max()) if high is None else high
+
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
+        if not measure_now(ev.step):
+            return {}
+        params = _stacked(ev)
+        device = next(iter(params.values())).device
+        with torch.enable_grad():
+            accuracy = robust_accuracy(model, params, x.to(device), y.to(device), eps, step_size, attack_steps,
+                                       low, high)
+        return {(split, "acc"): accuracy}
+
+    return monitor
+
+
+def random_anchors(x: torch.Tensor, count: int, seed: int = 0, low: float | None = None,
+                   high: float | None = None) -> torch.Tensor:
+    """``count`` points of the shape of ``x``'s rows, every coordinate uniform on [low, high] (default:
+    the smallest and largest value in ``x``): the paper's random anchors are uniform on [0, 1]^784,
+    the range of MNIST's pixels."""
+    check_range("count", count, 1)
+    low = float(x.min()) if low is None else low
+    high = float(x.max()) if high is None else high
+    u = torch.rand((count, *x.shape[1:]), generator=torch.Generator().manual_seed(seed))
+    return (low + (high - low) * u).to(x.device, x.dtype)
+
+
+# ----------------------------------------------------------------- reading the curves
+
+
+def lc_phases(steps: Sequence[int], values: Sequence[float], fitted_step: float) -> dict[str, float]:
+    """The double descent of LC (the paper's three phases: descent, ascent, a late descent) read off one
+    curve of LC against the training step.
+
+    - ``first_min``: the smallest LC at or before ``fitted_step`` (the step the training set is fitted):
+      the bottom of the first descent, ``descent`` = LC(step 0) − first_min;
+    - ``peak``: the largest LC after the first minimum: the top of the ascent, ``ascent`` = peak − first_min;
+    - ``late_descent`` = peak − the last LC: how far LC came down again by the end of training.
+
+    A curve that only rises has descent = late_descent = 0; one that only falls has ascent = 0. Steps of
+    the minimum and the peak come back too (``first_min_step``, ``peak_step``).
+    """
+    steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    if len(steps) < 3 or len(steps) != len(values):
+        raise ValueError(f"need at least 3 (step, LC) pairs of equal length, got {len(steps)} and {len(values)}")
+    early = np.nonzero(steps <= max(fitted_step, steps[1]))[0]
+    first = int(early[np.argmin(values[early])])
+    later = np.arange(first, len(values))
+    top = int(later[np.argmax(values[later])])
+    return {"start": float(values[0]), "first_min": float(values[first]), "first_min_step": float(steps[first]),
+            "peak": float(values[top]), "peak_step": float(steps[top]), "final": float(values[-1]),
+            "descent": float(values[0] - values[first]), "ascent": float(values[top] - values[first]),
+            "late_descent": float(values[top] - values[-1])}
+
+
+def halfway_step(steps: Sequence[int], values: Sequence[float], after: float) -> float:
+    """The first step after ``after`` at which the curve has covered half of its change from its value at
+    ``after`` (the first measurement at or after it) to its last value; NaN when it does not change."""
+    steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    start = int(np.searchsorted(steps, after))
+    if start >= len(steps) - 1 or values[-1] == values[start]:
+        return math.nan
+    middle = (values[start] + values[-1]) / 2
+    rising = values[-1] > values[start]
+    crossed = values[start:] >= middle if rising else values[start:] <= middle
+    return float(steps[start + int(np.argmax(crossed))])
