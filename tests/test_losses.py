@@ -228,7 +228,9 @@ def test_aldr_kl_matches_the_official_update_over_several_steps():
 @pytest.mark.parametrize("name,values", [("elr", {"lam": [0.0, 1.0, 3.0], "beta": [0.5, 0.7, 0.9]}),
                                          ("gce", {"q": [0.3, 0.7, 1.0]}), ("zloss", {"a": [0.5, 1.0, 4.0]}),
                                          ("ldr_kl", {"lam": [0.5, 2.0, 10.0]}),
-                                         ("aldr_kl", {"lam": [1.0, 2.0, 10.0], "alpha": [1.5, 2.0, 4.0]})])
+                                         ("aldr_kl", {"lam": [1.0, 2.0, 10.0], "alpha": [1.5, 2.0, 4.0]}),
+                                         ("label_smoothing", {"smoothing": [0.1, 0.0, 0.05]}),
+                                         ("pskd", {"alpha_T": [0.0, 0.4, 0.8], "smoothing": [0.1, 0.0, 0.05]})])
 def test_per_member_coefficients_equal_separate_losses(name, values):
     gen = torch.Generator().manual_seed(7)
     batched = losses.get_loss(name, **{k: torch.tensor(v) for k, v in values.items()})
@@ -236,7 +238,9 @@ def test_per_member_coefficients_equal_separate_losses(name, values):
     singles = [losses.get_loss(name, **{k: v[m] for k, v in values.items()}) for m in range(3)]
     for single in singles:
         single.setup(10, 4)
-    for _ in range(3):
+    for step in range(1, 7):                          # three epochs of two steps: PS-KD's targets move on
+        for loss in (batched, *singles):
+            loss.at_step(step, 6, 2)
         index = torch.randperm(10, generator=gen)[:5]
         logits = torch.randn(3, 5, 4, generator=gen)
         targets = torch.randint(0, 4, (3, 5), generator=gen)

@@ -122,30 +122,6 @@ def test_pskd_special_cases_are_cross_entropy_and_label_smoothing():
                                                                  rel=1e-6)
 
 
-def test_pskd_per_member_coefficients_equal_separate_losses():
-    gen = torch.Generator().manual_seed(3)
-    alphas, epsilons = [0.0, 0.4, 0.8], [0.1, 0.0, 0.05]
-    batched = losses.PSKD(alpha_T=torch.tensor(alphas), smoothing=torch.tensor(epsilons))
-    batched.setup(10, 4, members=3)
-    singles = [losses.PSKD(alpha_T=a, smoothing=e) for a, e in zip(alphas, epsilons)]
-    for single in singles:
-        single.setup(10, 4)
-    for step in range(1, 7):
-        for loss in (batched, *singles):
-            loss.at_step(step, 6, 2)
-        index = torch.randperm(10, generator=gen)[:5]
-        logits = torch.randn(3, 5, 4, generator=gen)
-        targets = torch.randint(0, 4, (3, 5), generator=gen)
-        out = batched(logits, targets, index)
-        for m in range(3):
-            assert out[m].item() == pytest.approx(singles[m](logits[m], targets[m], index).item(), rel=1e-5)
-    smoothing = losses.LabelSmoothing(torch.tensor(epsilons))
-    out = smoothing(logits, targets)
-    for m in range(3):
-        assert out[m].item() == pytest.approx(losses.LabelSmoothing(epsilons[m])(logits[m], targets[m]).item(),
-                                              rel=1e-6)
-
-
 def test_the_loop_tells_the_loss_its_epoch(digits):
     seen = []
 
