@@ -211,11 +211,6 @@ def log_steps(last: int, count: int, every: int = 1) -> list[int]:
     return sorted(s for s in steps if 0 <= s <= last)
 
 
-def _stacked(ev: Evaluation) -> dict[str, torch.Tensor]:
-    per_member = [ev.parameters(m) for m in range(ev.members)]
-    return {name: torch.stack([p[name] for p in per_member]) for name in per_member[0]}
-
-
 def _at(steps: Sequence[int] | None) -> Callable[[int], bool]:
     chosen = None if steps is None else set(int(s) for s in steps)
     return lambda step: chosen is None or step in chosen
@@ -241,7 +236,7 @@ def lc_monitor(model: nn.Module, anchors: dict[str, torch.Tensor], radius: float
     def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
         if not measure_now(ev.step):
             return {}
-        params = _stacked(ev)
+        params = ev.stacked_parameters()
         out: dict[tuple[str, str], Values] = {}
         for name, points in anchors.items():
             points = points.to(next(iter(params.values())).device)
@@ -269,7 +264,7 @@ def robust_monitor(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
     def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
         if not measure_now(ev.step):
             return {}
-        params = _stacked(ev)
+        params = ev.stacked_parameters()
         device = next(iter(params.values())).device
         with torch.enable_grad():
             accuracy = robust_accuracy(model, params, x.to(device), y.to(device), eps, step_size, attack_steps,

@@ -80,6 +80,12 @@ class Evaluation:
     def members(self) -> int:
         return self.logits["train"].shape[0]
 
+    def stacked_parameters(self) -> dict[str, torch.Tensor]:
+        """Every member's parameters, detached, stacked along a first (member) axis: ``(E, *shape)``
+        per name — what a model's ``forward_stacked`` takes."""
+        each = [self.parameters(m) for m in range(self.members)]
+        return {name: torch.stack([p[name] for p in each]) for name in each[0]}
+
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> list[float | None]:
     """Per member, the mean of ``values`` (E, N) over ``mask`` (E, N); ``None`` where the mask is empty."""

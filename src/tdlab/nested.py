@@ -238,11 +238,6 @@ def holdout(data: Dataset, fraction: float = 0.1, seed: int = 0) -> tuple[Datase
             Validation(data.x_train[val], data.y_train[val], data.num_classes))
 
 
-def _stacked(parameters, members: int) -> dict[str, torch.Tensor]:
-    each = [parameters(m) for m in range(members)]
-    return {name: torch.stack([p[name] for p in each]) for name in each[0]}
-
-
 def _accuracies(template: NestedNet, params: dict[str, torch.Tensor], x: torch.Tensor,
                 labels: torch.Tensor, pairs: bool) -> torch.Tensor:
     """Accuracy against K, (E, d) for every member, or (E/2, d) for the pairs' averaged logits."""
@@ -285,7 +280,7 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
         members = ev.members
         if pairs and members % 2:
             raise ValueError(f"pairs of members need an even number of members, got {members}")
-        params = _stacked(ev.parameters, members)
+        params = ev.stacked_parameters()
         y_val = torch.stack([labels(s) for s in ev.settings])
         y_test = ev.targets["test"]
         val = _accuracies(template, params, split().x, y_val, pairs=False)          # (E, d)
