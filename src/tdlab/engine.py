@@ -63,6 +63,14 @@ class Batch:
     step: int
 
 
+def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:
+    """How many steps of :func:`batch_order` make one epoch: n // batch_size (the last incomplete
+    batch is dropped), or 1 for full-batch training."""
+    if batch_size is None or batch_size >= num_examples:
+        return 1
+    return num_examples // batch_size
+
+
 def batch_order(num_examples: int, batch_size: int | None, steps: int, seed: int,
                 device=None) -> Iterator[torch.Tensor]:
     """Example indices for each step: a fresh seeded permutation every epoch, sliced in batches.
@@ -76,21 +84,13 @@ def batch_order(num_examples: int, batch_size: int | None, steps: int, seed: int
             yield everything
         return
     gen = torch.Generator().manual_seed(seed)
-    per_epoch = num_examples // batch_size
+    per_epoch = steps_per_epoch(num_examples, batch_size)
     done = 0
     while done < steps:
         order = torch.randperm(num_examples, generator=gen).to(device)
         for b in range(min(per_epoch, steps - done)):
             yield order[b * batch_size:(b + 1) * batch_size]
         done += min(per_epoch, steps - done)
-
-
-def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:
-    """How many steps of :func:`batch_order` make one epoch: n // batch_size (the last incomplete
-    batch is dropped), or 1 for full-batch training."""
-    if batch_size is None or batch_size >= num_examples:
-        return 1
-    return num_examples // batch_size
 
 
 def schedule(name: str | Callable[[int], float], steps: int, warmup: int = 0,
