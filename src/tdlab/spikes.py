@@ -1,0 +1,143 @@
+"""Gradient spikes: single gradient entries far above Adam's running estimate of their size.
+
+Huang et al. (SPAM, ICLR 2025; arXiv 2501.06842) find that during language-model training some
+gradient entries are, for one step, hundreds or thousands of times larger than usual, and that
+Adam's moments carry such a spike for many steps after it. Their offline *gradient spike score*
+divides |g| by its average over the run so far and calls a score above 50 a spike; their online
+optimizer clips where g² > θ·v (θ = 5000, v Adam's raw second moment, :class:`tdlab.optim.SPAM`).
+
+Here the spike measure is the ratio of each entry's squared gradient to Adam's *bias-corrected*
+second moment before the step,
+
+.. math::
+    r_i = \\frac{g_i^2}{\\hat v_i},\\qquad \\hat v_i = \\frac{v_i}{1 - \\beta_2^{n}},
+
+n the updates v holds since it was last zeroed — g² against Adam's own running mean of g², so
+that r ≈ 1 for a typical entry at any point of a run, and a score of 50 in |g| is r = 50² = 2500
+(the default ``threshold``). The first update of v (n = 0, nothing to compare with) is skipped.
+
+- :class:`SpikeLog` — the observer a :class:`tdlab.optim.SPAM` calls for every parameter at every
+  step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor.
+- :class:`SpikeTracker` — one SpikeLog per optimizer built (one per run of a sweep), and
+  :meth:`SpikeTracker.monitor`, which logs the current run's numbers at each evaluation.
+
+Adam is watched the same way: SPAM with resets and clipping off (``delta_t=0, threshold=0``) is
+Adam (the tests check it), and its observer sees Adam's own v.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+SCORE_THRESHOLD = 50.0          # the paper's offline spike score |g| / mean|g| > 50
+RATIO_THRESHOLD = SCORE_THRESHOLD ** 2   # the same in g² / v̂
+
+
+def spike_ratio(grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: int, beta2: float) -> torch.Tensor:
+    """r = g² / v̂ per entry, v̂ = v / (1 − β₂ⁿ) Adam's bias-corrected second moment from n updates;
+    0 where v̂ = 0 and g = 0, inf where only v̂ = 0 (an entry whose gradient was always 0 until now)."""
+    if updates < 1:
+        raise ValueError("the spike ratio needs a second moment with at least one update")
+    v_hat = exp_avg_sq / (1 - beta2 ** updates)
+    g2 = grad.square()
+    return torch.where(g2 == 0, torch.zeros_like(g2), g2 / v_hat)
+
+
+@dataclass
+class SpikeLog:
+    """What one optimizer saw, step by step: spikes (r > ``threshold``), the largest r, entries clipped.
+
+    ``counts[k-1]``, ``max_ratio[k-1]`` and ``clipped[k-1]`` are the numbers of step k (all parameters);
+    ``per_tensor[i]`` the spikes of the i-th parameter over the run. Entries with v̂ = 0 (a gradient that
+    was exactly 0 until now: a character never seen) are counted apart, in ``first_seen``.
+    """
+
+    threshold: float = RATIO_THRESHOLD
+    counts: list[int] = field(default_factory=list)
+    max_ratio: list[float] = field(default_factory=list)
+    clipped: list[int] = field(default_factory=list)
+    first_seen: list[int] = field(default_factory=list)
+    per_tensor: dict[int, int] = field(default_factory=dict)
+    reported: int = 0                                # steps already reported by a monitor
+    _step: list = field(default_factory=lambda: [0, 0.0, 0, 0], repr=False)
+
+    def __call__(self, index: int, grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: int, beta2: float,
+                 clipped: int = 0) -> None:
+        self._step[2] += clipped
+        if updates < 1:
+            return
+        ratio = spike_ratio(grad, exp_avg_sq, updates, beta2)
+        finite = torch.isfinite(ratio)
+        self._step[3] += int((~finite).sum())
+        ratio = torch.where(finite, ratio, torch.zeros_like(ratio))
+        count = int((ratio > self.threshold).sum())
+        self._step[0] += count
+        if count:
+            self.per_tensor[index] = self.per_tensor.get(index, 0) + count
+        self._step[1] = max(self._step[1], float(ratio.max()))
+
+    def end_step(self, k: int) -> None:
+        count, largest, clipped, unseen = self._step
+        self.counts.append(count)
+        self.max_ratio.append(largest)
+        self.clipped.append(clipped)
+        self.first_seen.append(unseen)
+        self._step[:] = [0, 0.0, 0, 0]
+
+    @property
+    def steps(self) -> int:
+        return len(self.counts)
+
+    def total(self, start: int = 0, stop: int | None = None) -> int:
+        """Spikes in steps ``start + 1 .. stop`` (all steps by default)."""
+        return int(sum(self.counts[start:stop]))
+
+    def largest(self, start: int = 0, stop: int | None = None) -> float:
+        """The largest ratio r in steps ``start + 1 .. stop``."""
+        window = self.max_ratio[start:stop]
+        return float(max(window)) if window else math.nan
+
+    def spike_steps(self) -> np.ndarray:
+        """The steps (1-based) with at least one spike."""
+        return np.flatnonzero(np.asarray(self.counts) > 0) + 1
+
+
+class SpikeTracker:
+    """One :class:`SpikeLog` per optimizer built: pass ``tracker.new`` as the ``observer`` of
+    :func:`tdlab.optim.spam`, and ``tracker.monitor`` to the run's ``monitors``.
+
+    The engine builds a member's optimizer just before its first evaluation and trains such members
+    one at a time, so the monitor reads the log of the run being trained (``tracker.current``).
+    """
+
+    def __init__(self, threshold: float = RATIO_THRESHOLD):
+        self.threshold = threshold
+        self.logs: list[SpikeLog] = []
+
+    def new(self) -> SpikeLog:
+        self.logs.append(SpikeLog(self.threshold))
+        return self.logs[-1]
+
+    @property
+    def current(self) -> SpikeLog:
+        if not self.logs:
+            raise RuntimeError("no optimizer has been built with this tracker's observer")
+        return self.logs[-1]
+
+    def monitor(self, ev) -> dict[tuple[str, str], list[float]]:
+        """Logs, for the run being trained: ``spikes`` (spikes in the steps since the last evaluation),
+        ``spikes_total`` (since the start), ``spike_ratio`` (the largest r so far), ``clipped`` (entries
+        SPAM clipped so far) — all under split ``train``."""
+        if ev.members != 1:
+            raise ValueError("the spike monitor watches one run at a time (an optimizer factory trains "
+                             "its members one by one)")
+        log = self.current
+        done = log.steps
+        previous, log.reported = log.reported, done
+        return {("train", "spikes"): [float(log.total(previous, done))],
+                ("train", "spikes_total"): [float(log.total())],
+                ("train", "spike_ratio"): [log.largest() if done else 0.0],
+                ("train", "clipped"): [float(sum(log.clipped))]}

@@ -1,0 +1,250 @@
+"""SPAM (tdlab.optim.SPAM) against a naive per-element loop written from the official SPAM.py, against
+torch's Adam/AdamW with resets and clipping off, and the spike monitor (tdlab.spikes) against ratios
+computed by hand from torch.optim.Adam's own state."""
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tdlab import data, engine, models, optim, spikes, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.digits()
+
+
+class OfficialCosineDecay:
+    """The official ``CosineDecay``: an SGD's learning rate under ``CosineAnnealingLR(T_max + 1)``."""
+
+    def __init__(self, death_rate, t_max):
+        self.sgd = torch.optim.SGD(torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1))]), lr=death_rate)
+        self.stepper = torch.optim.lr_scheduler.CosineAnnealingLR(self.sgd, t_max + 1, 0, -1)
+        self.t_max = t_max
+
+    def get_dr(self, current_step):
+        if current_step >= self.t_max:
+            return 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.stepper.step(current_step)
+        return self.sgd.param_groups[0]["lr"]
+
+
+def naive_spam(params, grads, lr, betas, eps, wd, delta_t, theta, warmup, accu):
+    """The official step, one element at a time in Python floats. ``grads[k][i]`` is the gradient of
+    tensor i at step k+1 (flat lists); returns the parameters after every step."""
+    b1, b2 = betas
+    p = [list(x) for x in params]
+    m = [[0.0] * len(x) for x in params]
+    v = [[0.0] * len(x) for x in params]
+    t = [0] * len(params)
+    total, current, warm = 0, warmup + 1, OfficialCosineDecay(0.99, warmup)
+    out = []
+    for step_grads in grads:
+        scale = 1 - warm.get_dr(current)
+        for i, g_list in enumerate(step_grads):
+            if (total + 1) % delta_t == 0:
+                m[i], v[i] = [0.0] * len(p[i]), [0.0] * len(p[i])
+            t[i] += 1
+            for j, g in enumerate(g_list):
+                k = total + 1
+                if theta != 0 and k >= accu and k % delta_t >= accu and g * g > theta * v[i][j]:
+                    g = math.copysign(math.sqrt(v[i][j] * theta), g)
+                m[i][j] = b1 * m[i][j] + (1 - b1) * g
+                v[i][j] = b2 * v[i][j] + (1 - b2) * g * g
+                step_size = lr * math.sqrt(1 - b2 ** t[i]) / (1 - b1 ** t[i])
+                p[i][j] -= step_size * scale * m[i][j] / (math.sqrt(v[i][j]) + eps)
+                if wd > 0:
+                    p[i][j] -= lr * wd * p[i][j]
+        total += 1
+        current += 1
+        if total != 0 and (total + 1) % delta_t == 0:
+            current, warm = 0, OfficialCosineDecay(0.99, warmup)
+        out.append([list(x) for x in p])
+    return out
+
+
+def gradient_stream(steps, shapes, seed=0, spike_every=7, spike=300.0):
+    """Random gradients with a large spike in one entry every ``spike_every`` steps."""
+    gen = torch.Generator().manual_seed(seed)
+    stream = []
+    for k in range(steps):
+        step = [torch.randn(n, generator=gen, dtype=torch.float64) for n in shapes]
+        if k % spike_every == spike_every - 1:
+            step[k % len(shapes)][k % shapes[k % len(shapes)]] *= spike
+        stream.append(step)
+    return stream
+
+
+def run_spam(params, stream, **kwargs):
+    tensors = [p.clone().requires_grad_() for p in params]
+    opt = optim.SPAM(tensors, **kwargs)
+    trajectory = []
+    for step in stream:
+        for p, g in zip(tensors, step):
+            p.grad = g.clone()
+        opt.step()
+        trajectory.append([p.detach().clone() for p in tensors])
+    return opt, trajectory
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_spam_matches_naive_official_loop(wd):
+    """Several resets (ΔT = 12 over 40 steps), warm-up 5, clipping after 4 steps with θ = 20 (spikes of 300×)."""
+    shapes = [5, 3]
+    gen = torch.Generator().manual_seed(1)
+    params = [torch.randn(n, generator=gen, dtype=torch.float64) for n in shapes]
+    stream = gradient_stream(40, shapes)
+    settings = dict(lr=0.01, betas=(0.9, 0.99), eps=1e-6, weight_decay=wd)
+    spam_knobs = dict(delta_t=12, threshold=20.0, warmup_steps=5, grad_accu_steps=4)
+    opt, got = run_spam(params, stream, **settings, **spam_knobs)
+    want = naive_spam([p.tolist() for p in params], [[g.tolist() for g in s] for s in stream],
+                      settings["lr"], settings["betas"], settings["eps"], wd, 12, 20.0, 5, 4)
+    for k, (a, b) in enumerate(zip(got, want)):
+        for x, y in zip(a, b):
+            assert torch.allclose(x, torch.tensor(y, dtype=torch.float64), atol=1e-12, rtol=1e-10), f"step {k + 1}"
+    # clipping was triggered, and it changed the run: without it the trajectory differs
+    _, unclipped = run_spam(params, stream, **settings, **{**spam_knobs, "threshold": 0.0})
+    assert not torch.allclose(unclipped[-1][0], got[-1][0])
+    assert opt.total_step == 40 and all(s["step"] == 40 for s in opt.state.values())   # t is never reset
+
+
+def test_spam_official_defaults_cross_a_reset():
+    """The released defaults for clipping (after step 20 and 20 into a cycle) across ΔT = 30."""
+    shapes = [4]
+    params = [torch.linspace(-1, 1, 4, dtype=torch.float64)]
+    stream = gradient_stream(70, shapes, seed=3, spike_every=5, spike=1e3)
+    _, got = run_spam(params, stream, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, delta_t=30, threshold=5000.0,
+                      warmup_steps=10)
+    want = naive_spam([p.tolist() for p in params], [[g.tolist() for g in s] for s in stream],
+                      1e-3, (0.9, 0.999), 1e-6, 0.0, 30, 5000.0, 10, 20)
+    assert torch.allclose(got[-1][0], torch.tensor(want[-1][0], dtype=torch.float64), atol=1e-12)
+
+
+def test_warmup_factor_is_the_official_cosine_decay():
+    decay = OfficialCosineDecay(0.99, 150)
+    for position in (0, 1, 17, 75, 149, 150, 400):
+        assert optim.spam_warmup(position, 150) == pytest.approx(1 - decay.get_dr(position), abs=1e-12)
+    assert optim.spam_warmup(None, 150) == 1.0
+    assert optim.spam_warmup(0, 150) == pytest.approx(0.01)
+
+
+def test_reset_zeroes_the_moments_at_every_multiple_of_delta_t():
+    p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = optim.SPAM([p], lr=0.1, delta_t=4, threshold=0.0, warmup_steps=0)
+    for k in range(1, 10):
+        g = torch.full((3,), float(k), dtype=torch.float64)
+        p.grad = g
+        opt.step()
+        state = opt.state[p]
+        if k % 4 == 0:      # the step right after a reset: m = (1 − β₁) g, v = (1 − β₂) g²
+            assert torch.allclose(state["exp_avg"], 0.1 * g)
+            assert torch.allclose(state["exp_avg_sq"], 0.001 * g**2)
+
+
+def _mlp_pair(seed=0):
+    torch.manual_seed(seed)
+    model = models.MLP(64, 10, width=16, depth=1).double()
+    twin = models.MLP(64, 10, width=16, depth=1).double()
+    twin.load_state_dict(model.state_dict())
+    return model, twin
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+def test_resets_and_clipping_off_is_adam(wd, digits):
+    """ΔT = 0 and θ = 0: torch's Adam to rounding — and with weight decay, Adam followed by the decoupled
+    decay w ← w(1 − ηλ) after the update, where the released code puts it (torch's AdamW decays before).
+    ε = 10⁻³⁰ is negligible: SPAM adds ε outside the bias correction, torch inside (and the digits'
+    constant pixels give weights whose gradient is 0, where ε = 0 would divide 0 by 0)."""
+    model, twin = _mlp_pair()
+    lr = 3e-3
+    ours = optim.spam(lr=lr, eps=1e-30, weight_decay=wd, delta_t=0, threshold=0.0)(model.parameters())
+    reference = torch.optim.Adam(twin.parameters(), lr=lr, eps=1e-30)
+    for index in engine.batch_order(digits.num_train, 64, 25, seed=0):
+        x, y = digits.x_train[index].double(), digits.y_train[index]
+        for net, opt in ((model, ours), (twin, reference)):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.mul_(1 - lr * wd)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)
+
+
+def test_spike_log_counts_match_ratios_from_adam_state(digits):
+    """The observer of SPAM-as-Adam against g² / v̂ computed by hand from torch.optim.Adam's state."""
+    model, twin = _mlp_pair(seed=2)
+    threshold, lr = 8.0, 1e-2
+    log = spikes.SpikeLog(threshold)
+    ours = optim.SPAM(model.parameters(), lr=lr, eps=1e-30, delta_t=0, threshold=0.0, observer=log)
+    adam = torch.optim.Adam(twin.parameters(), lr=lr, eps=1e-30)
+    counts, largest, first = [], [], []
+    for index in engine.batch_order(digits.num_train, 32, 40, seed=1):
+        x, y = digits.x_train[index].double(), digits.y_train[index]
+        for net, opt in ((model, ours), (twin, adam)):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+        count, top, unseen = 0, 0.0, 0
+        for p in twin.parameters():
+            state = adam.state.get(p)
+            if not state:
+                continue
+            t = int(state["step"])
+            v_hat = state["exp_avg_sq"] / (1 - 0.999 ** t)
+            for g, v in zip(p.grad.flatten().tolist(), v_hat.flatten().tolist()):
+                if g == 0:
+                    continue
+                if v == 0:              # a gradient 0 until now: counted apart, not a ratio
+                    unseen += 1
+                    continue
+                r = g * g / v
+                count += r > threshold
+                top = max(top, r)
+        counts.append(count)
+        largest.append(top)
+        first.append(unseen)
+        ours.step()
+        adam.step()
+    assert log.counts == counts
+    assert sum(counts) > 0                                   # the comparison is not of zeros
+    assert log.max_ratio == pytest.approx(largest, rel=1e-9)
+    assert log.first_seen == first
+    assert log.clipped == [0] * 40 and log.total() == sum(counts)
+
+
+def test_spike_monitor_in_the_engine_and_spam_clips(digits):
+    tracker = spikes.SpikeTracker(threshold=8.0)
+    mlp = lambda: models.MLP(64, 10, width=16, depth=1)   # noqa: E731
+    history = engine.run(mlp, digits, [{"seed": 0}, {"seed": 1}], batch_size=32, steps=60, eval_every=20,
+                         optimizer=optim.spam(lr=1e-2, delta_t=30, threshold=5.0, warmup_steps=5, grad_accu_steps=5,
+                                              observer=tracker.new),
+                         monitors=[tracker.monitor], progress=False)
+    assert len(tracker.logs) == 2 and history.num_members == 2
+    for member, log in enumerate(tracker.logs):
+        steps, per_window = history.curve("train", "spikes", member)
+        assert steps.tolist() == [0, 20, 40, 60]
+        assert per_window.sum() == log.total() == history.final("train", "spikes_total", member)
+        assert history.final("train", "spike_ratio", member) == pytest.approx(log.largest())
+        assert history.final("train", "clipped", member) == sum(log.clipped) > 0
+        # no clipping in the first grad_accu_steps steps of the run and of the cycle after the reset at 30
+        assert sum(log.clipped[:4]) == 0 and sum(log.clipped[29:34]) == 0
+    assert history.knobs[0]["optimizer"] == "spam"
+
+
+def test_spike_ratio_and_rejections():
+    g = torch.tensor([0.0, 1.0, 3.0])
+    v = torch.tensor([0.0, 0.0, 0.9])
+    r = spikes.spike_ratio(g, v, updates=1, beta2=0.9)          # v̂ = v / 0.1
+    assert r[0] == 0 and math.isinf(r[1]) and r[2] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        optim.spam(lr=1e-3, delta_t=1)
+    with pytest.raises(ValueError):
+        optim.spam(lr=-1.0)
+    with pytest.raises(ValueError):
+        optim.spam(lr=1e-3, threshold=-1)
+    assert optim.spam(lr=1e-3, delta_t=0, threshold=0).name == "adam"
