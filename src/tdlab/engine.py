@@ -343,6 +343,8 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
         raise ValueError("pass a model factory (a function returning a new model) to train several members")
     if not callable(model):
         raise ValueError("model must be an nn.Module or a factory returning one")
+    if any(s["noise_rate"] is not None for s in settings) and data.y_train.dim() > 1:
+        raise ValueError("label noise is for class labels, not next-token targets (N, T)")
     if any(s["noise_rate"] is not None for s in settings) and data.has_noise:
         raise ValueError("a noise_rate needs clean data; got data with corrupted labels already")
 
@@ -410,6 +412,7 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
           data_seed, batch_hook, monitors, callback, tags, show_progress, description) -> History:
     count, device = len(settings), data.device
     y_train, y_true, mask = _labels(data, settings)
+    sequence = data.y_train.dim() > 1         # next-token targets (N, T): logits (E, B, T, V) become (E, B·T, V)
     as_tensor = lambda key: torch.tensor([float(s[key]) for s in settings], device=device)  # noqa: E731
     hyper = {key: as_tensor(key) for key in ("lr", "weight_decay", "momentum")}
     stepper = (Stacked(models, optimizer, hyper, betas, eps, nesterov) if stacked
@@ -423,12 +426,17 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
     epoch_length = steps_per_epoch(data.num_train, batch_size)
     history = History(knobs=[_knobs(s, data, loss_fn, optimizer, batch_hook, tags, steps, batch_size,
                                     data_seed, schedule_name) for s in settings])
-    targets = {"train": y_train.expand(count, -1), "test": data.y_test.expand(count, -1)}
+    if sequence:
+        y_train = y_train.reshape(y_train.shape[0], -1)            # (N, T) per window; rows picked below
+    targets = {"train": y_train.reshape(-1).expand(count, -1) if sequence else y_train.expand(count, -1),
+               "test": data.y_test.reshape(-1).expand(count, -1) if sequence else data.y_test.expand(count, -1)}
+    tokens = (lambda z: z.flatten(1, -2)) if sequence else (lambda z: z)  # noqa: E731
     truth = None if mask is None else y_true.expand(count, -1)
     corrupted = None if mask is None else mask.expand(count, -1)
 
     def evaluate(step: int, running: torch.Tensor | None, seen: int) -> None:
-        ev = Evaluation(step, {"train": stepper.logits(data.x_train), "test": stepper.logits(data.x_test)},
+        ev = Evaluation(step, {"train": tokens(stepper.logits(data.x_train)),
+                               "test": tokens(stepper.logits(data.x_test))},
                         targets, truth, corrupted, data, loss_fn, settings, stepper.parameters)
         for monitor in (accuracy, *monitors):
             for (split, metric), values in monitor(ev).items():
@@ -450,12 +458,13 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
     running, seen = torch.zeros(count, device=device), 0
     bar = progress_bars.bar(steps, description, enabled=show_progress)
     for step, index in enumerate(batch_order(data.num_train, batch_size, steps, data_seed, device), start=1):
-        labels = y_train.index_select(-1, index).expand(count, -1)     # (E, B), shared or per member
+        labels = (y_train.index_select(0, index).reshape(-1).expand(count, -1) if sequence   # (E, B·T)
+                  else y_train.index_select(-1, index).expand(count, -1))     # (E, B), shared or per member
         batch = Batch(data.x_train.index_select(0, index), labels, index, step)
         if batch_hook is not None:
             batch = batch_hook(batch)
         loss_fn.at_step(step, steps, epoch_length)                        # training progress (PS-KD's α_t)
-        losses = loss_fn(stepper.forward(batch.x), batch.y, batch.index)   # (E,)
+        losses = loss_fn(tokens(stepper.forward(batch.x)), batch.y, batch.index)   # (E,)
         if not (all_active and bool(torch.isfinite(losses).all())):   # one check per step when all is well
             finite = torch.isfinite(losses)
             for member in torch.nonzero(active & ~finite).flatten().tolist():
