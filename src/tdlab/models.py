@@ -136,6 +136,62 @@ class CNN2d(nn.Module):
         return self.head(self.features(x).flatten(-3))
 
 
+class GhostBatchNorm(nn.BatchNorm1d):
+    r"""Batch norm whose training statistics come from *ghost batches* (Hoffer, Hubara & Soudry 2017,
+    "Train longer, generalize better", Sec. 4, Algorithm 1; ``main_gbn.py`` of eladhoffer/bigBatch).
+
+    In training mode a batch of B examples is cut, in order, into ⌈B / B_g⌉ ghost batches of
+    ``ghost_batch_size`` B_g (the last one smaller if B_g does not divide B), and every ghost batch
+    is normalised with its own mean and (biased) variance,
+
+    .. math:: \hat x_i = \gamma\,\frac{x_i - \mu_k}{\sqrt{\sigma_k^2 + \epsilon}} + \beta, \qquad i \in \text{ghost batch } k,
+
+    exactly as :class:`torch.nn.BatchNorm1d` applied to each ghost batch separately. The running
+    statistics are updated once per ghost batch, in order, r ← (1 − m) r + m s_k, which for K ghost
+    batches is r_K = (1 − m)^K r_0 + Σ_k m (1 − m)^{K−k} s_k (the running variance takes the unbiased
+    s_k = σ_k² G/(G − 1), as batch norm does). In eval mode the running statistics normalise, as in
+    batch norm. ``ghost_batch_size=None`` (or ≥ B) is ordinary batch norm. Input (B, F) or (B, F, L).
+    """
+
+    def __init__(self, num_features: int, ghost_batch_size: int | None = None, eps: float = 1e-5,
+                 momentum: float = 0.1, affine: bool = True):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
+        if ghost_batch_size is not None:
+            check_range("ghost_batch_size", ghost_batch_size, 2)
+        self.ghost_batch_size = ghost_batch_size
+
+    def forward(self, x):
+        size = self.ghost_batch_size
+        if not self.training or size is None or x.shape[0] <= size:
+            return super().forward(x)
+        full = (x.shape[0] // size) * size
+        parts = [self._ghosts(x[:full], size)]
+        if full < x.shape[0]:                                      # the last, smaller ghost batch
+            parts.append(super().forward(x[full:]))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def _ghosts(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """Every ghost batch of ``size`` normalised by its own statistics, in one pass; running stats updated."""
+        count = x.shape[0] // size
+        g = x.reshape(count, size, *x.shape[1:])                  # (K, G, F[, L])
+        dims = (1,) if x.dim() == 2 else (1, 3)
+        mean = g.mean(dims, keepdim=True)                         # μ_k
+        var = g.var(dims, unbiased=False, keepdim=True)           # σ_k² (biased, as batch norm normalises)
+        out = (g - mean) * torch.rsqrt(var + self.eps)
+        shape = (1, 1, -1) + (1,) * (x.dim() - 2)
+        if self.affine:
+            out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                n = size * (1 if x.dim() == 2 else x.shape[-1])
+                m = self.momentum
+                weights = m * (1 - m) ** torch.arange(count - 1, -1, -1, dtype=x.dtype, device=x.device)
+                self.running_mean.mul_((1 - m) ** count).add_(weights @ mean.reshape(count, -1))
+                self.running_var.mul_((1 - m) ** count).add_(weights @ var.reshape(count, -1) * (n / (n - 1)))
+                self.num_batches_tracked.add_(count)
+        return out.reshape(x.shape)
+
+
 class PreActBlock(nn.Module):
     expansion = 1
 

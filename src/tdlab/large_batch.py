@@ -1,0 +1,192 @@
+"""Large-batch training as Hoffer, Hubara & Soudry (NeurIPS 2017) fix it: "Train longer, generalize better".
+
+Three changes turn a large-batch run into one that generalizes like the small-batch run it
+replaces (official code: eladhoffer/bigBatch, ``main_gbn.py``):
+
+- :func:`sqrt_lr` — the learning rate scaled with the square root of the batch ratio,
+  η = η₀ √(B / B₀) (Sec. 3, Eq. 6): the covariance of the update then matches small batches;
+- ghost batch norm — :class:`tdlab.models.GhostBatchNorm`, batch statistics over ghost batches
+  of B_g examples inside the large batch (Sec. 4, Algorithm 1);
+- :func:`regime_steps` — *regime adaptation* (Sec. 5): as many updates as the small batch made,
+  every epoch count and schedule milestone multiplied by B / B₀.
+
+and one diagnostic: the distance the weights travel from their initialisation,
+‖w_t − w_0‖, which the paper finds to grow like log t while the learning rate is high
+(Sec. 3, Fig. 2; the "ultra-slow diffusion" argument), measured by :func:`weight_distance` and
+fitted by :func:`log_fit`.
+
+:func:`recipe` makes batch size, ghost batch size, learning rate, weight decay, the √ scaling
+and regime adaptation knobs of one :class:`~tdlab.recipes.Recipe`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from tdlab.config import check_range
+from tdlab.models import GhostBatchNorm, _activation
+from tdlab.monitors import Evaluation
+from tdlab.recipes import Recipe
+
+
+def sqrt_lr(lr: float, batch_size: int, base_batch: int) -> float:
+    """η = η₀ √(B / B₀): the small-batch rate η₀ (batch B₀) scaled for batch B (Hoffer et al. 2017, Eq. 6)."""
+    check_range("batch_size", batch_size, 1)
+    check_range("base_batch", base_batch, 1)
+    return lr * math.sqrt(batch_size / base_batch)
+
+
+def regime_steps(epochs: float, num_train: int, batch_size: int, base_batch: int, adapt: bool) -> int:
+    """The updates of a run of ``epochs`` epochs at batch B: ⌊n / B⌋ per epoch, times B / B₀ with regime
+    adaptation (Sec. 5), which gives the large batch the updates of the small one (epochs × ⌊n / B₀⌋)."""
+    per_epoch = max(1, num_train // batch_size)
+    if adapt:
+        per_epoch = max(1, num_train // base_batch)          # epochs × B/B₀ at ⌊n/B⌋ updates each
+    return max(1, int(round(epochs * per_epoch)))
+
+
+def step_schedule(milestones: Sequence[float], factor: float = 0.1) -> Callable[[int, int], Callable[[int], float]]:
+    """``(steps) -> multiplier``: the learning rate × ``factor`` at each milestone, given as fractions of
+    the run, so that regime adaptation stretches the milestones with the run (the paper multiplies
+    every milestone epoch by B / B₀)."""
+    def make(steps: int) -> Callable[[int], float]:
+        marks = [int(round(m * steps)) for m in milestones]
+        return lambda step: factor ** sum(step >= mark for mark in marks)
+    return make
+
+
+class BatchNormMLP(nn.Module):
+    """x → [Linear → GhostBatchNorm → ReLU] × depth → Linear: the paper's F1 (Keskar et al. 2017's
+    MNIST network, five hidden layers of 512 with batch norm) at any width and depth.
+    ``ghost_batch_size=None`` is plain batch norm."""
+
+    def __init__(self, in_features: int, num_classes: int, width: int = 512, depth: int = 5,
+                 ghost_batch_size: int | None = None, activation: str = "relu"):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        features = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(features, width), GhostBatchNorm(width, ghost_batch_size), _activation(activation)]
+            features = width
+        layers.append(nn.Linear(features, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class GhostFactory:
+    """A model factory whose ghost batch size is a recipe knob (set by :meth:`derive` before each
+    engine call builds its models, as :class:`tdlab.recipes.ScaledInit` does for the init scale)."""
+
+    def __init__(self, build: Callable[[int | None], nn.Module]):
+        self.build, self.ghost_batch = build, None
+
+    def __call__(self) -> nn.Module:
+        return self.build(self.ghost_batch)
+
+
+@dataclass
+class Regime:
+    """The derivation of :func:`recipe`: the chapter's knobs → the engine's ``lr``, ``steps``,
+    ``schedule_name``, ``eval_every`` and ``batch_size``."""
+
+    num_train: int
+    base_batch: int
+    factory: GhostFactory
+    milestones: Sequence[float] = ()
+    evaluations: int = 25
+
+    def __call__(self, batch_size: int = 128, ghost_batch: int | None = None, lr: float = 0.1,
+                 sqrt_scaling: bool = False, regime: bool = False, epochs: float = 10.0) -> dict:
+        self.factory.ghost_batch = ghost_batch if ghost_batch and ghost_batch < batch_size else None
+        steps = regime_steps(epochs, self.num_train, batch_size, self.base_batch, regime)
+        step_lr = sqrt_lr(lr, batch_size, self.base_batch) if sqrt_scaling else lr
+        return {"batch_size": batch_size, "lr": step_lr, "steps": steps,
+                "eval_every": max(1, steps // self.evaluations),
+                "schedule_name": step_schedule(self.milestones)(steps) if self.milestones else "constant",
+                "tags": {"step_lr": step_lr}}
+
+
+def recipe(data: Callable, num_train: int, build: Callable[[int | None], nn.Module], base_batch: int,
+           milestones: Sequence[float] = (), evaluations: int = 25, **settings) -> Recipe:
+    """A :class:`~tdlab.recipes.Recipe` with the knobs of the paper's recipe:
+
+    - ``batch_size`` B, ``ghost_batch`` B_g (``None`` or ≥ B: plain batch norm), ``lr`` η₀ (the rate of the
+      small batch B₀ = ``base_batch``), ``weight_decay``;
+    - ``sqrt_scaling`` (η = η₀ √(B/B₀)), ``regime`` (the updates of B₀), ``epochs``.
+
+    ``build(ghost_batch_size) -> model``; ``milestones``: fractions of the run where the rate drops ×0.1
+    (none: constant). The History records the knobs; ``step_lr`` is the rate the optimizer used.
+    """
+    factory = GhostFactory(build)
+    regime = Regime(num_train, base_batch, factory, tuple(milestones), evaluations)
+
+    def derive(batch_size: int = base_batch, ghost_batch: int | None = None, lr: float = settings.get("lr", 0.1),
+               sqrt_scaling: bool = False, regime_adaptation: bool = False, epochs: float = 10.0) -> dict:
+        return regime(batch_size, ghost_batch, lr, sqrt_scaling, regime_adaptation, epochs)
+
+    settings = {k: v for k, v in settings.items() if k != "lr"}
+    return Recipe(data, factory, {"progress": False, **settings}, derive=(derive,))
+
+
+# ----------------------------------------------------------------- ‖w_t − w_0‖ and its fit
+
+
+def weight_distance(names: Sequence[str] | None = None) -> Callable[[Evaluation], dict]:
+    """A monitor of ‖w_t − w_0‖, the Euclidean distance of the weights ``names`` (all parameters when
+    ``None``) from their values at step 0 of the engine call (Hoffer et al. 2017, Sec. 3 and Fig. 2,
+    where it is the first layer's): ``("train", "weight_distance")`` per member."""
+    initial: dict[int, dict[str, torch.Tensor]] = {}
+
+    def monitor(ev: Evaluation) -> dict:
+        values = []
+        for member in range(ev.members):
+            params = ev.parameters(member)
+            chosen = {k: v for k, v in params.items() if names is None or k in names}
+            if ev.step == 0 or member not in initial:
+                initial[member] = {k: v.detach().clone() for k, v in chosen.items()}
+            squared = sum(float(((v - initial[member][k]) ** 2).sum()) for k, v in chosen.items())
+            values.append(math.sqrt(squared))
+        return {("train", "weight_distance"): values}
+
+    return monitor
+
+
+@dataclass
+class Fit:
+    """d ≈ a + b·f(t), by least squares: the intercept, slope and the fraction of variance explained."""
+
+    intercept: float
+    slope: float
+    r2: float
+
+    def __call__(self, t, transform=np.log) -> np.ndarray:
+        return self.intercept + self.slope * transform(np.asarray(t, dtype=float))
+
+
+def linear_fit(x, y) -> Fit:
+    """y ≈ a + b x by least squares, with R² = 1 − Σ residual² / Σ (y − ȳ)²."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (intercept + slope * x)
+    total = float(((y - y.mean()) ** 2).sum())
+    return Fit(float(intercept), float(slope), 1 - float((residual ** 2).sum()) / total if total else math.nan)
+
+
+def log_fit(t, d) -> Fit:
+    """‖w_t − w_0‖ ≈ a + b log t (Hoffer et al. 2017, Sec. 3): the fit over the steps t > 0 given."""
+    t, d = np.asarray(t, dtype=float), np.asarray(d, dtype=float)
+    keep = t > 0
+    return linear_fit(np.log(t[keep]), d[keep])
+
+
+def gap_closed(small: float, large: float, fixed: float) -> float:
+    """The fraction of the large-batch gap a fix closes: (acc_fixed − acc_large) / (acc_small − acc_large)."""
+    gap = small - large
+    return (fixed - large) / gap if gap else math.nan

@@ -1,0 +1,103 @@
+"""Ghost batch norm against batch norm on each ghost batch; the large-batch helpers against their formulas."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tdlab import data as datasets
+from tdlab import large_batch
+from tdlab.models import GhostBatchNorm
+
+
+def _pair(features, ghost, momentum=0.1):
+    torch.manual_seed(0)
+    gbn = GhostBatchNorm(features, ghost, momentum=momentum)
+    with torch.no_grad():
+        gbn.weight.copy_(torch.randn(features))
+        gbn.bias.copy_(torch.randn(features))
+    bn = nn.BatchNorm1d(features, momentum=momentum)
+    bn.load_state_dict(gbn.state_dict())
+    return gbn, bn
+
+
+@pytest.mark.parametrize("batch, ghost, shape", [(64, 16, ()), (70, 16, ()), (48, 12, (5,))])
+def test_ghost_batch_norm_is_batch_norm_on_each_ghost_batch(batch, ghost, shape):
+    gbn, bn = _pair(6, ghost)
+    x = (torch.randn(batch, 6, *shape) * 3 + 1).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    for _ in range(2):                                    # two steps: the running statistics carry over
+        out = gbn(x)
+        ref = torch.cat([bn(chunk) for chunk in torch.split(x_ref, ghost)])   # last chunk smaller when 70
+        assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(gbn.running_mean, bn.running_mean, atol=1e-5)
+    assert torch.allclose(gbn.running_var, bn.running_var, atol=1e-5)
+    assert int(gbn.num_batches_tracked) == int(bn.num_batches_tracked)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-4)
+    assert torch.allclose(gbn.weight.grad, bn.weight.grad, atol=1e-4)
+    assert torch.allclose(gbn.bias.grad, bn.bias.grad, atol=1e-4)
+    gbn.eval(), bn.eval()                                 # eval: the running statistics normalise
+    probe = torch.randn(10, 6, *shape)
+    assert torch.allclose(gbn(probe), bn(probe), atol=1e-5)
+
+
+def test_ghost_batch_norm_without_ghosts_is_batch_norm():
+    for ghost in (None, 64):                              # no ghost size, or a batch no larger than it
+        gbn, bn = _pair(4, ghost)
+        x = torch.randn(32, 4)
+        assert torch.allclose(gbn(x), bn(x), atol=1e-6)
+        assert torch.allclose(gbn.running_var, bn.running_var, atol=1e-6)
+
+
+def test_ghost_batches_differ_from_the_whole_batch():
+    gbn, bn = _pair(3, 8)
+    x = torch.randn(32, 3) + torch.arange(32).unsqueeze(1) / 8     # the ghost batches have different means
+    assert not torch.allclose(gbn(x), bn(x), atol=1e-2)
+
+
+def test_sqrt_lr_and_regime_steps():
+    assert large_batch.sqrt_lr(0.1, 512, 32) == pytest.approx(0.4)
+    assert large_batch.sqrt_lr(0.1, 32, 32) == pytest.approx(0.1)
+    assert large_batch.regime_steps(10, 4000, 32, 32, False) == 1250
+    assert large_batch.regime_steps(10, 4000, 512, 32, False) == 70          # ⌊4000/512⌋ = 7 per epoch
+    assert large_batch.regime_steps(10, 4000, 512, 32, True) == 1250         # the small batch's updates
+    marks = large_batch.step_schedule((0.5, 0.75))(100)
+    assert [marks(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_log_fit_recovers_a_known_curve():
+    t = np.arange(1, 200, 7)
+    fit = large_batch.log_fit(t, 2.0 + 3.0 * np.log(t))
+    assert fit.intercept == pytest.approx(2.0) and fit.slope == pytest.approx(3.0) and fit.r2 == pytest.approx(1.0)
+    assert fit(np.e) == pytest.approx(5.0)
+    power = large_batch.log_fit(t, np.sqrt(t))                               # √t is not a log: a worse fit
+    assert power.r2 < 0.97
+    x = np.array([0.0, 1, 2, 3])
+    line = large_batch.linear_fit(x, np.array([1.0, 2, 2, 4]))
+    slope, intercept = np.polyfit(x, [1.0, 2, 2, 4], 1)
+    assert line.slope == pytest.approx(slope) and line.intercept == pytest.approx(intercept)
+    assert large_batch.gap_closed(0.8, 0.6, 0.7) == pytest.approx(0.5)
+
+
+def test_recipe_knobs_and_weight_distance():
+    torch.manual_seed(0)
+    x = torch.randn(96, 5)
+    ds = datasets.Dataset(name="toy", x_train=x, y_train=(x[:, 0] > 0).long(), x_test=x[:16],
+                          y_test=(x[:16, 0] > 0).long(), num_classes=2)
+    recipe = large_batch.recipe(ds, 96, lambda g: large_batch.BatchNormMLP(5, 2, 8, 2, g), base_batch=8,
+                                optimizer="sgd", lr=0.05, monitors=[large_batch.weight_distance(["net.1.weight"])],
+                                evaluations=4)
+    h = recipe(batch_size=32, ghost_batch=8, sqrt_scaling=True, regime_adaptation=True, epochs=1)
+    assert h.knobs[0]["steps"] == 12 and h.knobs[0]["step_lr"] == pytest.approx(0.1)
+    model = h.models[0]
+    assert all(m.ghost_batch_size == 8 for m in model.modules() if isinstance(m, GhostBatchNorm))
+    steps, distance = h.curve("train", "weight_distance")
+    assert distance[0] == 0 and distance[-1] > 0
+    torch.manual_seed(0)
+    start = large_batch.BatchNormMLP(5, 2, 8, 2, 8).net[1].weight.detach()      # the same initialisation (seed 0)
+    assert distance[-1] == pytest.approx(float((model.net[1].weight.detach() - start).norm()), rel=1e-5)
+    plain = recipe(batch_size=32, epochs=1)
+    assert plain.knobs[0]["steps"] == 3 and plain.knobs[0]["step_lr"] == pytest.approx(0.05)
+    assert all(m.ghost_batch_size is None for m in plain.models[0].modules() if isinstance(m, GhostBatchNorm))
