@@ -63,6 +63,36 @@ class Batch:
     step: int
 
 
+@dataclass
+class StepState:
+    """What a ``step_hook`` receives right after each optimizer step (before any evaluation).
+
+    ``flat`` is the ``(E, P)`` buffer every parameter of every member is a view of (edit it in
+    place: masks, resets), ``grad`` the ``(E, P)`` minibatch gradient this step used (without
+    weight decay), ``layout[name] = (start, stop, shape)`` where a parameter lies in a row of
+    ``flat``, ``optimizer`` the :class:`~tdlab.flat.FlatOptimizer` whose state (momentum) is laid
+    out like ``flat``. ``step`` counts from 1; ``steps`` is the run's length.
+    """
+
+    step: int
+    steps: int
+    epoch_length: int
+    flat: torch.Tensor
+    grad: torch.Tensor
+    layout: dict[str, tuple[int, int, tuple[int, ...]]]
+    optimizer: FlatOptimizer
+
+
+def flat_layout(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> dict[str, tuple[int, int, tuple[int, ...]]]:
+    """``name -> (start, stop, shape)`` of parameters laid one after another in a flat row."""
+    layout, offset = {}, 0
+    for name, shape in shapes:
+        size = math.prod(shape)
+        layout[name] = (offset, offset + size, tuple(shape))
+        offset += size
+    return layout
+
+
 def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:
     """How many steps of :func:`batch_order` make one epoch: n // batch_size (the last incomplete
     batch is dropped), or 1 for full-batch training."""
@@ -217,13 +247,16 @@ class Stacked:
             self._forward = lambda x: call(self.params, self.buffers, x)
         self.leaves = list(self.params.values())
         self.optimizer = FlatOptimizer(optimizer, self.flat, betas=betas, eps=eps, nesterov=nesterov)
+        self.layout = flat_layout([(name, tuple(p.shape[1:])) for name, p in self.params.items()])
+        self.grad: torch.Tensor | None = None                      # the last step's (E, P) gradient
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)                                    # (E, B, C)
 
     def step(self, losses: torch.Tensor, factor: float, active: torch.Tensor | None) -> None:
         grads = torch.autograd.grad(losses.sum(), self.leaves, allow_unused=True)
-        self.optimizer.step(flat_grad(self.leaves, grads, self.count), self.hyper["lr"] * factor,
+        self.grad = flat_grad(self.leaves, grads, self.count)
+        self.optimizer.step(self.grad, self.hyper["lr"] * factor,
                             self.hyper["weight_decay"], self.hyper["momentum"], active)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,11 +287,14 @@ class Single:
             self.flat, self.params = flatten_(model)               # the parameters become views of one buffer
             self.optimizer = FlatOptimizer(optimizer, self.flat, betas=betas, eps=eps, nesterov=nesterov)
             self.torch_optimizer = None
+            self.layout = flat_layout([(name, tuple(p.shape)) for name, p in model.named_parameters()
+                                       if p.requires_grad])
         else:
             self.torch_optimizer = make_optimizer(optimizer, model.parameters(), float(hyper["lr"]),
                                                   float(hyper["weight_decay"]), float(hyper["momentum"]),
                                                   betas, eps, nesterov)
             self.base_lrs = [group["lr"] for group in self.torch_optimizer.param_groups]
+        self.grad: torch.Tensor | None = None                      # the last step's (1, P) gradient (flat buffer only)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).unsqueeze(0)                          # (1, B, C)
@@ -266,7 +302,8 @@ class Single:
     def step(self, losses: torch.Tensor, factor: float, active: torch.Tensor | None) -> None:
         if self.torch_optimizer is None:
             grads = torch.autograd.grad(losses.sum(), self.params, allow_unused=True)
-            self.optimizer.step(flat_grad(self.params, grads, 1), self.hyper["lr"] * factor,
+            self.grad = flat_grad(self.params, grads, 1)
+            self.optimizer.step(self.grad, self.hyper["lr"] * factor,
                                 self.hyper["weight_decay"], self.hyper["momentum"], active)
             return
         for group, base in zip(self.torch_optimizer.param_groups, self.base_lrs):
@@ -295,7 +332,8 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
         noise: str = "symmetric", noise_rate: float | None = None, noise_seed: int = 0,
         batch_size: int | None = 128, steps: int = 1000, schedule_name="constant", warmup: int = 0,
         eval_every: int = 50, data_seed: int = 0, batch_hook: Callable[[Batch], Batch] | None = None,
-        monitors: Sequence[Monitor] = (), callback: Callable[[History], None] | None = None,
+        step_hook: Callable[[StepState], None] | None = None, monitors: Sequence[Monitor] = (),
+        callback: Callable[[History], None] | None = None,
         tags: dict | None = None, batched: bool | None = None, progress: bool = True,
         description: str = "training", **loss_kwargs) -> History:
     """Train one model per member setting and return one :class:`History`.
@@ -314,6 +352,10 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     - ``batch_size=None`` trains full batch; ``schedule_name``: see :func:`schedule`.
     - ``batch_hook(Batch) -> Batch`` may change inputs/targets per step (mixup, CutMix, ...);
       its ``settings`` attribute, if any, is recorded in the knobs.
+    - ``step_hook(StepState)`` is called after every optimizer step with the flat parameters, the
+      step's gradient and the optimizer (sparse masks: :mod:`tdlab.sparsity`); named optimizers
+      only. Its ``settings`` attribute, if any, is recorded in the knobs, and its
+      ``member_settings`` (one dict per member), if any, in each member's knobs.
     - ``monitors``: functions of an :class:`~tdlab.monitors.Evaluation` whose numbers land in the
       History at every evaluation, after :func:`tdlab.monitors.accuracy`.
     - ``callback(history)`` is called after every evaluation (live plots).
@@ -350,11 +392,14 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
 
     common = dict(data=data, base_loss=base_loss, optimizer=optimizer, betas=betas, eps=eps, nesterov=nesterov,
                   batch_size=batch_size, steps=steps, schedule_name=schedule_name, warmup=warmup,
-                  eval_every=eval_every, data_seed=data_seed, batch_hook=batch_hook, monitors=monitors,
+                  eval_every=eval_every, data_seed=data_seed, batch_hook=batch_hook, step_hook=step_hook,
+                  monitors=monitors,
                   callback=callback, tags=tags or {}, show_progress=progress)
     models = [_build(model, s, data.device) for s in settings]
     why_not = None if isinstance(optimizer, str) else "the optimizer is not one of the named ones"
     why_not = why_not or stackable(models[0])
+    if step_hook is not None and not isinstance(optimizer, str):
+        raise ValueError("a step_hook needs one of the named optimizers (a flat parameter buffer)")
     if batched and why_not:
         raise ValueError(f"these members cannot be stacked: {why_not}")
     if batched or (batched is None and len(settings) > 1 and why_not is None):
@@ -409,7 +454,8 @@ def _knobs(settings: dict, data: Dataset, loss: Loss, optimizer, batch_hook, tag
 
 def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data: Dataset, base_loss: Loss,
           optimizer, betas, eps, nesterov, batch_size, steps, schedule_name, warmup, eval_every,
-          data_seed, batch_hook, monitors, callback, tags, show_progress, description) -> History:
+          data_seed, batch_hook, monitors, callback, tags, show_progress, description,
+          step_hook=None) -> History:
     count, device = len(settings), data.device
     y_train, y_true, mask = _labels(data, settings)
     sequence = data.y_train.dim() > 1         # next-token targets (N, T): logits (E, B, T, V) become (E, B·T, V)
@@ -426,6 +472,13 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
     epoch_length = steps_per_epoch(data.num_train, batch_size)
     history = History(knobs=[_knobs(s, data, loss_fn, optimizer, batch_hook, tags, steps, batch_size,
                                     data_seed, schedule_name) for s in settings])
+    if step_hook is not None:
+        history.knobs = [{**k, **(getattr(step_hook, "settings", {}) or {})} for k in history.knobs]
+        per_member = getattr(step_hook, "member_settings", None)
+        if per_member is not None:
+            if len(per_member) != count:
+                raise ValueError(f"the step_hook has settings for {len(per_member)} members, the run has {count}")
+            history.knobs = [{**k, **m} for k, m in zip(history.knobs, per_member)]
     if sequence:
         y_train = y_train.reshape(y_train.shape[0], -1)            # (N, T) per window; rows picked below
     targets = {"train": y_train.reshape(-1).expand(count, -1) if sequence else y_train.expand(count, -1),
@@ -474,6 +527,9 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
                 break
             losses = torch.where(active, losses, torch.zeros_like(losses))
         stepper.step(losses, multiplier(step - 1), None if all_active else active)
+        if step_hook is not None:
+            step_hook(StepState(step, steps, epoch_length, stepper.flat, stepper.grad, stepper.layout,
+                                stepper.optimizer))
         running += losses.detach()
         seen += 1
         if step % eval_every == 0 or step == steps:
