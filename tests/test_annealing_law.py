@@ -1,0 +1,131 @@
+"""tdlab.annealing_law: schedules, the two areas against a naive loop, the fit on synthetic curves,
+per-member schedules in one stacked run against separate runs."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tdlab import annealing_law as al
+from tdlab import engine, models, recipes
+
+
+def naive_areas(etas, lam, warmup=0):
+    """S1, S2 straight from the definitions, one step at a time."""
+    s1, s2, out1, out2 = 0.0, 0.0, [], []
+    m = 0.0
+    for i in range(1, len(etas) + 1):          # paper's steps i = 1 .. s, etas[i - 1] = η_i
+        eta = etas[i - 1]
+        s1 += eta
+        if i > max(1, warmup):                   # η_0 = η_1 (no warm-up) or the last warm-up rate
+            m = lam * m + (etas[i - 2] - eta)
+        else:
+            m = 0.0
+        s2 += m
+        out1.append(s1)
+        out2.append(s2)
+    return np.array(out1), np.array(out2)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.99])
+@pytest.mark.parametrize("shape", al.SHAPES)
+def test_areas_match_a_naive_loop(shape, lam):
+    schedule = al.lr_schedule(shape, 40, warmup=4, decay_fraction=0.3, floor=0.05, milestones=(0.4, 0.7))
+    etas = al.lr_values(schedule, 40, peak=0.3)
+    s1, s2 = al.areas(etas, lam, warmup=4)
+    n1, n2 = naive_areas(list(etas), lam, warmup=4)
+    np.testing.assert_allclose(s1, n1, rtol=1e-12)
+    np.testing.assert_allclose(s2, n2, rtol=1e-12, atol=1e-15)
+
+
+def test_areas_by_hand():
+    etas = np.array([1.0, 1.0, 0.5, 0.5, 0.25])
+    s1, s2 = al.areas(etas, lam=0.5)
+    np.testing.assert_allclose(s1, [1, 2, 2.5, 3, 3.25])
+    # m = 0, 0, 0.5, 0.25, 0.125 + 0.25
+    np.testing.assert_allclose(s2, [0, 0, 0.5, 0.75, 1.125])
+    _, drop = al.areas(etas, lam=0.0)                  # λ = 0: S2 = η_1 − η_s
+    np.testing.assert_allclose(drop, etas[0] - etas)
+
+
+def test_schedules():
+    steps = 100
+    wsd = al.lr_values(al.lr_schedule("wsd", steps, warmup=10, decay_fraction=0.2), steps)
+    np.testing.assert_allclose(wsd[:10], np.arange(1, 11) / 10)          # linear warm-up
+    assert np.all(wsd[10:80] == 1.0) and wsd[80] < 1.0 and wsd[-1] == 0.0
+    assert np.all(np.diff(wsd[80:]) < 0)
+    step = al.lr_values(al.lr_schedule("step", steps, milestones=(0.5, 0.75), factor=0.1), steps)
+    np.testing.assert_allclose(step[[0, 49, 50, 74, 75, 99]], [1, 1, 0.1, 0.1, 0.01, 0.01])
+    cosine = al.lr_values(al.lr_schedule("cosine", steps, floor=0.1), steps)
+    assert cosine[0] == pytest.approx(1.0) and cosine[-1] == pytest.approx(0.1)
+    assert np.all(al.lr_values(al.lr_schedule("constant", steps), steps) == 1.0)
+    with pytest.raises(ValueError):
+        al.lr_schedule("linear", steps)
+
+
+def test_fit_recovers_known_constants():
+    steps, truth = 2000, dict(L0=1.5, A=0.8, alpha=0.6, C=0.4)
+    sampled = np.arange(50, steps + 1, 10)
+    curves = {}
+    for shape in al.SHAPES:
+        etas = al.lr_values(al.lr_schedule(shape, steps, warmup=20, milestones=(0.8, 0.9), factor=0.316),
+                            steps, peak=1e-3)
+        s1, s2 = al.areas(etas, 0.99, warmup=20)
+        curves[shape] = (s1[sampled - 1], s2[sampled - 1], al.law(s1[sampled - 1], s2[sampled - 1], **truth))
+    fitted = al.fit([curves["constant"], curves["cosine"]])
+    for key, value in truth.items():
+        assert getattr(fitted, key) == pytest.approx(value, rel=0.02), key
+    for shape in ("step", "wsd"):                      # held-out schedules predicted exactly
+        s1, s2, loss = curves[shape]
+        assert al.r2(loss, fitted(s1, s2)) > 0.999
+        assert al.mean_relative_error(loss, fitted(s1, s2)) < 1e-3
+    without = al.fit([curves["constant"], curves["cosine"]], annealing=False)
+    assert without.C == 0.0
+
+
+def test_scores_and_pairs():
+    measured = np.array([1.0, 2.0, 3.0])
+    assert al.r2(measured, measured) == 1.0
+    assert al.r2(measured, np.full(3, 2.0)) == pytest.approx(0.0)
+    assert al.mean_relative_error(measured, measured * 1.1) == pytest.approx(0.1)
+    assert al.pair_agreement([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == (2, 3)
+    assert al.pair_agreement([1.0, 1.01, 3.0], [1.0, 0.9, 2.0], tolerance=0.05) == (2, 2)
+
+
+def test_teacher_stream_is_fresh_and_seeded():
+    data = al.teacher_task(num_train=16, num_test=64, dim=8, hidden=16, classes=4, seed=3)
+    assert 0 < data.info["entropy"] < math.log(4)
+    stream = al.TeacherStream(data, seed=1)
+    batch = engine.Batch(data.x_train[:8], data.y_train[:8].expand(2, -1), torch.arange(8), 5)
+    a, b = stream(batch), stream(batch)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert a.y.shape == (2, 8) and torch.equal(a.y[0], a.y[1])
+    assert not torch.equal(a.x, data.x_train[:8])
+    later = stream(engine.Batch(batch.x, batch.y, batch.index, 6))
+    assert not torch.equal(later.x, a.x)
+
+
+def test_member_schedules_stacked_equal_separate_runs():
+    data = al.teacher_task(num_train=64, num_test=64, dim=8, hidden=16, classes=4, seed=0)
+    steps = 30
+    recipe = recipes.Recipe(data, lambda: models.MLP(8, 4, width=16, depth=1),
+                            dict(optimizer="adamw", lr=1e-2, batch_size=16, steps=steps, eval_every=10,
+                                 batch_hook=al.TeacherStream(data, 0), progress=False))
+    shared = dict(warmup=3, decay_fraction=0.5)
+    members = [{"shape": "constant", "seed": 1, "lr": 1e-2}, {"shape": "wsd", "seed": 1, "lr": 5e-3},
+               {"shape": "cosine", "seed": 2, "lr": 1e-2}]
+    stacked = al.sweep(recipe, members, **shared)
+    assert [k["schedule"] for k in stacked.knobs] == ["constant", "wsd", "cosine"]
+    for index, member in enumerate(members):
+        schedule = al.lr_schedule(member["shape"], steps, **shared)
+        alone = engine.run(recipe.model, data, [{"seed": member["seed"], "lr": member["lr"]}], optimizer="adamw",
+                           batch_size=16, steps=steps, eval_every=10, schedule_name=schedule,
+                           batch_hook=al.TeacherStream(data, 0), progress=False)
+        for p, q in zip(stacked.models[index].parameters(), alone.models[0].parameters()):
+            np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(stacked.curve("test", "loss", index)[1], alone.curve("test", "loss")[1],
+                                   rtol=1e-5)
+    steps_, s1, s2, loss = al.curve_areas(stacked, 1, 0.9, start=10)
+    etas = al.lr_values(al.lr_schedule("wsd", steps, **shared), steps, 5e-3)
+    np.testing.assert_allclose(s1, np.cumsum(etas)[steps_ - 1])
+    np.testing.assert_allclose(loss, stacked.curve("test", "loss", 1)[1][1:])
