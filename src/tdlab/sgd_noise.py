@@ -1,0 +1,347 @@
+r"""SGD noise in the lazy and the feature-learning regimes: the α-trick of Sclocchi, Geiger & Wyart
+(ICML 2023, "Dissecting the Effects of SGD Noise in Distinct Regimes of Deep Learning"; official code
+``AntonioScl/SGD_learning_regimes`` @ e810638, ``edm/``).
+
+- :class:`MeanFieldMLP` — the paper's fully connected net (``edm/architecture.py: mlp``): no biases,
+  standard-normal weights, every hidden layer's input divided by √fan_in, the activation normalised to
+  a unit second moment under a standard Gaussian (``normalize_act``), the readout divided by the width
+  h (mean-field). Stacks in the engine (``forward_stacked``).
+- :class:`AlphaHinge` — the α-trick loss on the *centred* output, per example
+  :math:`\frac1\alpha\,\ell\big(\alpha F(w, x), y\big)` with :math:`F(w, x) = f(w, x) - f(w_0, x)` and the
+  hinge :math:`\ell(z, y) = \max(0, 1 - yz)` (``edm/train.py``: ``loss = lambda o, y: loss_fun(alpha * o, y)
+  / alpha``); α is a per-member coefficient, so one engine call trains a whole (α, T) grid.
+- :func:`alpha_trick` — the monitor that hands the loss the initial outputs f(w₀, x) (the loop's step-0
+  evaluation computes them for every member before the first step) and logs the centred measurements:
+  hinge loss, train/test error, the fraction of training points not yet fitted, the relative weight change.
+- :func:`temperature` / :func:`learning_rate` — T = η/(hB) (``edm/__main__.py``: ``temp = dt / (h * bs)``).
+- :func:`parity` — a binary task from a digit set: even (+1) against odd (−1), inputs standardised.
+- :func:`crossover_temperature`, :func:`power_law` — reading T_c off a sweep (the temperature at which
+  a measured change, the relative weight change in the chapter, reaches a level) and fitting
+  T_c ∝ P^(−a) once per seed; :func:`fitted_at`, :func:`status`, :func:`centred_outputs` read single runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from tdlab import data as datasets
+from tdlab.config import check_range
+from tdlab.data import Dataset
+from tdlab.losses import Loss, _member_values
+from tdlab.models import _activation
+from tdlab.monitors import Evaluation
+
+
+# ----------------------------------------------------------------- temperature
+
+
+def temperature(lr: float, batch_size: int, width: int) -> float:
+    """The SGD temperature T = η / (h B) of the official code (``edm/__main__.py``: ``temp = dt / (h * bs)``):
+    η/B with the learning rate η measured in the mean-field unit η/h."""
+    return lr / (width * batch_size)
+
+
+def learning_rate(temp: float, batch_size: int, width: int) -> float:
+    """The learning rate η = T h B that gives temperature ``temp`` (``dt = temp * h * bs``)."""
+    return temp * width * batch_size
+
+
+# ----------------------------------------------------------------- the network
+
+
+def activation_scale(name: str, points: int = 80) -> float:
+    r"""c = √E[φ(g)²] for g ~ N(0, 1) (Gauss–Hermite quadrature): the official ``normalize_act`` divides φ
+    by it so that every hidden layer's units have a unit second moment at initialisation (ReLU: c = 1/√2)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(points)        # ∫ g(x) e^{−x²/2} dx
+    phi = _activation(name)
+    with torch.no_grad():
+        values = phi(torch.as_tensor(nodes, dtype=torch.float64)).numpy()
+    return float(np.sqrt(np.sum(weights * values**2) / np.sqrt(2 * np.pi)))
+
+
+class MeanFieldMLP(nn.Module):
+    r"""The paper's FC network (``edm/architecture.py: mlp``), without biases:
+
+    .. math::
+        h_0 = x, \quad h_{\ell} = \tfrac1c\,\phi\!\Big(\frac{W_\ell h_{\ell-1}}{\sqrt{n_{\ell-1}}}\Big),
+        \quad f(w, x) = \frac{a \cdot h_D}{h},
+
+    W_ℓ and a standard normal, c = :func:`activation_scale`, h the width, D = ``depth`` hidden layers.
+    The readout divided by h (not √h) is the mean-field normalisation. One output column, shape (B, 1).
+    """
+
+    def __init__(self, in_features: int, width: int = 128, depth: int = 5, activation: str = "relu"):
+        super().__init__()
+        check_range("width", width, 1)
+        check_range("depth", depth, 1)
+        sizes = [in_features] + [width] * depth
+        self.hidden = nn.ModuleList(nn.Linear(n, m, bias=False) for n, m in zip(sizes, sizes[1:]))
+        self.readout = nn.Linear(width, 1, bias=False)
+        with torch.no_grad():
+            for layer in (*self.hidden, self.readout):
+                layer.weight.normal_()
+        self.width, self.phi, self.activation = width, _activation(activation), activation
+        self.scale = activation_scale(activation)
+
+    def forward(self, x):
+        h = x.flatten(1)
+        for layer in self.hidden:
+            h = self.phi(layer(h) / math.sqrt(layer.in_features)) / self.scale
+        return self.readout(h) / self.width                                      # (B, 1)
+
+    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """E networks at once (``params[name]`` of shape (E, ...), ``x`` shared) → (E, B, 1): one batched
+        matrix product per layer, feature-major as :meth:`tdlab.models.MLP.forward_stacked`."""
+        members = params["readout.weight"].shape[0]
+        h = x.flatten(1).t().expand(members, -1, -1)                             # (E, n, B)
+        for index, layer in enumerate(self.hidden):
+            weight = params[f"hidden.{index}.weight"]
+            h = self.phi(torch.bmm(weight, h) / math.sqrt(layer.in_features)) / self.scale
+        return (torch.bmm(params["readout.weight"], h) / self.width).transpose(1, 2)
+
+
+# ----------------------------------------------------------------- the α-trick loss and its monitor
+
+
+def hinge(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """ℓ(z, y) = max(0, 1 − y z) (``edm/train.py: hinge``)."""
+    return torch.relu(1 - y * z)
+
+
+class AlphaHinge(Loss):
+    r"""The α-trick hinge loss of Sclocchi, Geiger & Wyart (2023, Sec. 2; ``edm/train.py``), the mean over
+    the batch of
+
+    .. math::
+        \frac1\alpha\,\max\big(0,\ 1 - y\,\alpha F(w, x)\big), \qquad F(w, x) = f(w, x) - f(w_0, x),
+
+    for labels y = ±1 (float targets). A large α makes the network lazy (F only has to reach a margin
+    1/α, so the weights barely move); a small α forces feature learning. ``alpha`` is a per-member
+    coefficient. The initial outputs f(w₀, x) of every training and test example are set by the
+    :func:`alpha_trick` monitor at the loop's step-0 evaluation (before any update), so the loss works
+    with mini-batches; ``center=False`` trains f itself. Once every training point has
+    y αF ≥ 1 the gradient is exactly zero and SGD stops moving: training "until the hinge loss is zero",
+    the paper's stopping rule, is training long enough. Not in :data:`tdlab.losses.LOSSES` (pass an
+    instance), as it fits this one chapter's binary task.
+    """
+
+    name = "alpha_hinge"
+    hyperparameters = ("alpha",)
+    settings = ("center",)
+
+    def __init__(self, alpha: float = 1.0, center: bool = True):
+        check_range("alpha", alpha, 0, low_open=True)
+        self.alpha, self.center = alpha, bool(center)
+        self.initial: dict[str, torch.Tensor] | None = None          # f(w₀, x): split → (E, N)
+        self.initial_weights: torch.Tensor | None = None            # w₀ flattened: (E, P)
+
+    def centred(self, z: torch.Tensor, split: str = "train", index: torch.Tensor | None = None) -> torch.Tensor:
+        """F = f − f₀ for outputs ``z`` (E, B) of the examples ``index`` of ``split`` (all of them if None)."""
+        if not self.center:
+            return z
+        if self.initial is None:
+            raise ValueError("alpha_hinge centres the output on f(w0, x), which the alpha_trick monitor records at "
+                             "the step-0 evaluation: pass monitors=[sgd_noise.alpha_trick]")
+        start = self.initial[split]
+        return z - (start if index is None else start.index_select(-1, index))
+
+    def __call__(self, logits, targets, index=None):
+        single = logits.dim() == 2
+        z = logits.squeeze(-1)
+        z = z.unsqueeze(0) if z.dim() == 1 else z                                    # (E, B)
+        if index is None:
+            index = torch.arange(z.shape[-1], device=z.device)
+        alpha = _member_values(self.alpha, z)
+        loss = (hinge(alpha * self.centred(z, "train", index), targets) / alpha).mean(-1)   # (1/α) ℓ(αF, y)
+        return loss[0] if single else loss
+
+
+def _flat_weights(ev: Evaluation) -> torch.Tensor:
+    stacked = ev.stacked_parameters()
+    return torch.cat([p.reshape(ev.members, -1) for p in stacked.values()], dim=1)
+
+
+@torch.no_grad()
+def alpha_trick(ev: Evaluation) -> dict:
+    r"""A monitor for :class:`AlphaHinge` runs. At step 0 (before any update) it records every member's
+    outputs f(w₀, x) on the training and test sets and its initial weights in the loss; then, at every
+    evaluation, with F = f − f₀:
+
+    - ``train``/``hinge``: the training loss (1/α) ⟨ℓ(αF, y)⟩ (``hinge`` × α is the paper's ``aLoss``);
+    - ``train``/``unfit``: the fraction of training points with y αF < 1 (0: training is over);
+    - ``train``/``err`` and ``test``/``err``: the fraction with y F ≤ 0 (``edm/train.py: jit_le``);
+    - ``weights``/``change``: the relative weight change ‖w − w₀‖ / ‖w₀‖.
+    """
+    loss = ev.loss
+    if not isinstance(loss, AlphaHinge):
+        raise ValueError("the alpha_trick monitor measures runs trained with sgd_noise.AlphaHinge")
+    outputs = {split: ev.logits[split].squeeze(-1) for split in ("train", "test")}   # (E, N)
+    if loss.initial is None or ev.step == 0:
+        loss.initial = {split: z.clone() for split, z in outputs.items()}
+        loss.initial_weights = _flat_weights(ev)
+    alpha = _member_values(loss.alpha, outputs["train"])
+    out = {}
+    for split in ("train", "test"):
+        f = loss.centred(outputs[split], split)
+        y = ev.targets[split].to(f.dtype)
+        margin = y * f
+        out[(split, "err")] = ((margin <= 0) | ~torch.isfinite(f)).float().mean(-1)
+        if split == "train":
+            out[(split, "hinge")] = (hinge(alpha * f, y) / alpha).mean(-1)
+            out[(split, "unfit")] = (alpha * margin < 1).float().mean(-1)
+    w0 = loss.initial_weights
+    out[("weights", "change")] = (_flat_weights(ev) - w0).norm(dim=1) / w0.norm(dim=1)
+    return out
+
+
+# ----------------------------------------------------------------- data
+
+
+def parity(data: Dataset, name: str | None = None) -> Dataset:
+    """A binary task from a digit set, as the paper's ``mnist_parity``: label +1 for an even digit and −1
+    for an odd one (float targets), the inputs flattened and standardised by one mean and one standard
+    deviation over all training pixels (``(x − 33.31) / 78.57`` for MNIST in ``edm/dataset.py``)."""
+    x_train, x_test = data.x_train.flatten(1), data.x_test.flatten(1)
+    mean, std = x_train.mean(), x_train.std()
+
+    def sign(y):
+        return 1.0 - 2.0 * (y % 2).to(torch.float32)                   # even → +1, odd → −1
+
+    return Dataset(name or f"{data.name}-parity", (x_train - mean) / std, sign(data.y_train),
+                   (x_test - mean) / std, sign(data.y_test), None, info={"task": "parity", "base": data.name})
+
+
+def parity_subsets(name: str, seed: int = 0, **kwargs) -> Callable[..., Dataset]:
+    """A data maker for a :class:`~tdlab.recipes.Recipe` whose knob ``train_size`` (P) is the number of
+    training examples: the first P of one seeded permutation of the parity set (so the sets are nested),
+    the whole test set each time."""
+    cache: dict = {}
+
+    def make(train_size: int | None = None) -> Dataset:
+        if "full" not in cache:
+            cache["full"] = parity(datasets.load(name, **kwargs))
+        return cache["full"].subset(train_size, seed=seed)
+
+    return make
+
+
+def recipe(name: str, in_features: int, width: int = 128, depth: int = 5, activation: str = "relu",
+           batch_size: int = 16, data_seed: int = 0, **settings):
+    """A :class:`~tdlab.recipes.Recipe` of the paper's setup on the parity of ``name``: the mean-field MLP,
+    the α-trick hinge loss (α per member), plain SGD (no momentum, no weight decay) with batches of
+    ``batch_size``, the :func:`alpha_trick` monitor; knobs ``alpha``, ``lr`` (T = η/(hB), see
+    :func:`members`), ``seed`` and ``train_size`` (P, one engine call per value)."""
+    from tdlab.recipes import Recipe
+
+    return Recipe(parity_subsets(name, seed=data_seed),
+                  lambda: MeanFieldMLP(in_features, width, depth, activation),
+                  {"loss": AlphaHinge(), "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0,
+                   "batch_size": batch_size, "monitors": [alpha_trick], "data_seed": data_seed, **settings})
+
+
+def members(alphas: Sequence[float], temperatures: Sequence[float], width: int, batch_size: int,
+            seeds: Sequence[int] = (0,), **knobs) -> list[dict]:
+    """Members for :func:`recipe`: every (α, T, seed), T set through the learning rate η = T h B."""
+    return [{"alpha": float(a), "lr": learning_rate(t, batch_size, width), "seed": int(s), **knobs}
+            for a in alphas for t in temperatures for s in seeds]
+
+
+def add_temperature(history, width: int):
+    """Record each member's temperature T = η/(hB) among its knobs (``knobs["temperature"]``), for the
+    explorer's sliders and :meth:`~tdlab.history.History.find`; returns the History."""
+    for knobs in history.knobs:
+        knobs["temperature"] = temperature(knobs["lr"], knobs["batch_size"], width)
+    return history
+
+
+# ----------------------------------------------------------------- reading a sweep
+
+
+@torch.no_grad()
+def centred_outputs(history, member: int, build: Callable[[], nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """F(w, x) = f(w, x) − f(w₀, x) of a trained member: its final model against the initial one, rebuilt
+    by ``build`` under the member's seed (as the engine built it)."""
+    torch.manual_seed(history.knobs[member]["seed"])
+    initial = build().to(x.device)
+    return (history.models[member](x) - initial(x)).squeeze(-1)
+
+
+def crossover_temperature(temperatures: Sequence[float], values: Sequence[float], level: float) -> float:
+    """T_c: the temperature at which ``values`` (a change against the coldest run, 0 there) first reaches
+    ``level``, interpolated linearly in (log T, value) between the two grid points around the crossing;
+    ``inf`` if it never does within the grid, the lowest T if it already does there."""
+    t = np.asarray(temperatures, dtype=float)
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(t)
+    t, v = t[order], v[order]
+    above = np.nonzero(v >= level)[0]
+    if len(above) == 0:
+        return math.inf
+    i = int(above[0])
+    if i == 0:
+        return float(t[0])
+    fraction = (level - v[i - 1]) / (v[i] - v[i - 1])
+    return float(np.exp(np.log(t[i - 1]) + fraction * (np.log(t[i]) - np.log(t[i - 1]))))
+
+
+@dataclass
+class PowerLaw:
+    """A fit y = C x^slope on log–log axes: the slope and prefactor of every seed's fit, and their spread."""
+
+    slopes: np.ndarray            # one least-squares slope per seed
+    prefactors: np.ndarray        # one C per seed
+
+    @property
+    def slope(self) -> float:
+        return float(np.mean(self.slopes))
+
+    @property
+    def spread(self) -> float:
+        """The standard deviation of the slope over seeds (0 for one seed)."""
+        return float(np.std(self.slopes, ddof=1)) if len(self.slopes) > 1 else 0.0
+
+    @property
+    def prefactor(self) -> float:
+        return float(np.exp(np.mean(np.log(self.prefactors))))
+
+    def __call__(self, x) -> np.ndarray:
+        return self.prefactor * np.asarray(x, dtype=float) ** self.slope
+
+
+def power_law(x: Sequence[float], ys: Sequence[Sequence[float]]) -> PowerLaw:
+    """Fit log y = slope · log x + log C by least squares, once per row of ``ys`` (one row per seed);
+    points that are not finite and positive are left out of that seed's fit (a seed with fewer than two
+    points left gives a NaN slope)."""
+    x = np.asarray(x, dtype=float)
+    slopes, prefactors = [], []
+    for row in np.atleast_2d(np.asarray(ys, dtype=float)):
+        keep = np.isfinite(row) & (row > 0) & (x > 0)
+        if keep.sum() < 2:
+            slopes.append(math.nan)
+            prefactors.append(math.nan)
+            continue
+        slope, intercept = np.polyfit(np.log(x[keep]), np.log(row[keep]), 1)
+        slopes.append(slope)
+        prefactors.append(math.exp(intercept))
+    return PowerLaw(np.array(slopes), np.array(prefactors))
+
+
+def fitted_at(history, member: int = 0) -> float:
+    """The first evaluated step at which every training point has y αF ≥ 1 (the hinge loss is zero, the
+    paper's stopping point; ``inf`` if never within the run)."""
+    steps, unfit = history.curve("train", "unfit", member)
+    done = np.nonzero(unfit == 0)[0]
+    return float(steps[done[0]]) if len(done) else math.inf
+
+
+def status(history, member: int) -> str:
+    """``"diverged"`` (the loss became NaN/inf), ``"not fitted"`` (training points left with y αF < 1 at the
+    end of the budget) or ``"fitted"``."""
+    if history.diverged_at[member] is not None or not math.isfinite(history.final("test", "err", member)):
+        return "diverged"
+    return "fitted" if history.final("train", "unfit", member) == 0 else "not fitted"

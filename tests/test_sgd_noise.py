@@ -1,0 +1,142 @@
+"""tdlab.sgd_noise against naive computations: the mean-field MLP, the α-trick hinge loss with its centring,
+the monitor, a stacked run against separate runs, the temperature and the T_c / power-law readers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tdlab import engine, sgd_noise
+from tdlab.data import Dataset
+
+
+def toy(n_train=48, n_test=32, dim=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_test, dim, generator=gen)
+    y = torch.sign(x[:, 0] + 0.5 * x[:, 1] + 1e-6)
+    return Dataset("toy", x[:n_train], y[:n_train], x[n_train:], y[n_train:], None)
+
+
+def naive_forward(model, x):
+    h = x.flatten(1)
+    c = math.sqrt(0.5)                                   # √E[relu(g)²] = 1/√2
+    for layer in model.hidden:
+        W = layer.weight
+        h = torch.stack([torch.relu(W @ row / math.sqrt(W.shape[1])) / c for row in h])
+    a = model.readout.weight[0]
+    return torch.stack([a @ row / model.width for row in h]).unsqueeze(-1)
+
+
+def test_activation_scale_and_temperature():
+    assert sgd_noise.activation_scale("relu") == pytest.approx(1 / math.sqrt(2), rel=1e-6)
+    g = torch.randn(2_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    monte_carlo = torch.nn.functional.gelu(g).pow(2).mean().sqrt().item()
+    assert sgd_noise.activation_scale("gelu") == pytest.approx(monte_carlo, rel=2e-3)
+    # the official conversion: dt = temp * h * bs, temp = dt / (h * bs)
+    assert sgd_noise.learning_rate(2.0**-7, 16, 128) == pytest.approx(2.0**-7 * 128 * 16)
+    assert sgd_noise.temperature(sgd_noise.learning_rate(0.013, 8, 64), 8, 64) == pytest.approx(0.013)
+
+
+def test_mean_field_mlp_matches_the_formula_and_stacks():
+    torch.manual_seed(0)
+    models = [sgd_noise.MeanFieldMLP(6, width=10, depth=2) for _ in range(3)]
+    x = torch.randn(5, 6)
+    for model in models:
+        assert torch.allclose(model(x), naive_forward(model, x), atol=1e-5)
+        assert model.readout.weight.std() > 0.5            # standard-normal weights, not PyTorch's default
+    params = {name: torch.stack([dict(m.named_parameters())[name] for m in models])
+              for name, _ in models[0].named_parameters()}
+    stacked = models[0].forward_stacked(params, x)
+    assert stacked.shape == (3, 5, 1)
+    for e, model in enumerate(models):
+        assert torch.allclose(stacked[e], model(x), atol=1e-5)
+
+
+def test_alpha_hinge_against_a_loop():
+    loss = sgd_noise.AlphaHinge()
+    loss.alpha = torch.tensor([0.5, 100.0])               # per-member coefficients, as the loop sets them
+    z0 = torch.randn(2, 7)
+    loss.initial = {"train": z0, "test": z0}
+    z = torch.randn(2, 4, 1)
+    y = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    index = torch.tensor([3, 0, 6, 2])
+    value = loss(z, y.expand(2, -1), index)
+    for e, alpha in enumerate((0.5, 100.0)):
+        terms = [max(0.0, float(1 - yi * alpha * (z[e, b, 0] - z0[e, i]))) / alpha for b, (yi, i) in enumerate(zip(y, index))]
+        assert value[e].item() == pytest.approx(float(sum(terms)) / 4, rel=1e-5)
+    uncentred = sgd_noise.AlphaHinge(alpha=2.0, center=False)
+    expected = torch.relu(1 - y * 2.0 * z[0, :, 0]).mean() / 2.0
+    assert uncentred(z[0], y).item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="alpha_trick"):
+        sgd_noise.AlphaHinge()(z, y.expand(2, -1), index)
+
+
+def run(data, members, steps=40, batched=None):
+    return engine.run(lambda: sgd_noise.MeanFieldMLP(6, width=16, depth=2), data, members,
+                      loss=sgd_noise.AlphaHinge(), optimizer="sgd", momentum=0.0, batch_size=8, steps=steps,
+                      eval_every=20, monitors=[sgd_noise.alpha_trick], batched=batched, progress=False)
+
+
+def test_monitor_against_the_final_models_and_stacked_against_separate():
+    data = toy()
+    members = (sgd_noise.members([1.0], [2.0**-6, 2.0**-3], width=16, batch_size=8, seeds=[0])
+               + sgd_noise.members([1000.0], [2.0**-6, 2.0**-3], width=16, batch_size=8, seeds=[1]))
+    stacked = run(data, members)
+    separate = run(data, members, batched=False)
+    build = lambda: sgd_noise.MeanFieldMLP(6, width=16, depth=2)   # noqa: E731
+    for m, knobs in enumerate(stacked.knobs):
+        assert knobs["alpha"] == members[m]["alpha"]
+        for split, metric in (("train", "hinge"), ("train", "unfit"), ("test", "err"), ("weights", "change")):
+            assert stacked.final(split, metric, m) == pytest.approx(separate.final(split, metric, m), abs=1e-4)
+        # the monitor's test error and weight change, recomputed from the trained and the initial network
+        F = sgd_noise.centred_outputs(stacked, m, build, data.x_test)
+        assert stacked.final("test", "err", m) == pytest.approx(float((data.y_test * F <= 0).float().mean()))
+        torch.manual_seed(knobs["seed"])
+        w0 = torch.cat([p.detach().flatten() for p in build().parameters()])
+        w = torch.cat([p.detach().flatten() for p in stacked.models[m].parameters()])
+        assert stacked.final("weights", "change", m) == pytest.approx(float((w - w0).norm() / w0.norm()), rel=1e-4)
+        # at step 0 F = 0: every point is unfitted and counted as an error
+        assert stacked.curve("train", "unfit", m)[1][0] == 1.0
+        assert stacked.curve("weights", "change", m)[1][0] == 0.0
+
+
+def test_training_stops_by_itself_once_every_point_is_fitted():
+    data = toy()
+    history = run(data, [{"alpha": 1e4, "lr": sgd_noise.learning_rate(2.0**-4, 8, 16)}], steps=400)
+    assert sgd_noise.fitted_at(history) < 380
+    assert sgd_noise.status(history, 0) == "fitted"
+    steps, change = history.curve("weights", "change")
+    after = change[steps >= sgd_noise.fitted_at(history)]
+    assert np.ptp(after) == 0.0                      # zero hinge loss, zero gradient: the weights stay put
+
+
+def test_parity_labels_and_standardisation():
+    base = Dataset("digits-like", torch.rand(20, 1, 2, 2) * 16, torch.arange(20) % 10,
+                   torch.rand(10, 1, 2, 2) * 16, torch.arange(10), 10)
+    parity = sgd_noise.parity(base)
+    assert parity.num_classes is None and parity.x_train.shape == (20, 4)
+    assert torch.equal(parity.y_train, torch.where(base.y_train % 2 == 0, 1.0, -1.0))
+    assert parity.x_train.mean().abs() < 1e-5 and parity.x_train.std() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_crossover_temperature_interpolates_in_log_t():
+    temps = [2.0**-8, 2.0**-6, 2.0**-4, 2.0**-2]
+    values = [0.001, 0.01, 0.05, 0.2]
+    # the level 0.03 lies halfway between 0.01 (T = 2^-6) and 0.05 (T = 2^-4): T_c = 2^-5
+    assert sgd_noise.crossover_temperature(temps, values, 0.03) == pytest.approx(2.0**-5)
+    assert sgd_noise.crossover_temperature(temps[::-1], values[::-1], 0.03) == pytest.approx(2.0**-5)
+    assert sgd_noise.crossover_temperature(temps, values, 1.0) == math.inf
+    assert sgd_noise.crossover_temperature(temps, values, 0.0005) == 2.0**-8
+
+
+def test_power_law_fits_each_seed():
+    sizes = [100, 200, 400, 800]
+    rows = [[3.0 * p**-0.5 for p in sizes], [2.0 * p**-0.7 for p in sizes], [1.0, 0.5, math.inf, 0.2]]
+    fit = sgd_noise.power_law(sizes, rows)
+    assert fit.slopes[0] == pytest.approx(-0.5) and fit.slopes[1] == pytest.approx(-0.7)
+    assert fit.prefactors[0] == pytest.approx(3.0)
+    keep = np.array([True, True, False, True])        # the infinite point is left out of that seed's fit
+    expected = np.polyfit(np.log(np.array(sizes)[keep]), np.log(np.array([1.0, 0.5, 0.2])), 1)[0]
+    assert fit.slopes[2] == pytest.approx(expected)
+    assert fit.slope == pytest.approx(np.mean(fit.slopes))
+    assert fit.spread == pytest.approx(np.std(fit.slopes, ddof=1))
