@@ -219,3 +219,18 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         engine.run(mlp, tiny_data(), [{"seed": 0}], optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                    steps=2, step_hook=sparsity.Pruner("gmp"), progress=False)
+
+
+def test_members_trained_one_at_a_time_each_get_their_own_pruner():
+    pruner = sparsity.Pruner(["gmp", "granet"], final_sparsity=[0.5, 0.8], prune_start=0, prune_end=10,
+                             update_every=5)
+    history = engine.run(mlp, tiny_data(), [{"seed": 0}, {"seed": 0}], optimizer="sgd", lr=0.1, batch_size=16,
+                         steps=20, eval_every=10, step_hook=pruner, batched=False, progress=False)
+    assert [k["method"] for k in history.knobs] == ["gmp", "granet"]
+    for member, target in enumerate((0.5, 0.8)):
+        weights = [p for name, p in history.models[member].named_parameters() if name.endswith("weight")]
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        total = sum(w.numel() for w in weights)
+        pruned = total - sparsity.kept_count(target, total)
+        # GMP's zeros are exactly the pruned weights; GraNet may also hold regrown weights still at zero
+        assert zeros == pruned if member == 0 else zeros >= pruned

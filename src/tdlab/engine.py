@@ -355,7 +355,8 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     - ``step_hook(StepState)`` is called after every optimizer step with the flat parameters, the
       step's gradient and the optimizer (sparse masks: :mod:`tdlab.sparsity`); named optimizers
       only. Its ``settings`` attribute, if any, is recorded in the knobs, and its
-      ``member_settings`` (one dict per member), if any, in each member's knobs.
+      ``member_settings`` (one dict per member), if any, in each member's knobs; members trained
+      one at a time then each get the hook's ``member(i)``.
     - ``monitors``: functions of an :class:`~tdlab.monitors.Evaluation` whose numbers land in the
       History at every evaluation, after :func:`tdlab.monitors.accuracy`.
     - ``callback(history)`` is called after every evaluation (live plots).
@@ -398,16 +399,21 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     models = [_build(model, s, data.device) for s in settings]
     why_not = None if isinstance(optimizer, str) else "the optimizer is not one of the named ones"
     why_not = why_not or stackable(models[0])
-    if step_hook is not None and not isinstance(optimizer, str):
-        raise ValueError("a step_hook needs one of the named optimizers (a flat parameter buffer)")
+    if step_hook is not None and (not isinstance(optimizer, str) or not flattenable(models[0])):
+        raise ValueError("a step_hook needs one of the named optimizers and parameters of one dtype (a flat buffer)")
     if batched and why_not:
         raise ValueError(f"these members cannot be stacked: {why_not}")
     if batched or (batched is None and len(settings) > 1 and why_not is None):
         return _loop(models, settings, stacked=True, description=description, **common)
     if len(settings) == 1:
         return _loop(models, settings, stacked=False, description=description, **common)
+    if getattr(step_hook, "member_settings", None) is not None:    # one member at a time: each its own hook
+        hooks = [step_hook.member(i) for i in range(len(settings))]
+    else:
+        hooks = [step_hook] * len(settings)
     return concat([_loop([m], [s], stacked=False, description=f"{description} ({i + 1}/{len(settings)})",
-                         **common) for i, (m, s) in enumerate(zip(models, settings))])
+                         **{**common, "step_hook": hook})
+                   for i, (m, s, hook) in enumerate(zip(models, settings, hooks))])
 
 
 def _build(model, settings: dict, device) -> nn.Module:

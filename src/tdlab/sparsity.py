@@ -250,6 +250,11 @@ class Pruner:
         self.layout = self.parts = None
         self.trace: list[dict] = []
 
+    def member(self, index: int) -> "Pruner":
+        """A new Pruner with member ``index``'s settings (for members the engine trains one at a time)."""
+        return Pruner(**{k: self._setting(k, index) for k in self.options}, names=self.names,
+                      minimum_regrowth=self.minimum_regrowth)
+
     def _setting(self, key: str, member: int):
         values = self.per_member[key]
         return values[member if len(values) > 1 else 0]
