@@ -1,6 +1,7 @@
 """The weight compander (Cakaj et al. 2023) against naive computations."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -71,6 +72,11 @@ def test_engine_stacked_run_equals_separate_runs_and_monitor_matches_brute_force
     w = torch.cat([layer.weight.detach().flatten() for layer in net.layers])
     assert math.isclose(alone.final("weights", "max_abs"), float(w.abs().max()), rel_tol=1e-5)
     assert math.isclose(alone.final("weights", "near_zero"), float((w.abs() < 0.05).float().mean()), rel_tol=1e-5)
+    ranked = np.sort(w.abs().numpy())                   # the 99.9% quantile, linear interpolation by hand
+    position = 0.999 * (len(ranked) - 1)
+    low = int(np.floor(position))
+    quantile = ranked[low] + (position - low) * (ranked[low + 1] - ranked[low])
+    assert math.isclose(alone.final("weights", "top_abs"), float(quantile), rel_tol=1e-5)
     plain = engine.run(lambda: models.MLP(64, 10, width=16, depth=1), d, [{"seed": 0}], **kw)   # plain weights too
     p = torch.cat([plain.models[0].net[i].weight.detach().flatten() for i in (1, 3)])
     assert math.isclose(plain.final("weights", "max_abs"), float(p.abs().max()), rel_tol=1e-5)

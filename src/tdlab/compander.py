@@ -174,18 +174,20 @@ def effective_weights(parameters: dict[str, torch.Tensor], a: float | None = Non
     return torch.cat(out)
 
 
-def weight_monitor(a: float, b: float, near_zero: float = 0.01):
-    """A monitor of the loop's parameters: the largest |w| (``weights``, ``max_abs``) and the fraction
-    of weights with |w| < ``near_zero`` (``weights``, ``near_zero``), with w = Ψ(v) for companded
-    layers (a, b given) and w itself for plain ones, hidden and output layers together."""
+def weight_monitor(a: float, b: float, near_zero: float = 0.01, top: float = 0.999):
+    """A monitor of the loop's parameters: the largest |w| (``weights``, ``max_abs``), the ``top``
+    quantile of |w| (``weights``, ``top_abs``: the tail, less at the mercy of one weight than the
+    maximum) and the fraction of weights with |w| < ``near_zero`` (``weights``, ``near_zero``), with
+    w = Ψ(v) for companded layers (a, b given) and w itself for plain ones, all layers together."""
 
     def monitor(ev) -> dict:
-        largest, small = [], []
+        largest, tail, small = [], [], []
         for member in range(ev.members):
-            w = effective_weights(ev.parameters(member), a, b)
-            largest.append(float(w.abs().max()))
-            small.append(float((w.abs() < near_zero).float().mean()))
-        return {("weights", "max_abs"): largest, ("weights", "near_zero"): small}
+            w = effective_weights(ev.parameters(member), a, b).abs()
+            largest.append(float(w.max()))
+            tail.append(float(torch.quantile(w, top)))
+            small.append(float((w < near_zero).float().mean()))
+        return {("weights", "max_abs"): largest, ("weights", "top_abs"): tail, ("weights", "near_zero"): small}
 
     return monitor
 
