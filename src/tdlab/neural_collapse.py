@@ -174,9 +174,10 @@ class CollapseMLP(nn.Module):
     classifier — what Zhu et al.'s forward pre-hook on ``model.fc`` captures.
 
     The batch norm keeps no running statistics (so that E copies stack, :mod:`tdlab.engine`): it
-    normalizes with the statistics of the batch it sees, in training a mini-batch, in evaluation
-    the whole set the loop evaluates (one chunk: up to 32 768 rows per member, more than this book's
-    training sets). :meth:`forward_stacked` runs E copies as batched matrix products.
+    normalizes with the statistics of the batch it sees — in training a mini-batch; in evaluation
+    the chunk the loop evaluates (at least 512 examples, 32 768 / E for E stacked members: the whole
+    of this book's small sets), and in :func:`monitor` the whole training set at once.
+    :meth:`forward_stacked` runs E copies as batched matrix products.
     """
 
     def __init__(self, in_features: int, num_classes: int, width: int = 128, depth: int = 2,
