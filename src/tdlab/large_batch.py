@@ -102,10 +102,10 @@ class Regime:
     milestones: Sequence[float] = ()
     evaluations: int = 25
 
-    def __call__(self, batch_size: int = 128, ghost_batch: int | None = None, lr: float = 0.1,
-                 sqrt_scaling: bool = False, regime: bool = False, epochs: float = 10.0) -> dict:
+    def __call__(self, batch_size: int = 128, ghost_batch: int = 0, lr: float = 0.1,
+                 sqrt_scaling: bool = False, regime_adaptation: bool = False, epochs: float = 10.0) -> dict:
         self.factory.ghost_batch = ghost_batch if ghost_batch and ghost_batch < batch_size else None
-        steps = regime_steps(epochs, self.num_train, batch_size, self.base_batch, regime)
+        steps = regime_steps(epochs, self.num_train, batch_size, self.base_batch, regime_adaptation)
         step_lr = sqrt_lr(lr, batch_size, self.base_batch) if sqrt_scaling else lr
         return {"batch_size": batch_size, "lr": step_lr, "steps": steps,
                 "eval_every": max(1, steps // self.evaluations),
@@ -117,9 +117,9 @@ def recipe(data: Callable, num_train: int, build: Callable[[int | None], nn.Modu
            milestones: Sequence[float] = (), evaluations: int = 25, **settings) -> Recipe:
     """A :class:`~tdlab.recipes.Recipe` with the knobs of the paper's recipe:
 
-    - ``batch_size`` B, ``ghost_batch`` B_g (``None`` or ≥ B: plain batch norm), ``lr`` η₀ (the rate of the
+    - ``batch_size`` B, ``ghost_batch`` B_g (0 or ≥ B: plain batch norm), ``lr`` η₀ (the rate of the
       small batch B₀ = ``base_batch``), ``weight_decay``;
-    - ``sqrt_scaling`` (η = η₀ √(B/B₀)), ``regime`` (the updates of B₀), ``epochs``.
+    - ``sqrt_scaling`` (η = η₀ √(B/B₀)), ``regime_adaptation`` (the updates of B₀), ``epochs``.
 
     ``build(ghost_batch_size) -> model``; ``milestones``: fractions of the run where the rate drops ×0.1
     (none: constant). The History records the knobs; ``step_lr`` is the rate the optimizer used.
@@ -127,11 +127,10 @@ def recipe(data: Callable, num_train: int, build: Callable[[int | None], nn.Modu
     factory = GhostFactory(build)
     regime = Regime(num_train, base_batch, factory, tuple(milestones), evaluations)
 
-    def derive(batch_size: int = base_batch, ghost_batch: int | None = None, lr: float = settings.get("lr", 0.1),
+    def derive(batch_size: int = base_batch, ghost_batch: int = 0, lr: float = settings.get("lr", 0.1),
                sqrt_scaling: bool = False, regime_adaptation: bool = False, epochs: float = 10.0) -> dict:
         return regime(batch_size, ghost_batch, lr, sqrt_scaling, regime_adaptation, epochs)
 
-    settings = {k: v for k, v in settings.items() if k != "lr"}
     return Recipe(data, factory, {"progress": False, **settings}, derive=(derive,))
 
 
