@@ -14,7 +14,10 @@ second moment before the step,
 
 n the updates v holds since it was last zeroed — g² against Adam's own running mean of g², so
 that r ≈ 1 for a typical entry at any point of a run, and a score of 50 in |g| is r = 50² = 2500
-(the default ``threshold``). The first update of v (n = 0, nothing to compare with) is skipped.
+(the default ``threshold``). Entries are compared only once v holds ``min_updates`` = 20 updates
+(SPAM's own wait, ``grad_accu_steps``): against one or two earlier gradients, an entry that happened
+to be near 0 gives ratios of 10⁶ and more that are noise of the estimate, not spikes (in our pilots
+with a small character-level Transformer nearly all such ratios fell in steps 1–3).
 
 - :class:`SpikeLog` — the observer a :class:`tdlab.optim.SPAM` calls for every parameter at every
   step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor.
@@ -34,6 +37,7 @@ import torch
 
 SCORE_THRESHOLD = 50.0          # the paper's offline spike score |g| / mean|g| > 50
 RATIO_THRESHOLD = SCORE_THRESHOLD ** 2   # the same in g² / v̂
+MIN_UPDATES = 20                # SPAM's grad_accu_steps: v̂ of fewer updates is too noisy to compare with
 
 
 def spike_ratio(grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: int, beta2: float) -> torch.Tensor:
@@ -51,11 +55,14 @@ class SpikeLog:
     """What one optimizer saw, step by step: spikes (r > ``threshold``), the largest r, entries clipped.
 
     ``counts[k-1]``, ``max_ratio[k-1]`` and ``clipped[k-1]`` are the numbers of step k (all parameters);
-    ``per_tensor[i]`` the spikes of the i-th parameter over the run. Entries with v̂ = 0 (a gradient that
-    was exactly 0 until now: a character never seen) are counted apart, in ``first_seen``.
+    ``per_tensor[i]`` the spikes of the i-th parameter over the run. A non-zero gradient that meets v = 0
+    (an entry whose gradient was exactly 0 until now: the embedding of a character not yet seen) has no
+    ratio; it is counted apart, in ``first_seen`` — under Adam once per entry, under SPAM's clip, which
+    sets such a gradient to 0 and so leaves v at 0, at every step until a reset.
     """
 
     threshold: float = RATIO_THRESHOLD
+    min_updates: int = MIN_UPDATES
     counts: list[int] = field(default_factory=list)
     max_ratio: list[float] = field(default_factory=list)
     clipped: list[int] = field(default_factory=list)
@@ -67,7 +74,7 @@ class SpikeLog:
     def __call__(self, index: int, grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: int, beta2: float,
                  clipped: int = 0) -> None:
         self._step[2] += clipped
-        if updates < 1:
+        if updates < max(1, self.min_updates):
             return
         ratio = spike_ratio(grad, exp_avg_sq, updates, beta2)
         finite = torch.isfinite(ratio)
@@ -113,12 +120,12 @@ class SpikeTracker:
     one at a time, so the monitor reads the log of the run being trained (``tracker.current``).
     """
 
-    def __init__(self, threshold: float = RATIO_THRESHOLD):
-        self.threshold = threshold
+    def __init__(self, threshold: float = RATIO_THRESHOLD, min_updates: int = MIN_UPDATES):
+        self.threshold, self.min_updates = threshold, min_updates
         self.logs: list[SpikeLog] = []
 
     def new(self) -> SpikeLog:
-        self.logs.append(SpikeLog(self.threshold))
+        self.logs.append(SpikeLog(self.threshold, self.min_updates))
         return self.logs[-1]
 
     @property
@@ -141,3 +148,50 @@ class SpikeTracker:
                 ("train", "spikes_total"): [float(log.total())],
                 ("train", "spike_ratio"): [log.largest() if done else 0.0],
                 ("train", "clipped"): [float(sum(log.clipped))]}
+
+
+# ----------------------------------------------------------------- SPAM's step size after a reset
+
+
+def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999)) -> float:
+    """How much larger SPAM's k-th update is than Adam's for a steady gradient (mean ḡ, E[g²] fixed).
+
+    After a reset at step r the moments hold n = k − r + 1 updates, m ≈ (1 − β₁ⁿ)ḡ and
+    v ≈ (1 − β₂ⁿ)E[g²], but the released code corrects them with the run's step count t = k
+    (:class:`tdlab.optim.SPAM`). Against Adam's m̂/√v̂ ≈ ḡ/√E[g²] the update is then
+
+    .. math::
+        s_k\\cdot\\frac{\\sqrt{1-\\beta_2^{k}}}{\\sqrt{1-\\beta_2^{n}}}\\cdot\\frac{1-\\beta_1^{n}}{1-\\beta_1^{k}},
+
+    s_k the post-reset warm-up (:func:`tdlab.optim.spam_warmup`): 0.01 at a reset, then above 1 for
+    the rest of the cycle, since v of n ≪ 1/(1 − β₂) updates is far below E[g²]. ``delta_t=0``: Adam, 1.
+    """
+    from tdlab.optim import spam_warmup
+    beta1, beta2 = betas
+    if delta_t == 0 or k < delta_t:
+        return 1.0
+    position = k % delta_t
+    n = position + 1
+    return (spam_warmup(position, warmup_steps) * math.sqrt((1 - beta2 ** k) / (1 - beta2 ** n))
+            * (1 - beta1 ** n) / (1 - beta1 ** k))
+
+
+# ----------------------------------------------------------------- a recipe whose optimizer knobs are SPAM's
+
+
+def spam_recipe(data, model, tracker: SpikeTracker, *, lr: float, delta_t: int, threshold: float,
+                warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, **settings):
+    """A :class:`tdlab.recipes.Recipe` training with :func:`tdlab.optim.spam`, its knobs ``lr``,
+    ``delta_t`` (ΔT; 0: no resets), ``threshold`` (θ; 0: no clipping), ``warmup_steps`` and ``beta2``
+    (Adam: ``delta_t=0, threshold=0``), watched by ``tracker`` (its monitor is added to the run's).
+    Members that differ in these knobs train in separate engine calls, one at a time."""
+    from tdlab import optim
+    from tdlab.recipes import Recipe
+
+    def optimizer(lr: float = lr, delta_t: int = delta_t, threshold: float = threshold,
+                  warmup_steps: int = warmup_steps, beta2: float = betas[1]) -> dict:
+        return {"optimizer": optim.spam(lr=lr, betas=(betas[0], beta2), eps=eps, delta_t=delta_t,
+                                        threshold=threshold, warmup_steps=warmup_steps, observer=tracker.new)}
+
+    monitors = [tracker.monitor, *settings.pop("monitors", ())]
+    return Recipe(data, model, {"monitors": monitors, **settings}, derive=(optimizer,))
