@@ -14,7 +14,7 @@ This module has the schedules of the chapter (:func:`lr_schedule`: constant, cos
 warmup-stable-decay, each with an optional linear warm-up), the two areas (:func:`areas`), the
 law (:func:`law`) and its fit to one or several loss curves (:func:`fit`: a Huber loss on
 log L − log L̂, L-BFGS-B from a grid of starts, as the third-party reproduction
-``zkshan2002/ScalingLF`` does), and the measures of a prediction (:func:`r2`,
+``zkshan2002/ScalingLaw`` does), and the measures of a prediction (:func:`r2`,
 :func:`mean_relative_error`).
 
 The paper trains language models; the chapter's stand-in is an online *teacher task*
