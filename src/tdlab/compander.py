@@ -159,14 +159,11 @@ def compand_model(model: nn.Module, a: float = 1.0, b: float = 0.6, decay: float
     return model
 
 
-def effective_weights(parameters: dict[str, torch.Tensor], a: float | None = None, b: float | None = None,
-                      skip_last: bool = False) -> torch.Tensor:
+def effective_weights(parameters: dict[str, torch.Tensor], a: float | None = None,
+                      b: float | None = None) -> torch.Tensor:
     """Every weight of a network as one flat tensor — Ψ(v) for the companded layers' ``v`` (pass
-    their a, b), the weight itself for plain ``weight`` parameters; biases left out.
-    ``skip_last`` leaves out the output layer."""
+    their a, b), the weight itself for plain ``weight`` parameters; biases left out."""
     names = [n for n in parameters if n.endswith(".v") or n.endswith(".weight")]
-    if skip_last:
-        names = names[:-1]
     out = []
     for name in names:
         p = parameters[name].detach()
@@ -202,7 +199,7 @@ def train(data: Dataset, members, *, companded: bool, a: float = 1.0, b: float =
     the loop's (seeds, noise rates). The knobs record ``compander`` ("off" or "a, b") and
     ``decay`` (the weight decay on the weights, whichever way it was applied), so plain and
     companded runs sit in one grid."""
-    features, classes = int(torch.tensor(data.input_shape).prod()), data.num_classes
+    features, classes = math.prod(data.input_shape), data.num_classes
     if build is None:
         model = ((lambda: CompandedMLP(features, classes, width, depth, a, b, weight_decay)) if companded
                  else (lambda: models.MLP(features, classes, width=width, depth=depth)))

@@ -132,8 +132,10 @@ class ExperienceReplay:
         self._task_examples = [torch.nonzero(torch.isin(labels, torch.tensor(c))).flatten()
                                for c in self.tasks.classes]
         # every class's fixed random order: the memory keeps a prefix of it
-        self._class_order = {c: (lambda idx: idx[torch.randperm(len(idx), generator=gen)])(
-            torch.nonzero(labels == c).flatten()) for cls in self.tasks.classes for c in cls}
+        self._class_order = {}
+        for c in (c for classes in self.tasks.classes for c in classes):
+            examples = torch.nonzero(labels == c).flatten()
+            self._class_order[c] = examples[torch.randperm(len(examples), generator=gen)]
         self._gen = gen
         self._queue: list[torch.Tensor] = []
         self._task = -1
@@ -211,13 +213,17 @@ def task_accuracy(tasks: Tasks, split: str = "test") -> Callable[[Evaluation], d
     classes — class-incremental), logged as ``(split, "acc task k")`` for k = 1 … T, and the
     mean over the tasks seen so far as ``(split, "acc seen")``."""
 
+    masks: dict[tuple, list[torch.Tensor]] = {}          # the split's labels do not change: one set of masks
+
     def monitor(ev: Evaluation) -> dict:
         logits, targets = ev.logits[split], ev.targets[split]
         correct = (logits.argmax(-1) == targets).float()                         # (E, N)
-        task = tasks.task_of(targets[0])
+        key = (targets.data_ptr(), targets.shape[-1])
+        if key not in masks:
+            task = tasks.task_of(targets[0])
+            masks[key] = [task == k for k in range(tasks.count)]
         out, seen = {}, []
-        for k in range(tasks.count):
-            mask = task == k
+        for k, mask in enumerate(masks[key]):
             acc = correct[:, mask].mean(-1)
             out[split, f"acc task {k + 1}"] = acc
             if k <= tasks.task_at(ev.step):
@@ -285,9 +291,9 @@ def switches(steps, curves: np.ndarray, tasks: Tasks, window: int) -> list[Switc
     """One :class:`Switch` per task switch: the mean accuracy over the tasks trained before it,
     just before, at its lowest in the first ``window`` steps after, and at the new task's end."""
     steps = np.asarray(steps)
+    at = lambda step: int(np.flatnonzero(steps == step)[0])              # noqa: E731
     out = []
     for k in range(1, tasks.count):
-        at = lambda step: int(np.flatnonzero(steps == step)[0])          # noqa: E731
         earlier = curves[:k].mean(0)
         inside = np.flatnonzero((steps > tasks.end(k - 1)) & (steps <= tasks.end(k - 1) + window))
         low = inside[np.argmin(earlier[inside])]
