@@ -37,7 +37,7 @@ from tdlab.config import check_range
 from tdlab.data import Dataset
 from tdlab.engine import Batch
 from tdlab.history import History
-from tdlab.losses import Loss, cross_entropy_in
+from tdlab.losses import Loss, _member_values, cross_entropy_in
 from tdlab.monitors import Evaluation
 from tdlab.recipes import Recipe
 
@@ -198,8 +198,9 @@ class ReplayCrossEntropy(Loss):
 
     def __call__(self, logits, targets, index=None):
         per_example = cross_entropy_in(logits, targets, reduction="none")      # (E, B)
-        weight = torch.as_tensor(self.new_weight, device=logits.device, dtype=per_example.dtype)
-        loss = weight * per_example[..., :self.new_count].mean(-1)            # λ · CE(new)
+        new = per_example[..., :self.new_count].mean(-1)
+        weight = _member_values(self.new_weight, new)                         # λ, per member
+        loss = weight * new                                                   # λ · CE(new)
         if per_example.shape[-1] > self.new_count:
             loss = loss + (1 - weight) * per_example[..., self.new_count:].mean(-1)   # (1 − λ) · CE(replay)
         return loss
