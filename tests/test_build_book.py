@@ -28,7 +28,7 @@ def write_chapter(runner, relative: str, *sources: str) -> None:
 
 def test_a_hanging_cell_fails_its_chapter_by_the_timeout(runner):
     write_chapter(runner, "book/part/hangs", "x = 1", "import time\ntime.sleep(60)")
-    result = runner.execute("book/part/hangs", {}, cell_timeout=3)
+    result = runner.execute("book/part/hangs", runner.kernel_env(1), cell_timeout=3)
     assert result["chapter"] == "book/part/hangs"
     assert "cell 1 ran past the per-cell timeout of 3 s" in result["error"]
     assert result["seconds"] < 40
@@ -36,8 +36,20 @@ def test_a_hanging_cell_fails_its_chapter_by_the_timeout(runner):
 
 def test_a_raising_cell_names_its_error(runner):
     write_chapter(runner, "book/part/raises", "raise ValueError('the phenomenon did not happen')")
-    result = runner.execute("book/part/raises", {}, cell_timeout=30)
+    result = runner.execute("book/part/raises", runner.kernel_env(1), cell_timeout=30)
     assert "cell 0 raised" in result["error"] and "the phenomenon did not happen" in result["error"]
+
+
+def test_no_caller_variable_reaches_the_book(runner, monkeypatch):
+    """TDLAB_CHECKS=record (or any TDLAB_ variable) in the caller's shell never reaches a chapter's kernel."""
+    monkeypatch.setenv("TDLAB_CHECKS", "record")
+    monkeypatch.setenv("TDLAB_SEED", "7")
+    monkeypatch.setenv("TDLAB_NULLS", "1")
+    env = runner.kernel_env(2)
+    assert not {"TDLAB_CHECKS", "TDLAB_SEED", "TDLAB_NULLS"} & set(env)
+    assert env["TDLAB_STATIC"] == "1" and env["OMP_NUM_THREADS"] == "2" and env["PATH"] == __import__("os").environ["PATH"]
+    write_chapter(runner, "book/part/env", "import os\nassert 'TDLAB_CHECKS' not in os.environ, 'leaked'")
+    assert runner.execute("book/part/env", env, cell_timeout=30)["error"] == ""
 
 
 def test_projection_adds_the_fixed_part_to_n_chapters_at_the_average(tmp_path, monkeypatch, capsys):

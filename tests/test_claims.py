@@ -1,74 +1,285 @@
-"""Claims: a failing claim raises with its words; records round-trip, atomically; the ledger reads them."""
+"""Claims: kinds, nulls, the committed seed tables and their rules, the vocabulary, the ledger; records
+round-trip atomically."""
 import json
 import math
-
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from tdlab import chapter, claims, records
+from tdlab import chapter, claims, ledger, records, seed_tables, wording
+
+CHAPTER = "01_part/02_chapter"
 
 
 @pytest.fixture
-def record_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("TDLAB_RECORDS", str(tmp_path))
+def book(tmp_path, monkeypatch):
+    """A book folder (TDLAB_BOOK), a records folder (TDLAB_RECORDS), seed 3, checks asserted."""
+    root = tmp_path / "book"
+    (root / "01_part").mkdir(parents=True)
+    monkeypatch.setenv("TDLAB_BOOK", str(root))
+    monkeypatch.setenv("TDLAB_RECORDS", str(tmp_path / "records"))
     monkeypatch.setenv("TDLAB_SEED", "3")
-    monkeypatch.delenv("TDLAB_CHECKS", raising=False)
+    for name in ("TDLAB_CHECKS", "TDLAB_NULLS", "TDLAB_SCALE"):
+        monkeypatch.delenv(name, raising=False)
     records._open.clear()
-    records.set_chapter("01_part/02_chapter")
-    yield tmp_path
+    records.set_chapter(CHAPTER)
+    claims.start()
+    yield root
     records._open.clear()
     records.set_chapter("")
+    claims.start()
 
 
-def test_a_failing_claim_raises_with_its_words(record_dir):
-    with pytest.raises(AssertionError, match="ELR ends above cross-entropy"):
-        claims.check("ELR ends above cross-entropy", 0.04, at_least=0.10, unit="points")
-    saved = records.read(records.path())
-    assert saved["claims"][0]["passed"] is False and saved["claims"][0]["words"] == "ELR ends above cross-entropy"
+def effect(value, null=0.0, **kw):
+    """An effect claim "A beats B" with its control and null."""
+    return claims.check("A ends above B", value, kind="effect", at_least=kw.pop("at_least", claims.SEEDS),
+                        unit="points", control="B", control_value=0.5, null=lambda: null, **kw)
 
 
-def test_record_mode_records_a_failure_without_raising(record_dir, monkeypatch):
-    monkeypatch.setenv("TDLAB_CHECKS", "record")
-    claim = claims.check("too small", 1.0, at_least=2.0)
-    assert not claim.passed and claim.margin == -1.0 and claim.relative_margin == -0.5
+def write_table(root, *entries, seeds=seed_tables.SEEDS):
+    seed_tables.save(seed_tables.Table(CHAPTER, "cpu", list(seeds), list(entries)), root)
 
 
-def test_margins_in_both_directions():
-    high = claims.Claim("x", 0.15, 0.10, ">=")
-    low = claims.Claim("y", 0.05, 0.25, "<=")
-    assert high.margin == pytest.approx(0.05) and high.relative_margin == pytest.approx(0.5) and high.passed
-    assert low.margin == pytest.approx(0.20) and low.passed
-    assert not claims.Claim("nan", math.nan, 0.1, ">=").passed       # not measured: fails
-    assert claims.Claim("never", math.inf, 50, ">=").passed            # never reached: a number like any other
+def gain_entry(values=None, nulls="default", threshold=None, **kw):
+    values = values or [0.20 + 0.01 * s for s in range(10)]
+    nulls = [0.02 * ((-1) ** s) for s in range(10)] if nulls == "default" else nulls
+    threshold = seed_tables.derive_threshold(values, nulls or [], ">=") if threshold is None else threshold
+    fields = dict(words="A ends above B", kind="effect", direction=">=", unit="points", threshold=threshold,
+                  rule=seed_tables.DERIVED, values=values, nulls=nulls, control="B", control_values=[0.5] * 10)
+    fields.update(kw)
+    return seed_tables.Entry(**fields)
+
+
+# ----------------------------------------------------------------- stating a claim
+
+
+def test_every_claim_declares_a_kind_and_each_kind_what_it_needs(book):
+    with pytest.raises(TypeError):
+        claims.check("no kind", 1.0, at_least=0.5)                                   # kind is required
+    with pytest.raises(ValueError, match="kind must be one of"):
+        claims.check("odd kind", 1.0, kind="pass", at_least=0.5)
+    with pytest.raises(ValueError, match="name its control"):
+        claims.check("no control", 1.0, kind="effect", at_least=0.5)
+    with pytest.raises(ValueError, match="its null"):
+        claims.check("no null", 1.0, kind="effect", at_least=0.5, control="B", control_value=0.1)
+    with pytest.raises(ValueError, match="quote what the paper says"):
+        claims.check("no paper", 1.0, kind="not reproduced", at_most=2.0)
+    with pytest.raises(ValueError, match="only an effect claim"):
+        claims.check("derived sanity", 1.0, kind="sanity", at_least=claims.SEEDS)
     with pytest.raises(ValueError, match="exactly one"):
-        claims.check("both", 1.0, at_least=0.0, at_most=2.0)
+        claims.check("both", 1.0, kind="sanity", at_least=0.0, at_most=2.0)
 
 
-def test_records_round_trip_and_complete_only_at_the_end(record_dir):
-    claims.check("a", 0.5, at_least=0.25, unit="%", control="b", control_value=0.2)
+def test_the_null_is_measured_only_when_the_seed_runner_asks(book, monkeypatch):
+    monkeypatch.setenv("TDLAB_CHECKS", "record")
+    called = []
+    claims.check("A ends above B", 0.3, kind="effect", at_least=claims.SEEDS, unit="points", control="B",
+                 control_value=0.5, null=lambda: called.append(1) or 0.01)
+    assert not called
+    monkeypatch.setenv("TDLAB_NULLS", "1")
+    records.start()                                     # the seed runner's record starts with nulls on
+    claim = claims.check("A ends above B", 0.3, kind="effect", at_least=claims.SEEDS, unit="points", control="B",
+                         control_value=0.5, null=lambda: called.append(1) or 0.01)
+    assert called == [1] and claim.null == 0.01
+    assert records.read(records.path())["nulls"] is True
+
+
+def test_a_derived_threshold_comes_from_the_committed_table(book, capsys):
+    write_table(book, gain_entry())
+    claim = effect(0.25)
+    assert claim.threshold == pytest.approx(0.11) and claim.passed and claim.checked
+    assert "from the seed table" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="claim failed: A ends above B"):
+        effect(0.05)
+    saved = records.read(records.path())
+    assert saved["claims"][-1]["passed"] is False and saved["claims"][-1]["kind"] == "effect"
+    assert saved["checks"] == "assert"
+
+
+def test_without_a_table_at_this_scale_claims_are_shown_not_checked(book, monkeypatch, capsys):
+    monkeypatch.setenv("TDLAB_SCALE", "paper")
+    write_table(book, gain_entry())                     # a CPU table does not hold at paper scale
+    claim = effect(-1.0)                                # would fail: not checked, not raised
+    assert not claim.checked and "not checked" in capsys.readouterr().out
+    assert records.read(records.path())["claims"][0]["passed"] is None
+    chapter.finish()                                    # paper scale needs no table
+
+
+# ----------------------------------------------------------------- the table is the manifest
+
+
+def test_a_claim_the_table_does_not_list_fails_the_build(book):
+    write_table(book, gain_entry())
+    with pytest.raises(AssertionError, match="not in the seed table"):
+        claims.check("a new claim", 1.0, kind="sanity", at_least=0.5)
+
+
+def test_a_claim_the_table_lists_but_the_chapter_skips_fails_at_the_end(book):
+    write_table(book, gain_entry(), seed_tables.Entry("fits", "sanity", ">=", "%", 1.0, "stated", [1.0] * 10))
+    effect(0.25)
+    with pytest.raises(AssertionError, match="did not check 1 claim.*“fits”"):
+        chapter.finish()
+    claims.check("fits", 1.0, kind="sanity", at_least=1.0, unit="%")
+    chapter.finish()
+    assert records.read(records.path())["complete"] is True
+
+
+def test_a_changed_kind_or_stated_threshold_differs_from_the_table(book):
+    write_table(book, seed_tables.Entry("fits", "sanity", ">=", "%", 1.0, "stated", [1.0] * 10))
+    with pytest.raises(AssertionError, match="threshold 0.9 here, 1 in the seed table"):
+        claims.check("fits", 1.0, kind="sanity", at_least=0.9, unit="%")
+    with pytest.raises(AssertionError, match="kind 'not reproduced' here"):
+        claims.check("fits", 1.0, kind="not reproduced", at_least=1.0, unit="%", paper="X")
+
+
+def test_a_build_needs_a_table(book):
+    claims.check("fits", 1.0, kind="sanity", at_least=1.0, unit="%")
+    with pytest.raises(AssertionError, match="has no committed seed table"):
+        chapter.finish()
+
+
+def test_compare_names_missing_and_extra_claims():
+    table = seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS), [gain_entry()])
+    checked = [{"words": "something else", "kind": "sanity", "direction": ">=", "threshold": 1.0}]
+    found = seed_tables.compare(table, checked)
+    assert "“something else” is checked but not in the seed table" in found
+    assert "“A ends above B” is in the seed table but was not checked" in found
+
+
+# ----------------------------------------------------------------- the threshold rule and the null rule
+
+
+def test_the_derived_threshold_is_midway_between_weakest_seed_and_strongest_null():
+    assert seed_tables.derive_threshold([0.3, 0.2, 0.4], [0.0, 0.02, -0.01], ">=") == pytest.approx(0.11)
+    assert seed_tables.derive_threshold([0.2, 0.3], [0.5, 0.9], "<=") == pytest.approx(0.4)
+    assert math.isnan(seed_tables.derive_threshold([0.1, 0.3], [0.05, 0.12], ">="))     # overlap: no threshold
+    t = seed_tables.derive_threshold([0.1151], [0.1149], ">=")                            # rounding stays inside
+    assert 0.1149 < t < 0.1151
+
+
+def test_a_null_that_passes_breaks_the_rules():
+    nulls = [0.0] * 9 + [0.15]
+    entry = gain_entry(nulls=nulls, threshold=0.11, rule=seed_tables.STATED)
+    found = seed_tables.problems(seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS), [entry]))
+    assert any("its null passes the threshold on seed 9" in p for p in found)
+    derived = gain_entry(values=[0.1] * 10, nulls=[0.12] * 10, threshold=math.nan)
+    found = seed_tables.problems(seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS), [derived]))
+    assert any("does not clear the strongest null" in p for p in found)
+
+
+def test_the_rules_hold_for_a_good_table_and_name_every_breach():
+    good = seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS), [gain_entry()])
+    assert seed_tables.problems(good) == []
+    stale = gain_entry(threshold=0.05)
+    no_null = gain_entry(nulls=None)
+    failing = seed_tables.Entry("fits", "sanity", ">=", "%", 1.0, "stated", [1.0] * 9 + [0.99])
+    unquoted = seed_tables.Entry("no gain", "not reproduced", "<=", "points", 0.02, "stated", [0.0] * 10)
+    found = seed_tables.problems(seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS),
+                                                   [stale, no_null, failing, unquoted]))
+    found += seed_tables.problems(seed_tables.Table(CHAPTER, "cpu", list(range(5)), []))
+    text = "\n".join(found)
+    for needed in ("not [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "not the rule's", "without its null",
+                   "fails its threshold on seed 9", "must quote what the paper says"):
+        assert needed in text, needed
+
+
+def test_a_table_round_trips_through_yaml(tmp_path):
+    table = seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS),
+                              [gain_entry(), seed_tables.Entry("never", "sanity", ">=", "", 5.0, "stated",
+                                                               [math.inf] * 10)])
+    target = seed_tables.save(table, tmp_path)
+    assert target == tmp_path / f"{CHAPTER}.seeds.yaml" and "make seeds" in target.read_text()
+    back = seed_tables.load(CHAPTER, "cpu", tmp_path)
+    assert back.entries[0].values == pytest.approx(table.entries[0].values)
+    assert back.entries[1].values[0] == math.inf and back.entries[0].nulls == pytest.approx(table.entries[0].nulls)
+    assert seed_tables.load(CHAPTER, "paper", tmp_path) is None
+
+
+def test_the_seed_runner_builds_the_table_from_its_records(book, monkeypatch):
+    monkeypatch.setenv("TDLAB_CHECKS", "record")
+    monkeypatch.setenv("TDLAB_NULLS", "1")
+    for seed in seed_tables.SEEDS:
+        monkeypatch.setenv("TDLAB_SEED", str(seed))
+        records._open.clear()
+        effect(0.2 + 0.01 * seed, null=0.02 * (-1) ** seed)
+        claims.check("fits", 1.0, kind="sanity", at_least=1.0, unit="%")
+        chapter.finish()
+    found = [r for r in records.load_all(records.folder()) if r["chapter"] == CHAPTER]
+    table = seed_tables.from_records(CHAPTER, "cpu", found)
+    assert [e.words for e in table.entries] == ["A ends above B", "fits"]
+    assert table.entries[0].threshold == pytest.approx(0.11) and table.entries[0].rule == "seeds"
+    assert table.entries[0].nulls[1] == pytest.approx(-0.02) and table.entries[1].nulls is None
+    assert seed_tables.problems(table) == []
+
+
+# ----------------------------------------------------------------- the vocabulary
+
+
+def entry(words, threshold, direction=">=", kind="sanity", unit="", nulls=None, controls=None):
+    return seed_tables.Entry(words, kind, direction, unit, threshold, "stated", [threshold] * 10, nulls,
+                             "B" if controls else None, controls)
+
+
+@pytest.mark.parametrize("words, threshold, direction, bad", [
+    ("keeps most of the gain", 0.3, ">=", True),
+    ("keeps most of the gain", 0.5, ">=", False),
+    ("the gain is at most 2 points", 0.02, "<=", False),          # "at most" is a bound, not "most"
+    ("almost the same", 0.3, ">=", False),
+    ("nearly all corrupted examples", 0.85, ">=", True),
+    ("nearly all corrupted examples", 0.95, ">=", False),
+    ("closes at least half of the gap", 0.4, ">=", True),
+    ("the peak comes in the first half of training", 750, "<=", False),
+    ("a step costs less CPU time than M steps", 6.5, "<=", True),
+    ("the wall time per step", 1.0, "<=", True),
+])
+def test_words_promise_thresholds(words, threshold, direction, bad):
+    assert bool(wording.problems(entry(words, threshold, direction))) is bad
+
+
+def test_numbers_in_the_words_are_the_threshold():
+    assert not wording.problems(entry("within 2 points of cross-entropy", -0.02, unit="points"))
+    assert wording.problems(entry("within 2 points of cross-entropy", -0.04, unit="points"))
+    assert not wording.problems(entry("stays within a factor 3 of its start", 3.0, "<="))
+    assert wording.problems(entry("stays within a factor 3 of its start", 5.0, "<="))
+
+
+def test_comparatives_and_intensifiers_need_room_beyond_the_control():
+    spread = [0.40, 0.50, 0.60, 0.45, 0.55, 0.42, 0.58, 0.47, 0.53, 0.50]     # sd ≈ 6.5 points
+    nulls = [0.01, -0.01] * 5
+    small = entry("A ends above B", 0.03, kind="effect", unit="points", nulls=nulls, controls=spread)
+    large = entry("A ends above B", 0.10, kind="effect", unit="points", nulls=nulls, controls=spread)
+    assert any("seed-to-seed spread" in p for p in wording.problems(small))
+    assert not wording.problems(large)
+    far = entry("A ends far above B", 0.015, kind="effect", unit="points", nulls=nulls)
+    assert any("twice" in p for p in wording.problems(far))
+    assert not wording.problems(entry("A ends far above B", 0.05, kind="effect", unit="points", nulls=nulls))
+
+
+# ----------------------------------------------------------------- records, the ledger
+
+
+def test_records_round_trip_and_complete_only_at_the_end(book):
+    write_table(book, seed_tables.Entry("a", "sanity", ">=", "%", 0.25, "stated", [0.5] * 10))
+    claims.check("a", 0.5, kind="sanity", at_least=0.25, unit="%")
     records.add("timings", {"label": "default run", "seconds": 12.5, "members": 2, "steps": 100})
     target = records.path()
-    assert target == record_dir / "01_part/02_chapter" / "seed3-cpu.json"
+    assert target == Path(records.folder()) / CHAPTER / "seed3-cpu.json"
     saved = records.read(target)
     assert saved["complete"] is False and saved["seed"] == 3
     chapter.finish()
     saved = records.read(target)
-    assert saved["complete"] is True
-    assert saved["claims"][0]["control_value"] == 0.2 and saved["claims"][0]["relative_margin"] == 1.0
-    timing = records.timing_table(record_dir)[0]
+    assert saved["complete"] is True and saved["claims"][0]["kind"] == "sanity"
+    timing = records.timing_table(Path(records.folder()))[0]
     assert timing["default run s"] == 12.5 and timing["complete"]
     assert timing["notebook s"] == timing["setup to end s"] and timing["over budget"] == ""
-    records.note_executed(record_dir, "01_part/02_chapter", 130.0, seed=3)        # the runner's wall time wins
-    timing = records.timing_table(record_dir)[0]
+    records.note_executed(Path(records.folder()), CHAPTER, 130.0, seed=3)          # the runner's wall time wins
+    timing = records.timing_table(Path(records.folder()))[0]
     assert timing["notebook s"] == 130.0 and timing["over budget"] == "notebook > 120 s"
-    records.note_executed(record_dir, "01_part/nothing_here", 1.0)                # no record: nothing written
-    assert not (record_dir / "01_part/nothing_here").exists()
 
 
-def test_an_interrupted_write_leaves_the_old_file(record_dir, monkeypatch):
-    target = record_dir / "x.json"
+def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
     records.write_atomic(target, {"claims": [1]})
 
     def broken(*args, **kwargs):
@@ -79,53 +290,86 @@ def test_an_interrupted_write_leaves_the_old_file(record_dir, monkeypatch):
         records.write_atomic(target, {"claims": [1, 2]})
     monkeypatch.undo()
     assert records.read(target) == {"claims": [1]}
-    assert [p.name for p in record_dir.iterdir()] == ["x.json"]          # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]          # no temporary file left behind
 
 
 def test_nothing_is_written_without_a_records_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("TDLAB_RECORDS", raising=False)
+    monkeypatch.setenv("TDLAB_BOOK", str(tmp_path / "nowhere"))
     monkeypatch.chdir(tmp_path)
     records._open.clear()
-    claims.check("fine", 1.0, at_least=0.5)
+    claims.check("fine", 1.0, kind="sanity", at_least=0.5)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ledger_lists_every_claim_and_is_strict_about_missing_chapters(record_dir, tmp_path):
-    claims.check("first", 0.3, at_least=0.2, unit="points")
-    claims.check("second", 0.1, at_most=0.25, unit="%", section="other-section")
+def build_record(book, monkeypatch, checks=None):
+    write_table(book, gain_entry(), seed_tables.Entry("fits", "sanity", ">=", "%", 1.0, "stated", [1.0] * 10),
+                seed_tables.Entry("no top-k gain", "not reproduced", "<=", "points", 0.01, "stated", [0.0] * 10,
+                                  paper="top-k accuracy rises by 2 points"))
+    if checks:
+        monkeypatch.setenv("TDLAB_CHECKS", checks)
+    effect(0.25)
+    claims.check("fits", 1.0, kind="sanity", at_least=1.0, unit="%")
+    claims.check("no top-k gain", 0.0, kind="not reproduced", at_most=0.01, unit="points",
+                 paper="top-k accuracy rises by 2 points")
     chapter.finish()
-    table = claims.ledger(record_dir, ["01_part/02_chapter"])
-    assert list(table.claim) == ["first", "second"] and set(table.result) == {"pass"}
-    assert table.loc[0, "margin / threshold"] == pytest.approx(0.5)
-    html = claims.ledger_html(table)
-    assert 'href="01_part/02_chapter.html#other-section"' in html
-    assert "2 of 2 claims passed" in claims.ledger_summary(table)
-    with pytest.raises(RuntimeError, match="no complete claims record"):
-        claims.ledger(record_dir, ["01_part/02_chapter", "03_part/missing"], strict=True)
+
+
+def test_the_ledger_groups_by_chapter_with_kinds_and_counts(book, monkeypatch):
+    build_record(book, monkeypatch)
+    folder = Path(records.folder())
+    assert ledger.verify(folder, [CHAPTER], book) == []
+    table = ledger.collect(folder, [CHAPTER], strict=True, root=book)
+    assert list(table.kind) == ["effect", "sanity", "not reproduced"]
+    page = ledger.page_html(table, book)
+    assert f'href="{CHAPTER}.html#check-the-phenomenon-happened"' in page
+    assert "reproduced 1 of 2, not reproduced 1, sanity 1" in page and "the paper: top-k accuracy" in page
+    assert page.count('<tr class="tdlab-') == 4                       # a chapter row and one line per claim
+    assert "1 of 2 reproduced, 1 not reproduced" in ledger.summary(table, [CHAPTER], book)
+    status = ledger.status_markdown(CHAPTER, seed_tables.load(CHAPTER, "cpu", book))
+    assert "**1 of 2** of the paper's claims reproduced" in status and "*no top-k gain*" in status
+    assert "1 of 2" in ledger.totals_markdown([CHAPTER], book)
+
+
+def test_a_recorded_failure_or_a_record_mode_build_is_never_published(book, monkeypatch):
+    build_record(book, monkeypatch, checks="record")
+    found = ledger.verify(Path(records.folder()), [CHAPTER, "03_part/missing"], book)
+    assert any("TDLAB_CHECKS='record'" in p for p in found)
+    assert any("03_part/missing: no complete claims record" in p for p in found)
+    with pytest.raises(RuntimeError, match="cannot be published"):
+        ledger.collect(Path(records.folder()), [CHAPTER], strict=True, root=book)
+    record = records.read(records.path())
+    record["checks"], record["claims"][0]["passed"] = "assert", False
+    records.write_atomic(records.path(), record)
+    assert ledger.verify(Path(records.folder()), [CHAPTER], book) == [f"{CHAPTER}: claim failed: “A ends above B”"]
+
+
+def test_toc_chapters(tmp_path):
     toc = tmp_path / "toc.yml"
-    toc.write_text("root: book/intro\nparts:\n  - caption: A\n    chapters:\n      - file: book/01_part/02_chapter\n")
-    assert claims.toc_chapters(toc) == ["01_part/02_chapter"]
+    toc.write_text("root: book/intro\nparts:\n  - caption: A\n    chapters:\n      - file: book/01_part/02_chapter\n"
+                   "      - file: book/ledger\n")
+    assert ledger.toc_chapters(toc) == ["01_part/02_chapter"]
 
 
-def test_seed_table_lays_claims_against_seeds(record_dir, monkeypatch):
-    monkeypatch.setenv("TDLAB_CHECKS", "record")
-    for seed, value in ((0, 0.3), (1, 0.15)):
-        monkeypatch.setenv("TDLAB_SEED", str(seed))
-        records._open.clear()
-        claims.check("gain", value, at_least=0.2, unit="points")
-        chapter.finish()
-    table = claims.seed_table(record_dir, "01_part/02_chapter")
-    assert list(table.columns) == [0, 1]
-    row = table.iloc[0]
-    assert row[0].startswith("+30.0 points (50%)") and row[1].endswith("✗")
+# ----------------------------------------------------------------- the book's own chapters and tables
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ledger.toc_chapters(ROOT / "_toc.yml")
 
 
 def test_every_chapter_names_itself_and_states_claims_through_the_helper():
-    root = Path(__file__).resolve().parents[1]
-    for path in sorted((root / "book").glob("*/*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
+    for name in CHAPTERS:
+        nb = nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4)
         code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-        name = str(path.relative_to(root / "book").with_suffix(""))
-        assert f'chapter.setup("{name}")' in code, f"{path.name} must call chapter.setup({name!r})"
-        assert "assert " not in code, f"{path.name}: state checks with claims.check, not a bare assert"
-        assert "claims.check(" in code and "chapter.finish()" in nb.cells[-1].source, path.name
+        assert f'chapter.setup("{name}")' in code, f"{name} must call chapter.setup({name!r})"
+        assert f'chapter.status("{name}")' in code, f"{name} must show its status line"
+        assert "assert " not in code, f"{name}: state checks with claims.check, not a bare assert"
+        assert "claims.check(" in code and "chapter.finish()" in nb.cells[-1].source, name
+        assert "TDLAB_CHECKS" not in code, f"{name} must not set how checks run"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_every_chapter_has_a_committed_seed_table_that_keeps_the_rules(name):
+    table = seed_tables.load(name, "cpu", ROOT / "book")
+    assert table is not None, f"{name}: no committed seed table; run `make seeds CHAPTER={name}`"
+    assert seed_tables.problems(table) == []

@@ -7,10 +7,13 @@ What ``make book`` and ``make test`` run:
 1. The sources (``book/``, ``_toc.yml``, ``_config.yml``, ``_static/``) are copied to ``_build/site``.
 2. Every chapter is executed in a fresh kernel — ``--workers`` at a time, each with ``--threads``
    torch threads (set explicitly, so two kernels never fight over the cores) — with
-   ``TDLAB_STATIC=1`` and ``TDLAB_RECORDS=_build/records/book``; a cell that raises or runs past
-   ``--cell-timeout`` seconds fails its chapter, and the report names the chapter and the cell.
-   The executed notebook replaces the copy in ``_build/site``.
-3. The claims ledger (``book/ledger.ipynb``) is executed last, from the records of step 2.
+   ``TDLAB_STATIC=1`` and ``TDLAB_RECORDS=_build/records/book`` and no other ``TDLAB_`` variable of
+   the caller's (a ``TDLAB_CHECKS=record`` or ``TDLAB_SEED`` in the shell never reaches the book);
+   a cell that raises or runs past ``--cell-timeout`` seconds fails its chapter, and the report names
+   the chapter and the cell. The executed notebook replaces the copy in ``_build/site``.
+3. The records are verified (:func:`tdlab.ledger.verify`): every chapter complete, its claims
+   asserted (not recorded), none failed, and the same claims as its committed seed table. Then the
+   book's root page (its totals) and the claims ledger (``book/ledger.ipynb``) are executed.
 4. Jupyter Book builds ``_build/site`` with execution off and warnings as errors (``-W``):
    every page shows exactly the outputs of step 2.
 5. The built pages are checked (``tools/check_pages.py``): every figure of each executed chapter
@@ -36,7 +39,7 @@ import yaml
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-from tdlab import records
+from tdlab import ledger, records
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
@@ -47,6 +50,19 @@ RECORDS = BUILD / "records" / "book"
 def chapters_in_toc() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     return [entry["file"] for part in toc.get("parts", []) for entry in part["chapters"]]
+
+
+def root_page() -> str:
+    return yaml.safe_load((ROOT / "_toc.yml").read_text())["root"]
+
+
+def kernel_env(threads: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every kernel the build starts: the caller's, without any ``TDLAB_`` variable
+    (none of them may change what the book publishes), plus the build's own."""
+    base = dict(os.environ if base is None else base)
+    clean = {k: v for k, v in base.items() if not k.startswith("TDLAB_")}
+    return {**clean, "TDLAB_STATIC": "1", "TDLAB_RECORDS": str(RECORDS), "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 
 
 def copy_sources(notebooks: bool = True) -> None:
@@ -66,7 +82,8 @@ def copy_sources(notebooks: bool = True) -> None:
 
 
 def execute(relative: str, env: dict[str, str], cell_timeout: int) -> dict:
-    """Execute ``book/...ipynb`` into the site copy; return what happened."""
+    """Execute ``book/...ipynb`` into the site copy in a kernel with exactly the environment ``env``;
+    return what happened."""
     source = ROOT / f"{relative}.ipynb"
     nb = nbformat.read(source, as_version=4)
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=False,
@@ -74,7 +91,7 @@ def execute(relative: str, env: dict[str, str], cell_timeout: int) -> dict:
     start = time.perf_counter()
     error = ""
     try:
-        client.execute(env={**os.environ, **env})
+        client.execute(env=env)
     except CellTimeoutError:
         cell = _running_cell(nb)
         error = f"cell {cell} ran past the per-cell timeout of {cell_timeout} s (a hang, or a chapter over budget)"
@@ -127,15 +144,14 @@ def main() -> int:
     args = parser.parse_args()
 
     entries = chapters_in_toc()
-    ledger = [e for e in entries if Path(e).parent == Path("book")]
-    chapters = [e for e in entries if e not in ledger and (ROOT / f"{e}.ipynb").exists()]
+    pages = [e for e in entries if Path(e).parent == Path("book")]            # the ledger
+    chapters = [e for e in entries if e not in pages and (ROOT / f"{e}.ipynb").exists()]
     if args.only:
         chapters = [c for c in chapters if c in args.only or c.removeprefix("book/") in args.only]
     copy_sources(notebooks=not args.reuse)
     if not args.reuse and RECORDS.exists():
         shutil.rmtree(RECORDS)
-    env = {"TDLAB_STATIC": "1", "TDLAB_RECORDS": str(RECORDS), "OMP_NUM_THREADS": str(args.threads),
-           "MKL_NUM_THREADS": str(args.threads), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env = kernel_env(args.threads)
     print(f"executing {0 if args.reuse else len(chapters)} chapters, {args.workers} at a time, "
           f"{args.threads} torch thread(s) each", flush=True)
     start = time.perf_counter()
@@ -153,7 +169,12 @@ def main() -> int:
     if failed:
         print("\n".join(f"FAILED {r['chapter']}: {r['error']}" for r in failed), file=sys.stderr)
         return 1
-    for page in ([] if args.only else ledger):        # a partial build has no complete ledger to show
+    if not args.only:                                  # a partial build has no complete ledger to show
+        unpublishable = ledger.verify(RECORDS, [c.removeprefix("book/") for c in chapters], ROOT / "book")
+        if unpublishable:
+            print("FAILED: the build's claims cannot be published:\n  " + "\n  ".join(unpublishable), file=sys.stderr)
+            return 1
+    for page in ([] if args.only else [root_page(), *pages]):
         if (ROOT / f"{page}.ipynb").exists():
             result = execute(page, env, args.cell_timeout)
             if result["error"]:

@@ -1,14 +1,21 @@
 """Execute chapters outside the book build: on several seeds, in parallel, with a timing report.
 
-    python tools/run_chapters.py seeds --chapter 01_noisy_labels/01_memorization_elr --seeds 0 1 2 3 4
+    python tools/run_chapters.py seeds --chapter 01_noisy_labels/01_memorization_elr
+    python tools/run_chapters.py seeds --chapter all
+    python tools/run_chapters.py check --chapter 01_noisy_labels/01_memorization_elr
     python tools/run_chapters.py timings _build/records/test
     python tools/run_chapters.py projection _build/test-steps.tsv _build/records/book
 
-``seeds`` executes the chapter once per seed (``TDLAB_SEED``), with ``TDLAB_CHECKS=record`` so a
-claim that fails on one seed is recorded instead of stopping the run, two notebooks at a time
-with one torch thread each, and prints the chapter's claims against the seeds (each cell: the
-value and its margin as a fraction of the threshold; ✗ where it failed). The table is also
-written to ``<records>/<chapter>.md``. ``timings`` prints, per chapter, the whole notebook's wall
+``seeds`` executes the chapter once per seed (``TDLAB_SEED``; seeds 0–9 unless given), with
+``TDLAB_CHECKS=record`` so a claim that fails on one seed is recorded instead of stopping the run,
+and ``TDLAB_NULLS=1`` so every effect claim's null is measured. On the ten committed seeds it writes
+the chapter's seed table beside the notebook (``book/<part>/<chapter>.seeds.yaml``, thresholds
+derived by the rule of :mod:`tdlab.seed_tables`), prints claim × seed with the rules that break,
+and exits non-zero if any does; on other seeds it only prints (and writes ``<records>/<chapter>.md``).
+``--chapter all`` does every chapter of the table of contents, one after the other.
+
+``check`` executes one chapter as the book build does (seed 0, claims asserted against its committed
+table) and verifies its record. ``timings`` prints, per chapter, the whole notebook's wall
 time, the default run's and the sweep's, from the records a run left (``make test`` and
 ``make book`` call it). ``projection`` (the end of ``make test``) takes the test's step times and
 the chapters' records and projects the whole ``make test`` to 22 and 30 chapters.
@@ -26,20 +33,21 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from tdlab import claims, records
+from tdlab import ledger, records, seed_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def execute(notebook: Path, env: dict[str, str], cell_timeout: int) -> tuple[float, str]:
-    """Execute ``notebook`` in a fresh kernel whose environment has ``env`` added; return
-    (seconds, error or "")."""
+def execute(notebook: Path, env: dict[str, str], cell_timeout: int, base: dict[str, str] | None = None
+            ) -> tuple[float, str]:
+    """Execute ``notebook`` in a fresh kernel whose environment is ``base`` (default: this process's)
+    with ``env`` added; return (seconds, error or "")."""
     nb = nbformat.read(notebook, as_version=4)
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(notebook.parent)}})
     start = time.perf_counter()
     try:
-        client.execute(env={**os.environ, **env})
+        client.execute(env={**(os.environ if base is None else base), **env})
         error = ""
     except Exception as failure:  # the report names the chapter and the error; the caller decides
         error = f"{type(failure).__name__}: {str(failure).strip().splitlines()[-1][:300]}"
@@ -47,6 +55,8 @@ def execute(notebook: Path, env: dict[str, str], cell_timeout: int) -> tuple[flo
 
 
 def seeds(chapter: str, seed_list: list[int], folder: Path, workers: int, threads: int, cell_timeout: int) -> int:
+    """Run ``chapter`` on ``seed_list``; on the committed seeds write its table. Returns the number of
+    problems (failed executions and broken rules)."""
     notebook = ROOT / "book" / f"{chapter}.ipynb"
     if not notebook.exists():
         sys.exit(f"no chapter {chapter!r}: expected {notebook}")
@@ -54,27 +64,52 @@ def seeds(chapter: str, seed_list: list[int], folder: Path, workers: int, thread
         stale = folder / chapter / f"seed{seed}-cpu.json"
         if stale.exists():
             stale.unlink()
-    common = {"TDLAB_RECORDS": str(folder), "TDLAB_CHECKS": "record", "TDLAB_STATIC": "1",
-              "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("TDLAB_")}
+    common = {"TDLAB_RECORDS": str(folder), "TDLAB_CHECKS": "record", "TDLAB_NULLS": "1", "TDLAB_STATIC": "1",
+              "TDLAB_SCALE": "cpu", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     failures = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {}
         for seed in seed_list:
-            futures[pool.submit(execute, notebook, {**common, "TDLAB_SEED": str(seed)}, cell_timeout)] = seed
+            env = {**common, "TDLAB_SEED": str(seed)}
+            futures[pool.submit(execute, notebook, env, cell_timeout, keep)] = seed
         for future in concurrent.futures.as_completed(futures):
             seconds, error = future.result()
             failures += bool(error)
             records.note_executed(folder, chapter, seconds, seed=futures[future])
             print(f"{chapter} seed {futures[future]}: {seconds:.0f} s" + (f"  ERROR {error}" if error else ""),
                   flush=True)
-    table = claims.seed_table(folder, chapter)
-    header = "| claim [threshold] | " + " | ".join(f"seed {c}" for c in table.columns) + " |"
-    lines = [header, "|---" * (len(table.columns) + 1) + "|"]
-    lines += ["| " + " | ".join([str(claim)] + [str(v) for v in row]) + " |" for claim, row in table.iterrows()]
-    text = f"### {chapter}, seeds {', '.join(map(str, seed_list))}\n\n" + "\n".join(lines) + "\n"
+    found = [r for r in records.load_all(folder)
+             if r.get("chapter") == chapter and r.get("seed") in seed_list and r.get("complete")]
+    table = seed_tables.from_records(chapter, "cpu", found)
+    committed = tuple(seed_list) == seed_tables.SEEDS and not failures and len(found) == len(seed_list)
+    text = f"### {chapter}, seeds {', '.join(map(str, seed_list))}\n\n" + ledger.seed_report(table) + "\n"
     (folder / f"{chapter.replace('/', '__')}.md").write_text(text)
+    if committed:
+        print(f"wrote {seed_tables.save(table, ROOT / 'book')}")
+    elif tuple(seed_list) == seed_tables.SEEDS:
+        print("some seeds did not finish: the committed table is left as it was")
     print(text)
-    return failures
+    return failures + len(seed_tables.problems(table, tuple(seed_list)))
+
+
+def check(chapter: str, folder: Path, threads: int, cell_timeout: int) -> int:
+    """Execute ``chapter`` once as the book build does (seed 0, claims asserted against the committed
+    table, no nulls, none of the caller's ``TDLAB_`` variables) and verify its record."""
+    notebook = ROOT / "book" / f"{chapter}.ipynb"
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("TDLAB_")}
+    env = {"TDLAB_RECORDS": str(folder), "TDLAB_STATIC": "1", "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    stale = folder / chapter / "seed0-cpu.json"
+    if stale.exists():
+        stale.unlink()
+    seconds, error = execute(notebook, env, cell_timeout, keep)
+    records.note_executed(folder, chapter, seconds, seed=0)
+    found = ledger.verify(folder, [chapter], ROOT / "book")
+    print(f"{chapter}: {seconds:.0f} s whole notebook" + (f"  ERROR {error}" if error else ""))
+    for line in found:
+        print(f"  {line}")
+    return 1 if error or found else 0
 
 
 def timings(folder: Path) -> None:
@@ -129,12 +164,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("seeds")
-    s.add_argument("--chapter", required=True, help="path under book/ without .ipynb")
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    s.add_argument("--chapter", required=True, help="path under book/ without .ipynb, or 'all'")
+    s.add_argument("--seeds", type=int, nargs="+", default=list(seed_tables.SEEDS))
     s.add_argument("--records", type=Path, default=ROOT / "_build" / "records" / "seeds")
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--cell-timeout", type=int, default=900)
+    c = sub.add_parser("check", help="execute one chapter as the build does and verify its claims")
+    c.add_argument("--chapter", required=True)
+    c.add_argument("--records", type=Path, default=ROOT / "_build" / "records" / "check")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--cell-timeout", type=int, default=300)
     t = sub.add_parser("timings")
     t.add_argument("folder", type=Path)
     p = sub.add_parser("projection")
@@ -142,8 +182,14 @@ def main() -> None:
     p.add_argument("folder", type=Path)
     args = parser.parse_args()
     if args.command == "seeds":
-        sys.exit(1 if seeds(args.chapter, args.seeds, args.records, args.workers, args.threads,
-                            args.cell_timeout) else 0)
+        chapters = ledger.toc_chapters(ROOT / "_toc.yml") if args.chapter == "all" else [args.chapter]
+        bad = [c for c in chapters
+               if seeds(c, args.seeds, args.records, args.workers, args.threads, args.cell_timeout)]
+        if bad:
+            print("rules broken or runs failed in: " + ", ".join(bad))
+        sys.exit(1 if bad else 0)
+    if args.command == "check":
+        sys.exit(check(args.chapter, args.records, args.threads, args.cell_timeout))
     if args.command == "projection":
         projection(args.steps, args.folder)      # reports, does not fail the build: the budget is a target
         return

@@ -29,8 +29,8 @@ def addresses() -> tuple[str, str]:
 
 
 def rewritten(text: str, url: str, pages: str, only_install: bool = False) -> str:
-    if only_install:
-        return re.sub(r"git\+https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", f"git+{url}", text)
+    if only_install:                    # the Colab cell: the clone of the book
+        return GITHUB.sub(url, text)
     return PAGES.sub(pages, GITHUB.sub(url, text))
 
 

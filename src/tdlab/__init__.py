@@ -23,6 +23,10 @@ Modules, one job each:
 - :mod:`tdlab.progress`  a progress bar where someone can watch, nothing where no one can
 - :mod:`tdlab.recipes`   a chapter's training setup in one object; the book's standard setups
 - :mod:`tdlab.records`   what an executed chapter leaves for the book: claims and timings
+- :mod:`tdlab.claims`    one way to state a claim (effect, not reproduced, sanity), check it and record it
+- :mod:`tdlab.seed_tables` each chapter's committed ten-seed table and the threshold rule
+- :mod:`tdlab.wording`   the vocabulary of claims: what a word promises about its threshold
+- :mod:`tdlab.ledger`    the claims ledger, each chapter's status line, the book's totals
 - :mod:`tdlab.chapter`   the plumbing every chapter shares (setup, timing, summaries, formatting)
 """
 from tdlab.config import device, env_scale, env_seed, set_seed

@@ -1,12 +1,13 @@
 """The plumbing every chapter shares, so that a notebook reads as a story.
 
+- :func:`status`: the chapter's first lines: what of the paper it reproduces, from its committed seed table.
 - :func:`setup`: the chapter's seed and scale from ``TDLAB_SEED``/``TDLAB_SCALE``, the book's
   plot style, and the chapter's name for its records.
 - :func:`timed`: train, print how long it took, and record the time (the book's timing report).
 - :func:`memorization`: the numbers of the label-noise picture, measured on one run.
 - :func:`table` and :func:`fmt`: numbers shown the same way in every chapter (accuracies in %,
   steps as integers, "never" for a level never reached).
-- :func:`finish`: the chapter's last cell; marks its records complete.
+- :func:`finish`: the chapter's last cell; every claim of the seed table was checked; the records are complete.
 """
 from __future__ import annotations
 
@@ -16,9 +17,16 @@ from typing import Callable
 
 import pandas as pd
 
-from tdlab import plots, records
+from tdlab import claims, ledger, plots, records, seed_tables
 from tdlab.config import env_scale, env_seed
 from tdlab.history import History
+
+
+def status(name: str):
+    """The chapter's status line, shown under its title: the paper's claims it reproduces and those it
+    does not, counted from its committed seed table (every build re-checks them)."""
+    from IPython.display import Markdown
+    return Markdown(ledger.status_markdown(name, seed_tables.load(name, env_scale())))
 
 
 def setup(name: str) -> tuple[int, str]:
@@ -26,6 +34,7 @@ def setup(name: str) -> tuple[int, str]:
     plot style, and return ``(TDLAB_SEED, TDLAB_SCALE)``."""
     records.set_chapter(name)
     records.start()              # the record starts now: its "started" time is the chapter's start
+    claims.start()
     plots.set_style()
     return env_seed(), env_scale()
 
@@ -44,7 +53,17 @@ def timed(label: str, train: Callable[..., History], *args, **kwargs) -> History
 
 
 def finish() -> None:
-    """The chapter's last code cell: its records are complete."""
+    """The chapter's last code cell: every claim its committed seed table lists was checked (else it
+    raises, naming them), and its records are complete. A build (``TDLAB_RECORDS`` set, at the CPU
+    scale) also needs the table to exist."""
+    missing = claims.unchecked()
+    if missing:
+        raise AssertionError(f"{records.chapter_name()} did not check {len(missing)} claim(s) its committed seed "
+                             f"table lists: " + "; ".join(f"“{w}”" for w in missing)
+                             + " — a claim removed or reworded needs `make seeds` and its reason in the commit")
+    if records.folder() is not None and env_scale() == "cpu" and not claims.recording() and claims.table() is None:
+        raise AssertionError(f"{records.chapter_name()} has no committed seed table "
+                             f"({seed_tables.path(records.chapter_name())}): run `make seeds CHAPTER=...`")
     records.finish()
 
 

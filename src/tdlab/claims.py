@@ -1,39 +1,50 @@
 """One way to state a claim of the book, check it on the measured run, and record it.
 
-A chapter's check cell states each claim in words with the number it measured, the
-threshold that number must reach and, where the claim is a comparison, the control it is
-compared with::
+Every check declares its **kind**:
 
-    claims.check("ELR ends above cross-entropy", elr_final - ce_final, at_least=0.10,
+- ``"effect"`` — the paper's phenomenon: the method against its named control run (the cheapest
+  alternative explanation removed). It gives the control's measured value and a ``null``: a function
+  that returns the same statistic with the method replaced by its control (the control at another
+  seed against itself, or the control in both arms). The null is measured by the seed runner
+  (``make seeds`` sets ``TDLAB_NULLS``), not on every build, and must fail the threshold on every
+  committed seed.
+- ``"not reproduced"`` — the paper says X, the build measures not-X: a finding, shown with the paper's
+  statement beside it (``paper=``), never counted as a pass of the paper.
+- ``"sanity"`` — true by construction, or a precondition of the experiment: shown apart, not counted.
+
+::
+
+    claims.check("ELR ends above cross-entropy", elr_final - ce_final, kind="effect", at_least=claims.SEEDS,
                  unit="points", control="cross-entropy: same noisy labels, initialisation, batches",
-                 control_value=ce_final)
+                 control_value=ce_final, null=lambda: twin_final - ce_final)
 
-:func:`check` prints one line — ✓ or ✗, the claim, the value, the threshold and the margin —
-records the claim in the chapter's records (:mod:`tdlab.records`, read by the book's claims
-ledger), and raises an ``AssertionError`` with the claim's words when it fails. With
-``TDLAB_CHECKS=record`` (what ``make seeds`` sets) a failing claim is recorded and printed but
-does not raise, so one run measures every claim of a chapter on a seed where one fails.
+``at_least=claims.SEEDS`` takes the threshold from the chapter's committed seed table
+(:mod:`tdlab.seed_tables`: midway between the weakest of ten seeds and the strongest null); a
+threshold the words fix (``"most"`` = ½) is given as a number. :func:`check` prints one line — ✓ or
+✗, the kind, the claim, the value, the threshold and the margin — records the claim in the chapter's
+records (:mod:`tdlab.records`, read by the claims ledger), and raises an ``AssertionError`` with the
+claim's words when it fails, or when the chapter's committed table does not list it. With
+``TDLAB_CHECKS=record`` (what ``make seeds`` sets) nothing raises: the claims are recorded to make
+the table. Where no table exists at this scale (``TDLAB_SCALE=paper``) a claim is measured and shown,
+not checked.
 
-:func:`ledger` gathers the claims of a build (every chapter, every seed found) for the book's
-ledger page; :func:`seed_table` lays one chapter's claims out against the seeds.
-
-The *margin* is how far the value lies beyond the threshold, in the passing direction
-(negative when the claim fails); as a fraction of the threshold it says how close the claim
-came to failing: 0.5 means the value cleared the threshold by half the threshold.
+The *margin* is how far the value lies beyond the threshold in the passing direction (negative when
+the claim fails).
 """
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Callable
 
-import pandas as pd
-import yaml
-
-from tdlab import records
+from tdlab import records, seed_tables
+from tdlab.config import env_flag, env_scale
+from tdlab.seed_tables import DERIVED, EFFECT, KINDS, NOT_REPRODUCED, SANITY, STATED  # noqa: F401
 
 UNITS = ("%", "points", "")
+SEEDS = "seeds"            # at_least=SEEDS / at_most=SEEDS: the threshold of the chapter's committed seed table
+DEFAULT_SECTION = "check-the-phenomenon-happened"
 
 
 @dataclass
@@ -44,22 +55,22 @@ class Claim:
     value: float
     threshold: float
     direction: str
+    kind: str = SANITY
     unit: str = ""
     control: str | None = None
     control_value: float | None = None
-    section: str = "check-the-phenomenon-happened"
+    null: float | None = None
+    paper: str | None = None
+    threshold_rule: str = STATED
+    checked: bool = True          # False where the chapter has no seed table at this scale
+    section: str = DEFAULT_SECTION
 
     @property
     def margin(self) -> float:
         """How far the value lies beyond the threshold in the passing direction (< 0: it fails)."""
-        if math.isnan(self.value):
+        if math.isnan(self.value) or math.isnan(self.threshold):
             return math.nan
         return self.value - self.threshold if self.direction == ">=" else self.threshold - self.value
-
-    @property
-    def relative_margin(self) -> float:
-        """The margin as a fraction of the threshold (NaN for a threshold of 0)."""
-        return self.margin / abs(self.threshold) if self.threshold else math.nan
 
     @property
     def passed(self) -> bool:
@@ -77,139 +88,121 @@ class Claim:
             return f"{number * 100:+.1f} points"
         return f"{number:.4g}"
 
+    def show_control(self) -> str:
+        if self.control_value is None:
+            return ""
+        return f"{self.control_value:.1%}" if self.unit in ("%", "points") else f"{self.control_value:.4g}"
+
     def line(self) -> str:
-        mark = "✓" if self.passed else "✗"
-        relative = "" if math.isnan(self.relative_margin) else f", {self.relative_margin:.0%} of the threshold"
-        control = ""
-        if self.control:
-            level = "" if self.control_value is None else (
-                f", {self.control_value:.1%}" if self.unit in ("%", "points") else f", {self.control_value:.4g}")
-            control = f" (control: {self.control}{level})"
         sign = "≥" if self.direction == ">=" else "≤"
-        return (f"{mark} {self.words}: {self.show(self.value)} {sign} {self.show(self.threshold)}; "
-                f"margin {self.show(self.margin)}{relative}{control}")
+        if not self.checked:
+            mark, verdict = "·", "not checked (no committed seed table at this scale)"
+        else:
+            mark = "✓" if self.passed else "✗"
+            source = " (from the seed table)" if self.threshold_rule == DERIVED else ""
+            verdict = f"{sign} {self.show(self.threshold)}{source}; margin {self.show(self.margin)}"
+        extra = ""
+        if self.control:
+            level = self.show_control()
+            extra += f" (control: {self.control}{', ' + level if level else ''})"
+        if self.null is not None:
+            extra += f" [null: {self.show(self.null)}]"
+        if self.paper:
+            extra += f" [the paper: {self.paper}]"
+        return f"{mark} {self.kind} · {self.words}: {self.show(self.value)} {verdict}{extra}"
 
     def to_record(self) -> dict:
         out = asdict(self)
-        out.update(margin=self.margin, relative_margin=self.relative_margin, passed=self.passed)
+        out.update(margin=self.margin, passed=self.passed if self.checked else None)
         return out
 
 
-def _soft() -> bool:
+def recording() -> bool:
+    """``TDLAB_CHECKS=record`` (the seed runner): failing claims are recorded, not raised."""
     return os.environ.get("TDLAB_CHECKS", "").strip().lower() == "record"
 
 
-def check(words: str, value: float, *, at_least: float | None = None, at_most: float | None = None,
-          unit: str = "", control: str | None = None, control_value: float | None = None,
-          section: str = "check-the-phenomenon-happened") -> Claim:
-    """Check that ``value`` is at least ``at_least`` (or at most ``at_most``); print, record, and
-    raise an ``AssertionError`` naming the claim if it is not.
+def nulls_wanted() -> bool:
+    """``TDLAB_NULLS`` (the seed runner): measure every effect claim's null. A chapter trains the runs
+    its nulls need only when this is true."""
+    return env_flag("TDLAB_NULLS")
 
-    - ``words``: the claim, as the chapter would say it.
-    - ``unit``: how to show the numbers: ``"%"`` (a fraction shown as a percentage), ``"points"``
-      (a difference of fractions, in percentage points) or ``""`` (as it is).
-    - ``control`` / ``control_value``: what the claim compares with, and its measured value.
+
+_checked: list[Claim] = []
+
+
+def start() -> None:
+    """Forget the claims checked so far in this kernel (a chapter's setup calls it)."""
+    _checked.clear()
+
+
+def table():
+    """The running chapter's committed seed table at this scale, or None."""
+    return seed_tables.load(records.chapter_name(), env_scale())
+
+
+def check(words: str, value: float, *, kind: str, at_least: float | str | None = None,
+          at_most: float | str | None = None, unit: str = "", control: str | None = None,
+          control_value: float | None = None, null: Callable[[], float] | None = None, paper: str | None = None,
+          section: str = DEFAULT_SECTION) -> Claim:
+    """Check that ``value`` is at least ``at_least`` (or at most ``at_most``); print, record, and raise an
+    ``AssertionError`` naming the claim if it is not.
+
+    - ``kind``: ``"effect"``, ``"not reproduced"`` or ``"sanity"`` (see the module's docstring).
+    - ``at_least`` / ``at_most``: a number, or :data:`SEEDS` for the threshold of the committed table
+      (effect claims only).
+    - ``unit``: ``"%"`` (a fraction shown as a percentage), ``"points"`` (a difference of fractions, in
+      percentage points) or ``""`` (as it is).
+    - ``control`` / ``control_value``: what an effect claim compares with, and its measured value.
+    - ``null``: an effect claim's statistic with the method replaced by its control; called only when the
+      seed runner measures nulls.
+    - ``paper``: for a not-reproduced claim, what the paper says.
     - ``section``: the anchor of the chapter's check section (the ledger links to it).
 
     A value that is NaN (not measured) fails; +inf (a level never reached) is a number like any other.
     """
+    if kind not in KINDS:
+        raise ValueError(f"claim {words!r}: kind must be one of {KINDS}, got {kind!r}")
     if (at_least is None) == (at_most is None):
         raise ValueError(f"claim {words!r}: give exactly one of at_least= and at_most=")
     if unit not in UNITS:
         raise ValueError(f"claim {words!r}: unit must be one of {UNITS}, got {unit!r}")
-    claim = Claim(words, float(value), float(at_least if at_most is None else at_most),
-                  ">=" if at_most is None else "<=", unit, control,
-                  None if control_value is None else float(control_value), section)
+    if kind == EFFECT and (not control or control_value is None or null is None):
+        raise ValueError(f"effect claim {words!r}: name its control, give the control's value (control_value=) "
+                         "and its null (null=: the statistic with the method replaced by its control)")
+    if kind == NOT_REPRODUCED and not paper:
+        raise ValueError(f"not-reproduced claim {words!r}: quote what the paper says (paper=)")
+    bound = at_least if at_most is None else at_most
+    rule = DERIVED if isinstance(bound, str) and bound == SEEDS else STATED
+    if rule == DERIVED and kind != EFFECT:
+        raise ValueError(f"claim {words!r}: only an effect claim takes its threshold from the seed table's nulls")
+    mine = table()
+    entry = mine.find(words) if mine is not None else None
+    threshold = (entry.threshold if entry is not None else math.nan) if rule == DERIVED else float(bound)
+    null_value = float(null()) if kind == EFFECT and nulls_wanted() else None
+    claim = Claim(words, float(value), threshold, ">=" if at_most is None else "<=", kind, unit, control,
+                  None if control_value is None else float(control_value), null_value, paper, rule,
+                  mine is not None, section)
     print(claim.line())
+    _checked[:] = [c for c in _checked if c.words != words] + [claim]
     records.add("claims", claim.to_record())
-    if not claim.passed and not _soft():
+    if recording() or mine is None:
+        return claim
+    differ = seed_tables.compare(mine, [claim.to_record()])
+    differ = [d for d in differ if "was not checked" not in d]
+    if differ:
+        raise AssertionError(f"claim {words!r} does not match the chapter's committed seed table: "
+                             + "; ".join(differ) + f" — run `make seeds CHAPTER={records.chapter_name()}`")
+    if not claim.passed:
         raise AssertionError(f"claim failed: {words} — measured {claim.show(claim.value)}, needed "
                              f"{claim.direction} {claim.show(claim.threshold)}")
     return claim
 
 
-# ----------------------------------------------------------------- the ledger: every claim of a build
-
-
-def toc_chapters(toc_path: str | Path) -> list[str]:
-    """The chapters of the book's table of contents (``_toc.yml``), as paths under ``book/``
-    (``<part>/<chapter>``; pages directly under ``book/``, such as the ledger itself, are not chapters)."""
-    toc = yaml.safe_load(Path(toc_path).read_text())
-    files = [entry["file"].removeprefix("book/") for part in toc.get("parts", []) for entry in part["chapters"]]
-    return [f for f in files if "/" in f]
-
-
-def ledger(folder: Path | None, chapters: list[str], strict: bool = False) -> pd.DataFrame:
-    """One row per claim recorded under ``folder`` for each of ``chapters`` (all seeds found).
-
-    With ``strict``, a chapter without a complete record raises: the build that made the ledger
-    did not execute it to its end, so the ledger would be silently short.
-    """
-    found = records.load_all(folder) if folder is not None and Path(folder).exists() else []
-    rows, missing = [], []
-    for chapter in chapters:
-        mine = [r for r in found if r.get("chapter") == chapter]
-        if not any(r.get("complete") for r in mine):
-            missing.append(chapter)
-        for record in mine:
-            for entry in record["claims"]:
-                claim = Claim(**{k: entry[k] for k in ("words", "value", "threshold", "direction", "unit",
-                                                       "control", "control_value", "section")})
-                rows.append({"chapter": chapter, "section": claim.section, "claim": claim.words,
-                             "measured": claim.show(claim.value),
-                             "threshold": f"{'≥' if claim.direction == '>=' else '≤'} {claim.show(claim.threshold)}",
-                             "margin": claim.show(claim.margin), "margin / threshold": claim.relative_margin,
-                             "control": "" if not claim.control else claim.control + (
-                                 "" if claim.control_value is None else
-                                 f" ({claim.control_value:.1%})" if claim.unit in ("%", "points")
-                                 else f" ({claim.control_value:.4g})"),
-                             "seed": record["seed"], "scale": record["scale"],
-                             "result": "pass" if claim.passed else "FAIL",
-                             "complete": bool(record.get("complete"))})
-    if strict and missing:
-        raise RuntimeError(f"no complete claims record for {missing} under {folder}: "
-                           "the chapters must be executed with TDLAB_RECORDS set before the ledger is built")
-    return pd.DataFrame(rows, columns=["chapter", "section", "claim", "measured", "threshold", "margin",
-                                       "margin / threshold", "control", "seed", "scale", "result", "complete"])
-
-
-def ledger_html(table: pd.DataFrame) -> str:
-    """The ledger as an HTML table whose chapter column links to each chapter's check section."""
-    if table.empty:
-        return "<p><i>No claims were recorded in this build.</i></p>"
-    shown = table.copy()
-    shown["chapter"] = [f'<a href="{c}.html#{s}">{c.split("/")[-1]}</a>' for c, s in zip(table.chapter, table.section)]
-    shown["margin / threshold"] = [("" if math.isnan(v) else f"{v:.0%}") for v in table["margin / threshold"]]
-    shown = shown.drop(columns=["section", "complete"])
-    return shown.to_html(index=False, escape=False, border=0, classes="tdlab-ledger")
-
-
-def seed_table(folder: Path, chapter: str) -> pd.DataFrame:
-    """Claim × seed for one chapter: each cell the measured value and, in brackets, the margin as a
-    fraction of the threshold (✗ where the claim failed)."""
-    table = ledger(folder, [chapter])
-    if table.empty:
-        return pd.DataFrame()
-    table["cell"] = [f"{m}{'' if math.isnan(r) else f' ({r:.0%})'}{'' if res == 'pass' else ' ✗'}"
-                     for m, r, res in zip(table.measured, table["margin / threshold"], table.result)]
-    table["claim"] = [f"{c} [{t}]" for c, t in zip(table.claim, table.threshold)]
-    order = list(dict.fromkeys(table.claim))
-    out = table.pivot_table(index="claim", columns="seed", values="cell", aggfunc="first")
-    return out.reindex(order)
-
-
-def ledger_summary(table: pd.DataFrame) -> str:
-    """One paragraph on a ledger: how many claims in how many chapters passed, and the thinnest margin."""
-    if table.empty:
-        return ("*No claims were recorded: the chapters were not executed with `TDLAB_RECORDS` set "
-                "(`make book` sets it).*")
-    passed = int((table.result == "pass").sum())
-    margins = table["margin / threshold"].dropna()
-    thinnest = ""
-    if len(margins):
-        row = table.loc[margins.idxmin()]
-        thinnest = (f" The thinnest margin relative to its threshold: **{row['margin / threshold']:.0%}**, "
-                    f"“{row['claim']}” ({row['chapter'].split('/')[-1]}, seed {row['seed']}).")
-    return (f"**{passed} of {len(table)} claims passed**, in {table.chapter.nunique()} chapters, "
-            f"on seed{'s' if table.seed.nunique() > 1 else ''} {', '.join(map(str, sorted(table.seed.unique())))}."
-            + thinnest)
+def unchecked() -> list[str]:
+    """The claims the running chapter's committed table lists but this kernel has not checked."""
+    mine = table()
+    if mine is None or recording():
+        return []
+    done = {c.words for c in _checked}
+    return [e.words for e in mine.entries if e.words not in done]

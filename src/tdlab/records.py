@@ -3,7 +3,7 @@
 When ``TDLAB_RECORDS`` names a folder (``make book``, ``make test`` and ``make seeds`` set
 it), every executed chapter keeps one JSON file there,
 ``<folder>/<chapter>/seed<SEED>-<scale>.json``: the claims it checked
-(:func:`tdlab.claims.claim`) and the timings of its runs (:func:`tdlab.chapter.timed`).
+(:func:`tdlab.claims.check`) and the timings of its runs (:func:`tdlab.chapter.timed`).
 Without ``TDLAB_RECORDS`` nothing is written: a reader running a chapter in Jupyter
 leaves no files behind.
 
@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tdlab.config import env_scale, env_seed
+from tdlab.config import env_flag, env_scale, env_seed
 
-VERSION = 1
+VERSION = 2          # 2: claims carry their kind, null and threshold rule; a record says how checks ran
 
 
 def folder() -> Path | None:
@@ -96,6 +96,8 @@ def current() -> dict | None:
         return None
     if target not in _open:
         _open[target] = {"version": VERSION, "chapter": chapter_name(), "seed": env_seed(), "scale": env_scale(),
+                         "checks": "record" if os.environ.get("TDLAB_CHECKS", "").strip().lower() == "record"
+                         else "assert", "nulls": env_flag("TDLAB_NULLS"),
                          "started": time.time(), "complete": False, "claims": [], "timings": []}
         write_atomic(target, _open[target])
     return _open[target]
