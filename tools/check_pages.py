@@ -8,7 +8,7 @@ For every chapter (a path under book/ without .ipynb):
 - the page carries no widget state and loads no widget manager (a progress bar or panel that
   rendered as a widget during the build), and no stderr output;
 - the page has its kernel-free sweep explorer, and opens with the chapter's title, not the
-  Colab install cell.
+  Colab install cell, followed by its status line (what of the paper it reproduces).
 Exits non-zero, naming the page and what is wrong.
 """
 import re
@@ -36,6 +36,8 @@ def problems(site: Path, html_root: Path, chapter: str) -> list[str]:
         found.append("shows stderr output")
     if "data-tdlab-explorer" not in main:
         found.append("has no kernel-free sweep explorer")
+    if "Checked on every build" not in main:
+        found.append("has no status line under its title (chapter.status)")
     if "google.colab" in main:
         found.append("shows the Colab install cell")
     first_code, title = main.find('class="cell '), main.find("<h1")
