@@ -213,6 +213,18 @@ def test_the_seed_runner_builds_the_table_from_its_records(book, monkeypatch):
     assert seed_tables.problems(table) == []
 
 
+def test_a_saved_table_keeps_the_rule_its_values_were_rounded_for(tmp_path):
+    """The table stores four significant figures; the threshold is derived from the stored values, so
+    the rule applied to the saved table gives the same threshold (0.0315 sits between two roundings)."""
+    record = lambda seed, value, null: {"seed": seed, "claims": [{  # noqa: E731
+        "words": "gain", "kind": "effect", "direction": ">=", "unit": "points", "threshold": math.nan,
+        "threshold_rule": "seeds", "value": value, "null": null, "control": "B", "control_value": 0.5}]}
+    found = [record(s, 0.0543549 + s, 0.00865) for s in seed_tables.SEEDS]
+    table = seed_tables.from_records(CHAPTER, "cpu", found)
+    seed_tables.save(table, tmp_path)
+    assert seed_tables.problems(seed_tables.load(CHAPTER, "cpu", tmp_path)) == []
+
+
 # ----------------------------------------------------------------- the vocabulary
 
 

@@ -15,7 +15,7 @@ and exits non-zero if any does; on other seeds it only prints (and writes ``<rec
 ``--chapter all`` does every chapter of the table of contents, one after the other.
 
 ``check`` executes one chapter as the book build does (seed 0, claims asserted against its committed
-table) and verifies its record. ``timings`` prints, per chapter, the whole notebook's wall
+table), verifies its record, and keeps the executed copy (``<records>/executed/<chapter>.ipynb``). ``timings`` prints, per chapter, the whole notebook's wall
 time, the default run's and the sweep's, from the records a run left (``make test`` and
 ``make book`` call it). ``projection`` (the end of ``make test``) takes the test's step times and
 the chapters' records and projects the whole ``make test`` to 22 and 30 chapters.
@@ -38,10 +38,10 @@ from tdlab import ledger, records, seed_tables
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def execute(notebook: Path, env: dict[str, str], cell_timeout: int, base: dict[str, str] | None = None
-            ) -> tuple[float, str]:
+def execute(notebook: Path, env: dict[str, str], cell_timeout: int, base: dict[str, str] | None = None,
+            save: Path | None = None) -> tuple[float, str]:
     """Execute ``notebook`` in a fresh kernel whose environment is ``base`` (default: this process's)
-    with ``env`` added; return (seconds, error or "")."""
+    with ``env`` added, and write the executed copy to ``save`` if given; return (seconds, error or "")."""
     nb = nbformat.read(notebook, as_version=4)
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(notebook.parent)}})
@@ -51,16 +51,22 @@ def execute(notebook: Path, env: dict[str, str], cell_timeout: int, base: dict[s
         error = ""
     except Exception as failure:  # the report names the chapter and the error; the caller decides
         error = f"{type(failure).__name__}: {str(failure).strip().splitlines()[-1][:300]}"
-    return time.perf_counter() - start, error
+    seconds = time.perf_counter() - start
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, save)
+    return seconds, error
 
 
-def seeds(chapter: str, seed_list: list[int], folder: Path, workers: int, threads: int, cell_timeout: int) -> int:
+def seeds(chapter: str, seed_list: list[int], folder: Path, workers: int, threads: int, cell_timeout: int,
+          reuse: bool = False) -> int:
     """Run ``chapter`` on ``seed_list``; on the committed seeds write its table. Returns the number of
-    problems (failed executions and broken rules)."""
+    problems (failed executions and broken rules). With ``reuse``, nothing is executed: the table is made
+    again from the records the last run left (a rounding or a rule changed, not the chapter)."""
     notebook = ROOT / "book" / f"{chapter}.ipynb"
     if not notebook.exists():
         sys.exit(f"no chapter {chapter!r}: expected {notebook}")
-    for seed in seed_list:
+    for seed in ([] if reuse else seed_list):
         stale = folder / chapter / f"seed{seed}-cpu.json"
         if stale.exists():
             stale.unlink()
@@ -70,7 +76,7 @@ def seeds(chapter: str, seed_list: list[int], folder: Path, workers: int, thread
     failures = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {}
-        for seed in seed_list:
+        for seed in ([] if reuse else seed_list):
             env = {**common, "TDLAB_SEED": str(seed)}
             futures[pool.submit(execute, notebook, env, cell_timeout, keep)] = seed
         for future in concurrent.futures.as_completed(futures):
@@ -103,10 +109,12 @@ def check(chapter: str, folder: Path, threads: int, cell_timeout: int) -> int:
     stale = folder / chapter / "seed0-cpu.json"
     if stale.exists():
         stale.unlink()
-    seconds, error = execute(notebook, env, cell_timeout, keep)
+    executed = folder / "executed" / f"{chapter}.ipynb"
+    seconds, error = execute(notebook, env, cell_timeout, keep, save=executed)
     records.note_executed(folder, chapter, seconds, seed=0)
     found = ledger.verify(folder, [chapter], ROOT / "book")
-    print(f"{chapter}: {seconds:.0f} s whole notebook" + (f"  ERROR {error}" if error else ""))
+    print(f"{chapter}: {seconds:.0f} s whole notebook" + (f"  ERROR {error}" if error else "")
+          + f"; the executed copy is {executed}")
     for line in found:
         print(f"  {line}")
     return 1 if error or found else 0
@@ -170,6 +178,8 @@ def main() -> None:
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--cell-timeout", type=int, default=900)
+    s.add_argument("--reuse-records", action="store_true",
+                   help="execute nothing: make the table again from the records of the last run")
     c = sub.add_parser("check", help="execute one chapter as the build does and verify its claims")
     c.add_argument("--chapter", required=True)
     c.add_argument("--records", type=Path, default=ROOT / "_build" / "records" / "check")
@@ -183,8 +193,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "seeds":
         chapters = ledger.toc_chapters(ROOT / "_toc.yml") if args.chapter == "all" else [args.chapter]
-        bad = [c for c in chapters
-               if seeds(c, args.seeds, args.records, args.workers, args.threads, args.cell_timeout)]
+        bad = [c for c in chapters if seeds(c, args.seeds, args.records, args.workers, args.threads,
+                                            args.cell_timeout, args.reuse_records)]
         if bad:
             print("rules broken or runs failed in: " + ", ".join(bad))
         sys.exit(1 if bad else 0)

@@ -196,7 +196,8 @@ def from_records(chapter: str, scale: str, found: list[dict]) -> Table:
     for words in order:
         per_seed = [next((c for c in r["claims"] if c["words"] == words), None) for r in found]
         first = next(c for c in per_seed if c is not None)
-        value = lambda c, key: math.nan if c is None or c.get(key) is None else float(c[key])  # noqa: E731
+        # rounded as the table stores them, so that the rule applied to the saved table gives this threshold
+        value = lambda c, key: math.nan if c is None or c.get(key) is None else _round(float(c[key]))  # noqa: E731
         values = [value(c, "value") for c in per_seed]
         nulls = [value(c, "null") for c in per_seed] if first["kind"] == EFFECT else None
         controls = [value(c, "control_value") for c in per_seed] if first.get("control") else None
