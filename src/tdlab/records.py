@@ -89,6 +89,13 @@ def read(target: Path) -> dict:
 _open: dict[Path, dict] = {}
 
 
+def _threads() -> int:
+    """The torch threads this kernel computes with: the same seed takes another trajectory at another
+    count (float sums in another order), so a record says which it ran with."""
+    import torch
+    return torch.get_num_threads()
+
+
 def current() -> dict | None:
     """This chapter's record (created empty at the first use in this kernel), or None."""
     target = path()
@@ -97,7 +104,7 @@ def current() -> dict | None:
     if target not in _open:
         _open[target] = {"version": VERSION, "chapter": chapter_name(), "seed": env_seed(), "scale": env_scale(),
                          "checks": "record" if os.environ.get("TDLAB_CHECKS", "").strip().lower() == "record"
-                         else "assert", "nulls": env_flag("TDLAB_NULLS"),
+                         else "assert", "nulls": env_flag("TDLAB_NULLS"), "threads": _threads(),
                          "started": time.time(), "complete": False, "claims": [], "timings": []}
         write_atomic(target, _open[target])
     return _open[target]

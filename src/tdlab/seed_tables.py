@@ -160,10 +160,20 @@ def save(table: Table, root: Path | None = None) -> Path:
     return target
 
 
-def machine() -> str:
-    """What made a table: the processor and the torch version (thresholds must not depend on it)."""
+def machine(threads=()) -> str:
+    """What made a table: the processor, the torch version and the torch threads of its runs (thresholds
+    must not depend on them; the build runs the same seeds with another thread count, which gives other
+    trajectories, so the build's seed 0 is a fresh draw, not the table's column s0)."""
     import torch
-    return f"{platform.machine()} {platform.processor() or ''}, torch {torch.__version__}".replace("  ", " ")
+    model = platform.processor() or ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), model)
+    except OSError:
+        pass
+    counts = sorted({t for t in threads if t})
+    text = f"{platform.machine()} {model}, torch {torch.__version__}".replace("  ", " ")
+    return text + (f", {'/'.join(map(str, counts))} torch thread(s) per run" if counts else "")
 
 
 # ----------------------------------------------------------------- the threshold rule
@@ -206,7 +216,7 @@ def from_records(chapter: str, scale: str, found: list[dict]) -> Table:
             else float(first["threshold"])
         entries.append(Entry(words, first["kind"], first["direction"], first.get("unit", ""), threshold, rule,
                              values, nulls, first.get("control"), controls, first.get("paper")))
-    return Table(chapter, scale, seeds, entries, machine())
+    return Table(chapter, scale, seeds, entries, machine(r.get("threads") for r in found))
 
 
 def problems(table: Table, seeds: tuple[int, ...] = SEEDS) -> list[str]:
