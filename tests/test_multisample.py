@@ -151,6 +151,34 @@ def test_stacked_forward_equals_each_member_with_its_own_masks():
         torch.testing.assert_close(evaluated[e], model.eval()(x))
 
 
+@pytest.mark.parametrize("samples", [1, 8])
+def test_the_trunk_runs_once_whatever_m(samples, monkeypatch):
+    """The paper's cost argument as a structural fact: at any M the layers before the dropout run once, on
+    the B examples of a batch (the single, the wrapped and the stacked path), and the head once, on all
+    M·B copies."""
+    torch.manual_seed(0)
+    model = multisample.MultiSampleMLP(6, 3, width=8, depth=2, samples=samples, dropout=0.5)
+    linear = [i for i, layer in enumerate(model.net) if isinstance(layer, torch.nn.Linear)]
+    calls = []
+    for index in linear:
+        model.net[index].register_forward_hook(
+            lambda module, args, out, index=index: calls.append((index, args[0].numel() // args[0].shape[-1])))
+    expected = [(linear[0], 5), (linear[1], 5), (linear[2], samples * 5)]
+    x = torch.randn(5, 6)
+    model(x)
+    assert calls == expected
+    calls.clear()
+    multisample.MultiSample(model.net[:-1], model.net[-1], samples=samples, dropout=0.5)(x)
+    assert calls == expected
+    stacked = []
+    real = multisample._linear
+    monkeypatch.setattr(multisample, "_linear",
+                        lambda params, index, h: stacked.append((index, h.shape[2])) or real(params, index, h))
+    _, params, _ = flat.stack([model])
+    model.forward_stacked(params, x)
+    assert stacked == expected
+
+
 def test_generic_wrapper_equals_the_mlp_and_the_resnet_builds():
     torch.manual_seed(4)
     model = multisample.MultiSampleMLP(6, 3, width=8, depth=1, samples=4, dropout=0.4)
