@@ -180,13 +180,21 @@ def test_noisy_label_losses_match_naive_formulas_and_gradients(name, kwargs, for
 
 
 def test_zloss_is_shift_and_scale_invariant_and_cross_entropy_is_not():
+    """The Z-loss chapter's invariances (sanity, not claims): the Z-loss is unchanged by z → γz + δ, so its
+    gradient is orthogonal to the logits (d/dγ L(γz) = ⟨∇L, z⟩ = 0); cross-entropy ignores a shift but not a
+    scale; the squared error against the one-hot label changes under both."""
     gen = torch.Generator().manual_seed(0)
     logits, targets = torch.randn(50, 10, generator=gen, dtype=torch.float64), torch.randint(0, 10, (50,), generator=gen)
-    zloss, ce = losses.ZLoss(a=2.0, b=1.5), losses.CrossEntropy()
-    for gamma, delta in ((1.0, 7.0), (5.0, 0.0), (0.2, -3.0)):
+    zloss, ce, mse = losses.ZLoss(a=2.0, b=1.5), losses.CrossEntropy(), losses.MSE()
+    for gamma, delta in ((1.0, 7.0), (5.0, 0.0), (0.2, -3.0), (100.0, -10.0), (0.01, 10.0)):
         moved = gamma * logits + delta
         assert zloss(moved, targets).item() == pytest.approx(zloss(logits, targets).item(), rel=1e-9)
+    assert ce(logits + 7.0, targets).item() == pytest.approx(ce(logits, targets).item(), rel=1e-9)
     assert abs(ce(5 * logits, targets).item() - ce(logits, targets).item()) > 0.1
+    assert abs(mse(logits + 3.0, targets).item() - mse(logits, targets).item()) > 0.1
+    z = logits.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(zloss(z, targets), z)
+    assert (gradient * logits).sum(-1).abs().max().item() < 1e-12
 
 
 def aldr_naive_step(z, y, lam_old, lam0, alpha, margin):
@@ -230,7 +238,8 @@ def test_aldr_kl_matches_the_official_update_over_several_steps():
                                          ("ldr_kl", {"lam": [0.5, 2.0, 10.0]}),
                                          ("aldr_kl", {"lam": [1.0, 2.0, 10.0], "alpha": [1.5, 2.0, 4.0]}),
                                          ("label_smoothing", {"smoothing": [0.1, 0.0, 0.05]}),
-                                         ("pskd", {"alpha_T": [0.0, 0.4, 0.8], "smoothing": [0.1, 0.0, 0.05]})])
+                                         ("pskd", {"alpha_T": [0.0, 0.4, 0.8], "smoothing": [0.1, 0.0, 0.05],
+                                                  "uniform_teacher": [0.0, 1.0, 0.5]})])
 def test_per_member_coefficients_equal_separate_losses(name, values):
     gen = torch.Generator().manual_seed(7)
     batched = losses.get_loss(name, **{k: torch.tensor(v) for k, v in values.items()})

@@ -167,3 +167,23 @@ def test_bad_input():
     loss.setup(4, 3)
     with pytest.raises(ValueError, match="index"):
         loss(torch.randn(2, 3), torch.tensor([0, 1]))
+
+
+def test_uniform_teacher_is_label_smoothing_with_the_alpha_ramp():
+    """uniform_teacher = 1: targets (1 − α_t)·e_y + α_t/C at every epoch — label smoothing on PS-KD's ramp
+    (the control that isolates the self-teacher); per member, next to PS-KD itself."""
+    gen = torch.Generator().manual_seed(3)
+    n, classes, epoch_length, steps = 6, 5, 1, 4
+    loss = losses.PSKD(alpha_T=0.8, uniform_teacher=torch.tensor([1.0, 0.0]))
+    loss.setup(n, classes, members=2)
+    index = torch.arange(n)
+    for step in range(1, steps + 1):
+        loss.at_step(step, steps, epoch_length)
+        alpha = 0.8 * step / steps
+        logits = torch.randn(2, n, classes, generator=gen, dtype=torch.float64)
+        targets = torch.randint(0, classes, (n,), generator=gen)
+        value = loss(logits, targets.expand(2, -1), index)
+        ramp = losses.LabelSmoothing(alpha)(logits[0], targets)
+        assert value[0].item() == pytest.approx(ramp.item(), rel=1e-6)
+        if step == 1:                                  # PS-KD's first epoch: the labels alone
+            assert value[1].item() == pytest.approx(losses.cross_entropy(logits[1], targets).item(), rel=1e-6)

@@ -528,17 +528,21 @@ class PSKD(Loss):
 
     ``smoothing`` ε replaces e_y by (1 − ε)·e_y + ε/C (label smoothing): with α_T = 0 the loss is
     label smoothing, with both 0 plain cross-entropy, so one batched sweep trains all three.
-    PS-KD itself has ε = 0. ``self.predictions`` (E, N, C) holds every P_i.
+    ``uniform_teacher`` u replaces the teacher P_i by (1 − u)·P_i + u/C: with u = 1 the targets are
+    (1 − α_t)·e_y + α_t/C, label smoothing towards uniform with PS-KD's own α_t ramp — the control
+    that isolates the self-teacher. PS-KD itself has ε = u = 0. ``self.predictions`` (E, N, C)
+    holds every P_i.
     """
 
     name = "pskd"
-    hyperparameters = ("alpha_T", "smoothing")
+    hyperparameters = ("alpha_T", "smoothing", "uniform_teacher")
 
-    def __init__(self, alpha_T: float = 0.8, smoothing: float = 0.0):
-        for name, value in (("PS-KD alpha_T", alpha_T), ("PS-KD smoothing", smoothing)):
+    def __init__(self, alpha_T: float = 0.8, smoothing: float = 0.0, uniform_teacher: float = 0.0):
+        for name, value in (("PS-KD alpha_T", alpha_T), ("PS-KD smoothing", smoothing),
+                            ("PS-KD uniform_teacher", uniform_teacher)):
             check_range(name, float(torch.as_tensor(value).min()), 0, 1)
             check_range(name, float(torch.as_tensor(value).max()), 0, 1)
-        self.alpha_T, self.smoothing = alpha_T, smoothing
+        self.alpha_T, self.smoothing, self.uniform_teacher = alpha_T, smoothing, uniform_teacher
         self.predictions: torch.Tensor | None = None
         self.seen: torch.Tensor | None = None
         self.epoch, self.epochs, self._all_seen = 0, 1, False
@@ -569,6 +573,9 @@ class PSKD(Loss):
             if not self._all_seen:                                   # not trained on yet: the label itself
                 previous = torch.where(self.seen[index].unsqueeze(-1), previous, label)
                 self.seen[index] = True
+            uniform = _member_values(self.uniform_teacher, log_p[..., 0, 0]).reshape(-1, 1, 1)
+            if torch.any(uniform != 0):                              # the control: a uniform teacher
+                previous = torch.lerp(previous, torch.full_like(previous, 1 / logits.shape[-1]), uniform)
             alpha = _member_values(self.alpha_t, log_p[..., 0, 0]).reshape(-1, 1, 1)
             soft = torch.lerp(label, previous, alpha)                                # (1 − α_t)·label + α_t·P_i
             self.predictions.index_copy_(1, index, log_p.exp().to(self.predictions.dtype))
