@@ -81,6 +81,20 @@ def test_log_fit_recovers_a_known_curve():
     assert large_batch.gap_closed(0.8, 0.6, 0.7) == pytest.approx(0.5)
 
 
+def test_power_fit_finds_the_exponent():
+    t = np.arange(5, 600, 5, dtype=float)
+    assert large_batch.power_fit(t, 1.0 + 2.0 * np.log(t)).beta == pytest.approx(0.0, abs=1e-9)
+    root = large_batch.power_fit(t, 3.0 + 0.5 * np.sqrt(t))
+    assert root.beta == pytest.approx(0.5, abs=1e-9) and root.r2 == pytest.approx(1.0)
+    assert root(t) == pytest.approx(3.0 + 0.5 * np.sqrt(t))
+    assert large_batch.power_fit(t, 0.1 * t).beta == pytest.approx(1.0, abs=1e-9)
+    assert large_batch.box_cox(np.array([np.e]), 0.0) == pytest.approx([1.0])
+
+
+def test_uncorrelated_distance():
+    assert large_batch.uncorrelated_distance([0.0, 2.0, 2.0, 2.0, 2.0]) == pytest.approx([0, 2, 8 ** 0.5, 12 ** 0.5, 4])
+
+
 def test_recipe_knobs_and_weight_distance():
     torch.manual_seed(0)
     x = torch.randn(96, 5)
@@ -95,6 +109,9 @@ def test_recipe_knobs_and_weight_distance():
     assert all(m.ghost_batch_size == 8 for m in model.modules() if isinstance(m, GhostBatchNorm))
     steps, distance = h.curve("train", "weight_distance")
     assert distance[0] == 0 and distance[-1] > 0
+    _, step = h.curve("train", "weight_step")                                   # distance from the last evaluation
+    assert step[0] == 0 and step[1] == pytest.approx(distance[1])
+    assert distance[-1] <= step.sum() + 1e-6 and np.all(step[1:] > 0)           # the triangle inequality
     torch.manual_seed(0)
     start = large_batch.BatchNormMLP(5, 2, 8, 2, 8).net[1].weight.detach()      # the same initialisation (seed 0)
     assert distance[-1] == pytest.approx(float((model.net[1].weight.detach() - start).norm()), rel=1e-5)

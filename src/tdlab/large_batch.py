@@ -12,8 +12,10 @@ replaces (official code: eladhoffer/bigBatch, ``main_gbn.py``):
 
 and one diagnostic: the distance the weights travel from their initialisation,
 ‖w_t − w_0‖, which the paper finds to grow like log t while the learning rate is high
-(Sec. 3, Fig. 2; the "ultra-slow diffusion" argument), measured by :func:`weight_distance` and
-fitted by :func:`log_fit`.
+(Sec. 3, Fig. 2; the "ultra-slow diffusion" argument), measured by :func:`weight_distance`,
+fitted by :func:`log_fit` and by a free power law (:func:`power_fit`, whose exponent decides between
+log t and √t), and compared with :func:`uncorrelated_distance`, the distance a walk of the same steps
+would reach if they were uncorrelated (ordinary diffusion).
 
 :func:`recipe` makes batch size, ghost batch size, learning rate, weight decay, the √ scaling
 and regime adaptation knobs of one :class:`~tdlab.recipes.Recipe`.
@@ -140,21 +142,37 @@ def recipe(data: Callable, num_train: int, build: Callable[[int | None], nn.Modu
 def weight_distance(names: Sequence[str] | None = None) -> Callable[[Evaluation], dict]:
     """A monitor of ‖w_t − w_0‖, the Euclidean distance of the weights ``names`` (all parameters when
     ``None``) from their values at step 0 of the engine call (Hoffer et al. 2017, Sec. 3 and Fig. 2,
-    where it is the first layer's): ``("train", "weight_distance")`` per member."""
+    where it is the first layer's): ``("train", "weight_distance")`` per member; and the distance
+    from the previous evaluation, ``("train", "weight_step")`` (0 at the first), from which
+    :func:`uncorrelated_distance` builds the control of the log t law."""
     initial: dict[int, dict[str, torch.Tensor]] = {}
+    previous: dict[int, dict[str, torch.Tensor]] = {}
+
+    def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+        return math.sqrt(sum(float(((v - b[k]) ** 2).sum()) for k, v in a.items()))
 
     def monitor(ev: Evaluation) -> dict:
-        values = []
+        values, steps = [], []
         for member in range(ev.members):
             params = ev.parameters(member)
-            chosen = {k: v for k, v in params.items() if names is None or k in names}
+            chosen = {k: v.detach().clone() for k, v in params.items() if names is None or k in names}
             if ev.step == 0 or member not in initial:
-                initial[member] = {k: v.detach().clone() for k, v in chosen.items()}
-            squared = sum(float(((v - initial[member][k]) ** 2).sum()) for k, v in chosen.items())
-            values.append(math.sqrt(squared))
-        return {("train", "weight_distance"): values}
+                initial[member] = previous[member] = chosen
+            values.append(distance(chosen, initial[member]))
+            steps.append(distance(chosen, previous[member]))
+            previous[member] = chosen
+        return {("train", "weight_distance"): values, ("train", "weight_step"): steps}
 
     return monitor
+
+
+def uncorrelated_distance(steps) -> np.ndarray:
+    """The distance from the start that a walk made of the same steps would reach if the steps were
+    uncorrelated: √(Σ_{j≤k} ‖Δ_j‖²) after the k-th step, for ``steps`` = ‖Δ_1‖, ‖Δ_2‖, ... (the
+    ``weight_step`` curve of :func:`weight_distance`). Ordinary diffusion: with steps of a constant
+    size it grows like √t."""
+    steps = np.asarray(steps, dtype=float)
+    return np.sqrt(np.cumsum(steps ** 2))
 
 
 @dataclass
@@ -183,6 +201,42 @@ def log_fit(t, d) -> Fit:
     t, d = np.asarray(t, dtype=float), np.asarray(d, dtype=float)
     keep = t > 0
     return linear_fit(np.log(t[keep]), d[keep])
+
+
+@dataclass
+class PowerFit:
+    """d ≈ a + c·(t^β − 1)/β by least squares with the exponent β free (the Box–Cox family: β = 0 is
+    a + c log t, β = ½ is a + c′√t up to the intercept, β = 1 a straight line in t)."""
+
+    intercept: float
+    slope: float
+    beta: float
+    r2: float
+
+    def __call__(self, t) -> np.ndarray:
+        return self.intercept + self.slope * box_cox(np.asarray(t, dtype=float), self.beta)
+
+
+def box_cox(t: np.ndarray, beta: float) -> np.ndarray:
+    """(t^β − 1)/β, and log t at β = 0 (its limit)."""
+    t = np.asarray(t, dtype=float)
+    return np.log(t) if abs(beta) < 1e-12 else (np.power(t, beta) - 1) / beta
+
+
+def power_fit(t, d, betas: Sequence[float] = tuple(np.round(np.arange(-1.0, 1.5001, 0.005), 3))) -> PowerFit:
+    """d ≈ a + c·(t^β − 1)/β over the steps t > 0 given: for every β of ``betas`` the least-squares a
+    and c, keeping the β with the smallest residual — the free power law that decides between the
+    paper's log t (β = 0) and the √t of ordinary diffusion (β = ½)."""
+    t, d = np.asarray(t, dtype=float), np.asarray(d, dtype=float)
+    keep = t > 0
+    t, d = t[keep], d[keep]
+    best = None
+    for beta in betas:
+        fit = linear_fit(box_cox(t, beta), d)
+        if best is None or fit.r2 > best[1].r2:
+            best = (float(beta), fit)
+    beta, fit = best
+    return PowerFit(fit.intercept, fit.slope, beta, fit.r2)
 
 
 def gap_closed(small: float, large: float, fixed: float) -> float:
