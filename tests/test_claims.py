@@ -343,6 +343,14 @@ def test_the_ledger_groups_by_chapter_with_kinds_and_counts(book, monkeypatch):
     assert "1 of 2" in ledger.totals_markdown([CHAPTER], book)
 
 
+def test_a_chapter_with_only_sanity_rows_says_no_claim_of_the_paper_is_decided():
+    entry = seed_tables.Entry("its weights stay within the bound", "sanity", "<=", "", 1.5, "stated",
+                              [1.2] * 10, None, None, None, None)
+    status = ledger.status_markdown(CHAPTER, seed_tables.Table(CHAPTER, "cpu", list(range(10)), [entry]))
+    assert "none of the paper's claims is decided" in status and "0 of 0" not in status
+    assert status.startswith("**Checked on every build**") and "1 sanity check of the setup" in status
+
+
 def test_a_recorded_failure_or_a_record_mode_build_is_never_published(book, monkeypatch):
     build_record(book, monkeypatch, checks="record")
     found = ledger.verify(Path(records.folder()), [CHAPTER, "03_part/missing"], book)

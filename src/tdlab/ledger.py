@@ -124,10 +124,15 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
                 "table at this scale.*")
     c = table.counts()
     paper_claims = c[EFFECT] + c[NOT_REPRODUCED]
-    text = (f"**Checked on every build** (thresholds from ten committed seeds, {table.seeds[0]}–{table.seeds[-1]}): "
-            f"**{c[EFFECT]} of {paper_claims}** of the paper's claims reproduced here")
+    text = f"**Checked on every build** (thresholds from ten committed seeds, {table.seeds[0]}–{table.seeds[-1]}): "
+    if paper_claims == 0:
+        text += "**none of the paper's claims is decided at this scale** (the chapter says what it shows instead)."
+    else:
+        text += f"**{c[EFFECT]} of {paper_claims}** of the paper's claims reproduced here"
     missing = [e for e in table.entries if e.kind == NOT_REPRODUCED]
-    if missing:
+    if paper_claims == 0:
+        pass
+    elif missing:
         text += f"; **{len(missing)} not reproduced**:\n" + "\n".join(
             f"- *{e.words}* (the paper: {e.paper})" for e in missing)
     else:
