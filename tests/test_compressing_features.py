@@ -236,3 +236,27 @@ def test_the_paper_network_stacks_and_its_monitor_runs():
                    batch_size=4, steps=4, eval_every=4, progress=False, batched=True,
                    monitors=[nested.monitor(make(), val, pairs=True)])
     assert 1 <= h.final("val", "K", 0) <= 32 and h.final("test_pair", "acc", 0) == h.final("test_pair", "acc", 1)
+
+
+def test_plain_dropout_control_masks_and_rescales_in_training_only():
+    """dropout p (σ = 0): each feature zeroed with probability p, the rest scaled by 1/(1 − p) — the official
+    F.dropout baseline; nothing in evaluation; nested dropout and plain dropout do not combine."""
+    torch.manual_seed(0)
+    model = nested.NestedMLP(10, 4, width=64, depth=2, sigma=0.0, dropout=0.6, mask_seed=2)
+    x = torch.randn(500, 10)
+    h = model.features(x)
+    model.train()
+    dropped = model.dropped(h)
+    zero = (dropped == 0) & (h != 0)
+    assert zero.sum().item() / (h != 0).sum().item() == pytest.approx(0.6, abs=0.02)
+    torch.testing.assert_close(dropped[~zero & (h != 0)], h[~zero & (h != 0)] / 0.4)
+    reference = model.dropped(h) @ model.classifier.weight.T                  # the generator moves on: a new mask
+    assert not torch.equal(reference, model(x))
+    model.eval()
+    torch.testing.assert_close(model(x), h @ model.classifier.weight.T)
+    _, params, _ = flat.stack([model, model])
+    model.train()
+    stacked = model.forward_stacked(params, x)                                  # one mask per member
+    assert not torch.equal(stacked[0], stacked[1])
+    with pytest.raises(ValueError):
+        nested.NestedMLP(10, 4, width=8, sigma=4.0, dropout=0.5)

@@ -62,6 +62,10 @@ class NestedNet(nn.Module):
       batch, the same for every member of a stacked run), drawn from the model's own seeded
       generator (``mask_seed``), and only h[:k+1] reaches the classifier;
     - ``sigma = 0``: no nested dropout (the plain cross-entropy baseline of the paper);
+    - ``dropout`` p > 0 (with ``sigma = 0``): plain dropout on h instead, each channel of each
+      example zeroed with probability p and the rest scaled by 1/(1 − p), as the official
+      ``F.dropout(feature, p=dropout)`` baseline (the control of nested dropout at a matched rate);
+      the mask comes from a torch generator seeded with ``mask_seed``, one mask per member;
     - evaluation: the first ``keep`` channels (all of them when ``keep`` is ``None``).
 
     ``trunk`` is any module returning (B, width) features; stacked runs ``vmap`` it (batch norm
@@ -69,15 +73,20 @@ class NestedNet(nn.Module):
     """
 
     def __init__(self, trunk: nn.Module, width: int, num_classes: int, sigma: float = 10.0, mu: float = 0.0,
-                 mask_seed: int = 0):
+                 mask_seed: int = 0, dropout: float = 0.0):
         super().__init__()
         check_range("width", width, 1)
         check_range("nested sigma", sigma, 0)
+        check_range("dropout", dropout, 0, 1, high_open=True)
+        if dropout and sigma:
+            raise ValueError("plain dropout is the control of nested dropout: give sigma = 0 with dropout > 0")
         self.trunk = trunk
         self.classifier = nn.Linear(width, num_classes, bias=False)
         self.width, self.sigma, self.mu = width, float(sigma), float(mu)
         self.distribution = truncation_distribution(width, sigma, mu) if sigma > 0 else None
         self.rng = np.random.default_rng(mask_seed)
+        self.dropout = float(dropout)
+        self.dropout_generator = torch.Generator().manual_seed(mask_seed)
         self.keep: int | None = None          # evaluation: how many channels the classifier reads
         self.kept: int | None = None          # training: how many were kept at the last forward call
 
@@ -95,9 +104,16 @@ class NestedNet(nn.Module):
         """The first ``keep`` (all) features h, shape (B, keep)."""
         return self.trunk(x)[:, :keep]
 
+    def dropped(self, h: torch.Tensor) -> torch.Tensor:
+        """h with plain dropout applied in training (``dropout`` > 0), else h itself."""
+        if not (self.training and self.dropout):
+            return h
+        kept = torch.rand(h.shape, generator=self.dropout_generator) >= self.dropout
+        return h * kept.to(device=h.device, dtype=h.dtype) / (1 - self.dropout)
+
     def forward(self, x):
         keep = self.kept_channels()
-        return self.features(x, keep) @ self.classifier.weight[:, :keep].T      # z = W_{:, :K} h_{:K}
+        return self.dropped(self.features(x, keep)) @ self.classifier.weight[:, :keep].T   # z = W_{:, :K} h_{:K}
 
     def features_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """All features of E stacked networks (``params`` stacked to (E, ...)), x shared: (E, B, width)."""
@@ -116,14 +132,14 @@ class NestedMLP(NestedNet):
     """
 
     def __init__(self, in_features: int, num_classes: int, width: int = 128, depth: int = 2,
-                 sigma: float = 10.0, mu: float = 0.0, mask_seed: int = 0):
+                 sigma: float = 10.0, mu: float = 0.0, mask_seed: int = 0, dropout: float = 0.0):
         check_range("depth", depth, 1)
         layers: list[nn.Module] = [nn.Flatten()]
         features = in_features
         for _ in range(depth):
             layers += [nn.Linear(features, width), nn.ReLU()]
             features = width
-        super().__init__(nn.Sequential(*layers), width, num_classes, sigma, mu, mask_seed)
+        super().__init__(nn.Sequential(*layers), width, num_classes, sigma, mu, mask_seed, dropout)
 
     def _last_linear(self) -> int:
         return max(i for i, layer in enumerate(self.trunk) if isinstance(layer, nn.Linear))
@@ -165,7 +181,7 @@ class NestedMLP(NestedNet):
     def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """E networks at once, one truncation for all of them: ``(E, B, C)`` (what the loop trains)."""
         keep = self.kept_channels()
-        h = self.features_stacked(params, x, keep, feature_major=True)               # (E, keep, B)
+        h = self.dropped(self.features_stacked(params, x, keep, feature_major=True))  # (E, keep, B)
         return torch.bmm(params["classifier.weight"][:, :, :keep], h).transpose(1, 2)  # z = W_{:, :K} h_{:K}
 
 
