@@ -125,18 +125,15 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
     c = table.counts()
     paper_claims = c[EFFECT] + c[NOT_REPRODUCED]
     text = f"**Checked on every build** (thresholds from ten committed seeds, {table.seeds[0]}–{table.seeds[-1]}): "
-    if paper_claims == 0:
-        text += "**none of the paper's claims is decided at this scale** (the chapter says what it shows instead)."
-    else:
-        text += f"**{c[EFFECT]} of {paper_claims}** of the paper's claims reproduced here"
     missing = [e for e in table.entries if e.kind == NOT_REPRODUCED]
     if paper_claims == 0:
-        pass
+        text += "**none of the paper's claims is decided at this scale** (the chapter says what it shows instead)."
     elif missing:
-        text += f"; **{len(missing)} not reproduced**:\n" + "\n".join(
-            f"- *{e.words}* (the paper: {e.paper})" for e in missing)
+        text += (f"**{c[EFFECT]} of {paper_claims}** of the paper's claims reproduced here; "
+                 f"**{len(missing)} not reproduced**:\n" + "\n".join(
+                     f"- *{e.words}* (the paper: {e.paper})" for e in missing))
     else:
-        text += "; none found not to reproduce."
+        text += f"**{c[EFFECT]} of {paper_claims}** of the paper's claims reproduced here; none found not to reproduce."
     if c[SANITY]:
         text += f"\n\n{c[SANITY]} sanity check{'s' if c[SANITY] != 1 else ''} of the setup are shown apart."
     return text
