@@ -2,12 +2,14 @@
 
 - :func:`status`: the chapter's first lines: what of the paper it reproduces, from its committed seed table.
 - :func:`setup`: the chapter's seed and scale from ``TDLAB_SEED``/``TDLAB_SCALE``, the book's
-  plot style, and the chapter's name for its records.
+  plot style, and the chapter's name for its records; in a build (``TDLAB_RECORDS`` set) it also watches
+  every cell's figures (:func:`watch_figures`): fractions drawn on a percent axis fail the chapter.
 - :func:`timed`: train, print how long it took, and record the time (the book's timing report).
 - :func:`memorization`: the numbers of the label-noise picture, measured on one run.
 - :func:`table` and :func:`fmt`: numbers shown the same way in every chapter (accuracies in %,
   steps as integers, "never" for a level never reached).
-- :func:`finish`: the chapter's last cell; every claim of the seed table was checked; the records are complete.
+- :func:`finish`: the chapter's last cell; no figure drew fractions on a percent axis; every claim of the seed
+  table was checked; the records are complete.
 """
 from __future__ import annotations
 
@@ -36,7 +38,45 @@ def setup(name: str) -> tuple[int, str]:
     records.start()              # the record starts now: its "started" time is the chapter's start
     claims.start()
     plots.set_style()
+    _FIGURE_PROBLEMS.clear()
+    if records.folder() is not None:
+        watch_figures()          # a build: a figure with fractions drawn on a percent axis fails the chapter
     return env_seed(), env_scale()
+
+
+_FIGURE_PROBLEMS: list[str] = []
+
+
+def check_open_figures(*_) -> list[str]:
+    """Every open matplotlib figure read by :func:`tdlab.plots.fractions_on_percent_axes`; each new problem is
+    printed and kept, and :func:`finish` then fails the chapter. Returns the problems found now."""
+    import matplotlib.pyplot as plt
+    found = []
+    for number in plt.get_fignums():
+        for problem in plots.fractions_on_percent_axes(plt.figure(number)):
+            if problem not in _FIGURE_PROBLEMS:
+                _FIGURE_PROBLEMS.append(problem)
+                found.append(problem)
+    if found:
+        import sys
+        print("tdlab: a figure draws fractions on a percent axis — " + "; ".join(found), file=sys.stderr)
+    return found
+
+
+def watch_figures() -> bool:
+    """In IPython, read the figures of every cell with :func:`check_open_figures` after the cell runs and before
+    the inline backend shows and closes them (the first ``post_execute`` callback). False outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    callbacks = shell.events.callbacks["post_execute"]
+    if check_open_figures not in callbacks:
+        callbacks.insert(0, check_open_figures)
+    return True
 
 
 def timed(label: str, train: Callable[..., History], *args, **kwargs) -> History:
@@ -56,6 +96,9 @@ def finish() -> None:
     """The chapter's last code cell: every claim its committed seed table lists was checked (else it
     raises, naming them), and its records are complete. A build (``TDLAB_RECORDS`` set, at the CPU
     scale) also needs the table to exist."""
+    if _FIGURE_PROBLEMS:
+        raise AssertionError(f"{records.chapter_name()} drew fractions on a percent axis (the curves hug 0–1 % and "
+                             f"the figure looks blank): " + "; ".join(_FIGURE_PROBLEMS))
     missing = claims.unchecked()
     if missing:
         raise AssertionError(f"{records.chapter_name()} did not check {len(missing)} claim(s) its committed seed "

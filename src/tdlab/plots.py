@@ -46,8 +46,15 @@ def set_style() -> None:
                          "axes.titleweight": "bold", "legend.frameon": False, "figure.autolayout": False})
 
 
-def _scale(metric: str) -> float:
-    return 100.0 if metric.startswith("acc") else 1.0
+# Metrics that are fractions (of examples, of neurons), drawn in % by :func:`curve`: accuracies, ELR's target
+# buffer read as a detector (``target_true``, ``flagged``), the share of neurons below an IPR edge (``ipr<e``).
+FRACTIONS = ("acc", "target_true", "flagged", "ipr<")
+
+
+def _scale(metric: str, percent: bool | None = None) -> float:
+    if percent is not None:
+        return 100.0 if percent else 1.0
+    return 100.0 if metric.startswith(FRACTIONS) else 1.0
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -75,11 +82,12 @@ def _mark_divergence(ax, history: History, member: int, color) -> None:
 
 
 def curve(ax, history: History, split: str, metric: str, member: int = 0, label: str | None = None,
-          **style):
-    """Draw one metric of one member; returns the line."""
+          percent: bool | None = None, **style):
+    """Draw one metric of one member; returns the line. ``percent``: draw the values × 100 (True) or as
+    they are (False); by default the metrics in :data:`FRACTIONS` are drawn in %."""
     steps, values = history.curve(split, metric, member)
     keep = np.isfinite(values)
-    line, = ax.plot(steps[keep], values[keep] * _scale(metric),
+    line, = ax.plot(steps[keep], values[keep] * _scale(metric, percent),
                     label=label if label is not None else LABELS.get((split, metric), f"{split} {metric}"),
                     **style)
     _mark_divergence(ax, history, member, line.get_color())
@@ -347,3 +355,30 @@ def calibration_curves(history: History, member: int = 0, ax=None, title: str | 
 
 
 __all__ = [*__all__, "reliability_diagrams", "calibration_curves"]
+
+
+# ----------------------------------------------------------------- a figure's fractions on a percent axis
+
+
+def fractions_on_percent_axes(figure) -> list[str]:
+    """The axes of ``figure`` that draw fractions on a percent axis: a y range of at least 50 while every
+    line drawn in data coordinates lies within [−0.01, 1.01] and some line varies — the curves then hug
+    the axis at 0–1 % and the figure looks blank. One description per such axes (empty: none)."""
+    problems = []
+    for ax in figure.get_axes():
+        low, high = sorted(ax.get_ylim())
+        if high - low < 50:
+            continue
+        ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()
+              if line.get_transform() == ax.transData and len(line.get_ydata())]
+        ys = [y[np.isfinite(y)] for y in ys]
+        ys = [y for y in ys if y.size]
+        if not ys or not all(y.min() >= -0.01 and y.max() <= 1.01 for y in ys):
+            continue
+        if not any(np.ptp(y) > 0 for y in ys):
+            continue
+        title = ax.get_title() or ax.get_ylabel() or "untitled axes"
+        problems.append(f"“{title}”: every line lies within [−0.01, 1.01] on a y axis from {low:g} to {high:g} — "
+                        f"fractions drawn on a percent axis (draw them × 100, e.g. plots.curve(..., percent=True))")
+    return problems
+

@@ -1,0 +1,77 @@
+"""A figure that draws fractions (0–1) on a percent axis (0–100) is caught; correct figures are not."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tdlab import chapter, plots  # noqa: E402
+from tdlab.history import History  # noqa: E402
+
+
+def detector_history():
+    h = History(knobs=[{"lam": 3.0}], diverged_at=[None])
+    for step, (true, flagged) in enumerate([(0.2, 0.01), (0.6, 0.02), (0.8, 0.03)]):
+        h.log(step * 10, "train_corrupted", "target_true", true)
+        h.log(step * 10, "train_clean", "flagged", flagged)
+        h.log(step * 10, "test", "acc", true)
+    return h
+
+
+def test_fractions_on_a_percent_axis_are_caught():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0.1, 0.5, 0.8])
+    ax.plot([0, 1, 2], [0.0, 0.01, 0.02])
+    ax.set(ylim=(-2, 102), title="blank")
+    (problem,) = plots.fractions_on_percent_axes(fig)
+    assert "blank" in problem and "percent axis" in problem
+    plt.close("all")
+
+
+def test_percent_curves_fraction_axes_flat_lines_and_reference_lines_pass():
+    fig, axes = plt.subplots(1, 4)
+    axes[0].plot([0, 1, 2], [10.0, 50.0, 80.0])                 # percentages on a percent axis
+    axes[0].set_ylim(-2, 102)
+    axes[1].plot([0, 1, 2], [0.1, 0.5, 0.8])                    # fractions on a fraction axis
+    axes[1].set_ylim(0, 1.02)
+    axes[2].plot([0, 1, 2], [0.0, 0.0, 0.0])                    # a flat line at 0 %: nothing varies
+    axes[2].set_ylim(-2, 102)
+    axes[3].plot([0, 1, 2], [0.5, 40.0, 90.0])                  # one line above 1.01: not every line is a fraction
+    axes[3].plot([0, 1, 2], [0.1, 0.5, 0.8])
+    axes[3].axvline(1.0)                                        # y in axes coordinates [0, 1]: not a data line
+    axes[3].set_ylim(-2, 102)
+    assert plots.fractions_on_percent_axes(fig) == []
+    fig, ax = plt.subplots()
+    ax.axvline(1.0)                                             # only a reference line: no data to judge
+    ax.set_ylim(0, 100)
+    assert plots.fractions_on_percent_axes(fig) == []
+    plt.close("all")
+
+
+def test_curve_draws_fraction_metrics_in_percent_and_obeys_percent():
+    h = detector_history()
+    fig, ax = plt.subplots()
+    line = plots.curve(ax, h, "train_corrupted", "target_true")
+    assert max(line.get_ydata()) == 80.0
+    assert max(plots.curve(ax, h, "train_clean", "flagged").get_ydata()) == 3.0
+    assert max(plots.curve(ax, h, "test", "acc", percent=False).get_ydata()) == 0.8
+    assert max(plots.curve(ax, h, "train_corrupted", "target_true", percent=True).get_ydata()) == 80.0
+    plt.close("all")
+
+
+def test_the_build_watch_records_a_problem_and_finish_fails(monkeypatch):
+    chapter._FIGURE_PROBLEMS.clear()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0.1, 0.5, 0.8])
+    ax.set(ylim=(0, 100), title="fractions")
+    assert len(chapter.check_open_figures()) == 1
+    assert chapter.check_open_figures() == []                  # a problem is reported once
+    monkeypatch.setattr(chapter.records, "finish", lambda: None)
+    try:
+        chapter.finish()
+    except AssertionError as error:
+        assert "percent axis" in str(error) and "fractions" in str(error)
+    else:
+        raise AssertionError("finish() did not fail on a figure with fractions on a percent axis")
+    finally:
+        chapter._FIGURE_PROBLEMS.clear()
+        plt.close("all")
