@@ -192,8 +192,8 @@ def test_progress_is_silent_where_no_one_watches(monkeypatch):
 
 
 def test_loss_registry_has_every_loss_once():
-    assert set(losses.LOSSES) == {"ce", "softmax_ce", "mse", "elr", "stablemax", "soft_ce", "gce", "zloss", "ldr_kl",
-                                  "aldr_kl", "label_smoothing", "pskd"}
+    assert set(losses.LOSSES) == {"ce", "softmax_ce", "mse", "elr", "stablemax", "soft_ce", "gce", "zloss", "taylor",
+                                  "ldr_kl", "aldr_kl", "label_smoothing", "pskd"}
     assert losses.get_loss("softmax_ce", precision="float16").describe() == {"loss": "softmax_ce",
                                                                             "precision": "float16"}
     assert losses.get_loss("elr", lam=2.0).describe() == {"loss": "elr", "lam": 2.0, "beta": 0.7}

@@ -142,6 +142,11 @@ def zloss_naive(z, y, a, b):
     return math.log1p(math.exp(a * (b - zeta))) / a
 
 
+def taylor_naive(z, y):
+    f = [1 + v + v * v / 2 for v in z]
+    return -math.log(f[y] / sum(f))
+
+
 def ldr_naive(z, y, lam, margin):
     s = [math.log1p(math.exp(v)) for v in z]
     mean = sum(s) / len(s)
@@ -155,6 +160,7 @@ def ldr_naive(z, y, lam, margin):
     ("gce", {"q": 1.0}, lambda z, y: gce_naive(z, y, 1.0)),
     ("zloss", {"a": 1.0, "b": 0.0}, lambda z, y: zloss_naive(z, y, 1.0, 0.0)),
     ("zloss", {"a": 3.0, "b": 2.0}, lambda z, y: zloss_naive(z, y, 3.0, 2.0)),
+    ("taylor", {}, taylor_naive),
     ("ldr_kl", {"lam": 10.0, "margin": 0.1}, lambda z, y: ldr_naive(z, y, 10.0, 0.1)),
     ("ldr_kl", {"lam": 0.5, "margin": 1.0}, lambda z, y: ldr_naive(z, y, 0.5, 1.0)),
 ])

@@ -395,6 +395,26 @@ class ZLoss(Loss):
         return (F.softplus(a * (b - zeta)) / a).mean(-1)
 
 
+class TaylorSoftmax(Loss):
+    r"""The log-Taylor-softmax loss (de Brébisson & Vincent, ICLR 2016, "An exploration of softmax
+    alternatives belonging to the spherical loss family"; compared with the Z-loss in their 2016
+    paper): the exponential of the softmax replaced by its second-order Taylor expansion,
+
+    .. math::
+        f(z) = 1 + z + \tfrac12 z^2 > 0,\qquad
+        \mathcal{L}_T(z, y) = -\log \frac{f(z_y)}{\sum_k f(z_k)}.
+
+    The denominator needs only Σz and Σz², so it belongs to the spherical family.
+    """
+
+    name = "taylor"
+
+    def __call__(self, logits, targets, index=None):
+        f = 1 + logits + 0.5 * logits.pow(2)
+        log_p = torch.log(_true_class(f, targets).squeeze(-1)) - torch.log(f.sum(-1))      # (..., B)
+        return -log_p.mean(-1)
+
+
 class LDRKL(Loss):
     r"""Label-distributionally robust loss with a KL penalty, LDR-KL (Zhu, Ying & Yang, ICML 2023,
     Eq. 3; the official ``LDRLoss_V1``): the worst case over label distributions near uniform,
@@ -585,7 +605,7 @@ class PSKD(Loss):
 
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (CrossEntropy, SoftmaxCrossEntropy, MSE, ELR,
                                                            StableMaxCrossEntropy, SoftCrossEntropy,
-                                                           GeneralizedCrossEntropy, ZLoss, LDRKL, ALDRKL,
+                                                           GeneralizedCrossEntropy, ZLoss, TaylorSoftmax, LDRKL, ALDRKL,
                                                            LabelSmoothing, PSKD)}
 
 
