@@ -112,3 +112,29 @@ def test_calibration_curves_and_explorer_show_ece_in_percent(digits):
     page = plots.explorer(history, ["lr"], curves=[("test", "acc"), ("test", "ece")],
                           colors={("test", "ece"): "#123456"})._repr_html_()
     assert "#123456" in page and '"y":[0,100]' in page
+
+
+def test_label_mass_matches_the_targets_formula_and_the_monitor(digits):
+    from tdlab import losses
+    gen = torch.Generator().manual_seed(3)
+    loss = losses.PSKD(alpha_T=torch.tensor([0.0, 0.0, 0.8, 0.8]), smoothing=torch.tensor([0.0, 0.1, 0.0, 0.0]),
+                       uniform_teacher=torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    n, classes = 6, 5
+    loss.setup(n, classes, members=4)
+    loss.at_step(5, 10, 2)                                         # epoch 2 of 5: α_t = 0.6·α_T
+    targets = torch.randint(0, classes, (n,), generator=gen)
+    loss(torch.randn(4, n, classes, generator=gen), targets.expand(4, n), torch.arange(n))
+    mass = calibration.label_mass(loss, targets)
+    previous = loss.predictions[2, torch.arange(n), targets]
+    torch.testing.assert_close(mass[0], torch.ones(n))                         # cross-entropy
+    torch.testing.assert_close(mass[1], torch.full((n,), 0.9 + 0.1 / classes))  # label smoothing
+    torch.testing.assert_close(mass[2], (1 - 0.48) + 0.48 * previous)          # PS-KD
+    torch.testing.assert_close(mass[3], torch.full((n,), 1 - 0.48 * (1 - 1 / classes)))   # uniform teacher
+    history = engine.run(lambda: models.MLP(64, 10, width=16, depth=1), digits,
+                         [{"seed": 0, "alpha_T": 0.0}, {"seed": 0, "alpha_T": 0.8, "uniform_teacher": 1.0}],
+                         steps=30, eval_every=10, batch_size=64, loss="pskd", monitors=[calibration.label_mass_monitor()],
+                         progress=False)
+    assert history.final("train", "label_mass", 0) == pytest.approx(1.0)
+    epoch = len(digits.y_train) // 64                               # 30 steps: the last of two epochs, α_t = α_T
+    assert -(-30 // epoch) == 2 and 30 > epoch
+    assert history.final("train", "label_mass", 1) == pytest.approx(1 - 0.8 * (1 - 1 / 10))

@@ -13,7 +13,9 @@ code computes them (``utils/metric.py``):
 - :func:`nll`: the mean negative log-likelihood of the true class (the test loss the loop
   already logs);
 - :func:`monitor`: ECE and mean confidence at every evaluation of a training run, from the
-  logits the loop has computed.
+  logits the loop has computed;
+- :func:`label_mass` and :func:`label_mass_monitor`: the mass a PS-KD loss's soft targets put on
+  the given label (how strongly it softens them), to match a uniform teacher's strength to PS-KD's.
 
 Every function takes logits (..., N, C) and integer labels (..., N): a sweep's (E, N, C)
 gives one value per member.
@@ -109,3 +111,44 @@ def monitor(bins: int = 10, split: str = "test"):
         return {(split, "ece"): expected_calibration_error(z, y, bins), (split, "confidence"): mean_confidence(z)}
 
     return calibration
+
+
+def label_mass(loss, targets: torch.Tensor) -> torch.Tensor:
+    """The mass that a PS-KD loss's current soft targets put on the given label of every training
+    example, (E, N): (1 − α_t)·((1 − ε) + ε/C) + α_t·((1 − u)·P_{i,y} + u/C), with the loss's α_t, its
+    label smoothing ε, its uniform teacher u and its buffer P of previous predictions. With α_t = 0 and
+    ε = 0 (cross-entropy) it is 1; a uniform teacher (u = 1) gives 1 − α_t·(1 − 1/C) for every example,
+    so the strength of a uniform teacher can be matched to PS-KD's on this number."""
+    predictions = loss.predictions
+    if predictions is None:
+        raise RuntimeError("the PS-KD loss has no buffer of predictions yet: call setup first")
+    classes = predictions.shape[-1]
+    like = predictions[..., 0]                                                           # (E, N)
+    targets = targets.expand(like.shape) if targets.dim() < like.dim() else targets
+    previous = predictions.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1).to(like.dtype)
+    alpha, epsilon, uniform = (_per_member(value, like) for value in (loss.alpha_t, loss.smoothing,
+                                                                       loss.uniform_teacher))
+    teacher = (1 - uniform) * previous + uniform / classes
+    return (1 - alpha) * (1 - epsilon + epsilon / classes) + alpha * teacher
+
+
+def _per_member(value, like: torch.Tensor) -> torch.Tensor:
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    return value.reshape(-1, 1) if value.dim() else value
+
+
+def label_mass_monitor():
+    """A training-loop monitor for ``loss="pskd"`` runs: the mean mass its targets put on the given
+    label (metric ``label_mass`` of split ``train``, see :func:`label_mass`), and with corrupted labels
+    the same mean over the clean (``train_clean``) and over the corrupted examples (``train_corrupted``)."""
+
+    def targets(ev) -> dict:
+        mass = label_mass(ev.loss, ev.targets["train"])
+        out = {("train", "label_mass"): mass.mean(-1)}
+        if ev.corrupted is not None:
+            corrupted = ev.corrupted.to(mass.dtype)
+            out[("train_clean", "label_mass")] = (mass * (1 - corrupted)).sum(-1) / (1 - corrupted).sum(-1).clamp(min=1)
+            out[("train_corrupted", "label_mass")] = (mass * corrupted).sum(-1) / corrupted.sum(-1).clamp(min=1)
+        return out
+
+    return targets
