@@ -213,11 +213,20 @@ def test_monitor_chooses_K_on_noisy_validation_labels_as_brute_force(digits):
         K = int(np.argmax(val_curves[m] - 1e-5 * np.arange(16))) + 1
         assert h.final("val", "K", m) == K
         assert h.final("test_K", "acc", m) == pytest.approx(test_curves[m, K - 1])
+        assert h.final("val", "acc", m) == pytest.approx(val_curves[m, K - 1])
+        assert h.final("val_all", "acc", m) == pytest.approx(val_curves[m, -1])
     pair_val = nested.truncation_curves(h.models, val.x, noisy, pairs=True)[0]
+    pair_test = nested.truncation_curves(h.models, train.x_test, train.y_test, pairs=True)[0]
     K = int(np.argmax(pair_val - 1e-5 * np.arange(16))) + 1
     assert h.final("val_pair", "K", 1) == K
-    assert h.final("test_pair", "acc", 0) == pytest.approx(
-        nested.truncation_curves(h.models, train.x_test, train.y_test, pairs=True)[0, K - 1])
+    assert h.final("val_pair", "acc", 1) == pytest.approx(pair_val[K - 1])
+    assert h.final("test_pair", "acc", 0) == pytest.approx(pair_test[K - 1])
+    assert h.final("val_pair_all", "acc", 0) == pytest.approx(pair_val[-1])
+    assert h.final("test_pair_all", "acc", 1) == pytest.approx(pair_test[-1])
+    # the best-validation reading: the test value at the step where the validation curve peaks (earliest tie)
+    steps, values = h.curve("val", "acc", 0)
+    best = int(steps[int(np.argmax(values))])
+    assert nested.at_best_validation(h, ("val", "acc"), ("test_K", "acc"), 0) == h.at_step("test_K", "acc", best, 0)
     # the loop's own accuracy is the full-width one
     assert h.final("test", "acc", 0) == pytest.approx(test_curves[0, -1])
 

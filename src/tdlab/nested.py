@@ -273,9 +273,14 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
     """A monitor: each member's truncation K chosen on ``validation`` with the labels the member
     would see there (its own noise kind, rate and seed: no clean label is used for the choice), and
     what it gives. Logs ``val``/``K`` (kept channels), ``val``/``acc`` (the validation accuracy
-    at K, noisy labels) and ``test_K``/``acc`` (test accuracy at K). With ``pairs`` (co-teaching:
-    members 2j and 2j+1) also ``val_pair``/``K`` and ``test_pair``/``acc``: K chosen for the pair's
-    averaged logits and its test accuracy, the same number for both members of a pair.
+    at K, noisy labels), ``test_K``/``acc`` (test accuracy at K) and ``val_all``/``acc`` (the
+    validation accuracy with all channels, noisy labels: what selects the step of a network read
+    with all its features). With ``pairs`` (co-teaching: members 2j and 2j+1) also ``val_pair``/``K``,
+    ``val_pair``/``acc`` and ``test_pair``/``acc``: K chosen for the pair's averaged logits, its
+    validation and test accuracy there, and ``val_pair_all``/``acc``, ``test_pair_all``/``acc``, the
+    pair's averaged logits with all channels; the same numbers for both members of a pair.
+    The best-validation reading of the paper (the checkpoint of the best validation epoch) is
+    :func:`at_best_validation` on these curves.
     ``template`` is any :class:`NestedNet` of the members' shape (only its layout is used);
     ``validation`` may be a function that makes the split (called once, when first needed)."""
     cache: dict = {}
@@ -304,17 +309,26 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
         chosen = choose_truncation(val)                                                  # (E,)
         rows = torch.arange(members)
         out = {("val", "K"): chosen.float(), ("val", "acc"): val[rows, chosen - 1],
-               ("test_K", "acc"): test[rows, chosen - 1]}
+               ("test_K", "acc"): test[rows, chosen - 1], ("val_all", "acc"): val[:, -1]}
         if pairs:
             val_pair = _accuracies(template, params, split().x, y_val, pairs=True)    # (E/2, d)
             test_pair = _accuracies(template, params, ev.data.x_test, y_test, pairs=True)
             chosen_pair = choose_truncation(val_pair)
-            at_k = test_pair[torch.arange(members // 2), chosen_pair - 1]
+            pair_rows = torch.arange(members // 2)
             out[("val_pair", "K")] = chosen_pair.float().repeat_interleave(2)
-            out[("test_pair", "acc")] = at_k.repeat_interleave(2)
+            out[("val_pair", "acc")] = val_pair[pair_rows, chosen_pair - 1].repeat_interleave(2)
+            out[("test_pair", "acc")] = test_pair[pair_rows, chosen_pair - 1].repeat_interleave(2)
+            out[("val_pair_all", "acc")] = val_pair[:, -1].repeat_interleave(2)
+            out[("test_pair_all", "acc")] = test_pair[:, -1].repeat_interleave(2)
         return out
 
     return measure
+
+
+def at_best_validation(history, val: tuple[str, str], test: tuple[str, str], member: int = 0) -> float:
+    """``test`` (split, metric) of one member at the evaluation where ``val`` (split, metric) peaks,
+    ties broken towards the earliest step: the official checkpoint of the best validation epoch."""
+    return history.at_step(*test, history.peak_step(*val, member), member)
 
 
 def truncation_curves(networks: list[NestedNet], x: torch.Tensor, y: torch.Tensor, pairs: bool = False) -> np.ndarray:
