@@ -29,6 +29,7 @@ import torch
 
 from tdlab.config import check_range
 from tdlab.losses import cross_entropy, softmax
+from tdlab.monitors import masked_mean
 
 
 @dataclass
@@ -147,8 +148,8 @@ def label_mass_monitor():
         out = {("train", "label_mass"): mass.mean(-1)}
         if ev.corrupted is not None:
             corrupted = ev.corrupted.to(mass.dtype)
-            out[("train_clean", "label_mass")] = (mass * (1 - corrupted)).sum(-1) / (1 - corrupted).sum(-1).clamp(min=1)
-            out[("train_corrupted", "label_mass")] = (mass * corrupted).sum(-1) / corrupted.sum(-1).clamp(min=1)
+            out[("train_clean", "label_mass")] = masked_mean(mass, 1 - corrupted)
+            out[("train_corrupted", "label_mass")] = masked_mean(mass, corrupted)
         return out
 
     return targets

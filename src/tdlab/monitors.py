@@ -87,7 +87,7 @@ class Evaluation:
         return {name: torch.stack([p[name] for p in each]) for name in each[0]}
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> list[float | None]:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> list[float | None]:
     """Per member, the mean of ``values`` (E, N) over ``mask`` (E, N); ``None`` where the mask is empty."""
     counts = mask.sum(-1)
     means = (values * mask).sum(-1) / counts.clamp_min(1)
@@ -112,9 +112,9 @@ def accuracy(ev: Evaluation) -> dict[tuple[str, str], Values]:
            ("test", "acc"): (test.argmax(-1) == y_test).float().mean(-1)}
     if ev.corrupted is not None:
         corrupted = ev.corrupted.float()
-        out[("train_clean", "acc")] = _masked_mean(correct, 1 - corrupted)
-        out[("train_corrupted", "acc")] = _masked_mean(correct, corrupted)
-        out[("train_corrupted", "acc_true")] = _masked_mean((predicted == ev.true_targets).float(), corrupted)
+        out[("train_clean", "acc")] = masked_mean(correct, 1 - corrupted)
+        out[("train_corrupted", "acc")] = masked_mean(correct, corrupted)
+        out[("train_corrupted", "acc_true")] = masked_mean((predicted == ev.true_targets).float(), corrupted)
     return out
 
 
@@ -131,7 +131,7 @@ def accuracy_on(name: str, mask: torch.Tensor, split: str = "test") -> Monitor:
                              f"{ev.logits[split].shape[1]} examples")
         correct = (ev.logits[split].argmax(-1) == ev.targets[split]).float()
         chosen = mask.to(correct.device).expand_as(correct).float()
-        return {(f"{split}_{name}", "acc"): _masked_mean(correct, chosen)}
+        return {(f"{split}_{name}", "acc"): masked_mean(correct, chosen)}
 
     return monitor
 
@@ -152,9 +152,9 @@ def elr_targets(ev: Evaluation) -> dict[tuple[str, str], Values]:
     guess = targets.argmax(-1)                                            # (E, N)
     corrupted = ev.corrupted.float()
     flagged = (guess != ev.targets["train"]).float()
-    return {("train_corrupted", "target_true"): _masked_mean((guess == ev.true_targets).float(), corrupted),
-            ("train_corrupted", "flagged"): _masked_mean(flagged, corrupted),
-            ("train_clean", "flagged"): _masked_mean(flagged, 1 - corrupted)}
+    return {("train_corrupted", "target_true"): masked_mean((guess == ev.true_targets).float(), corrupted),
+            ("train_corrupted", "flagged"): masked_mean(flagged, corrupted),
+            ("train_clean", "flagged"): masked_mean(flagged, 1 - corrupted)}
 
 
 def measure_model(model: nn.Module, data: Dataset) -> dict[tuple[str, str], float]:
@@ -230,8 +230,8 @@ def aldr_lambdas(ev: Evaluation) -> dict[tuple[str, str], Values]:
     if ev.corrupted is None:
         return out
     corrupted = ev.corrupted.float()
-    out[("train_clean", "lambda")] = _masked_mean(lambdas, 1 - corrupted)
-    out[("train_corrupted", "lambda")] = _masked_mean(lambdas, corrupted)
+    out[("train_clean", "lambda")] = masked_mean(lambdas, 1 - corrupted)
+    out[("train_corrupted", "lambda")] = masked_mean(lambdas, corrupted)
     out[("train", "lambda_auc")] = [lower_rank_auc(lam, mask) for lam, mask in zip(lambdas, ev.corrupted)]
     return out
 
