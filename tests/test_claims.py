@@ -335,12 +335,40 @@ def test_the_ledger_groups_by_chapter_with_kinds_and_counts(book, monkeypatch):
     assert list(table.kind) == ["effect", "sanity", "not reproduced"]
     page = ledger.page_html(table, book)
     assert f'href="{CHAPTER}.html#check-the-phenomenon-happened"' in page
-    assert "reproduced 1 of 2, not reproduced 1, sanity 1" in page and "the paper: top-k accuracy" in page
+    assert "reproduced 1 of 2, not reproduced 1, beyond the paper 0, sanity 1" in page and "the paper: top-k accuracy" in page
     assert page.count('<tr class="tdlab-') == 4                       # a chapter row and one line per claim
     assert "1 of 2 reproduced, 1 not reproduced" in ledger.summary(table, [CHAPTER], book)
     status = ledger.status_markdown(CHAPTER, seed_tables.load(CHAPTER, "cpu", book))
     assert "**1 of 2** of the paper's claims reproduced" in status and "*no top-k gain*" in status
     assert "1 of 2" in ledger.totals_markdown([CHAPTER], book)
+
+
+def test_the_books_own_tests_are_counted_apart_from_the_papers_claims(book, monkeypatch):
+    """scope="book": an effect claim on a setting the paper never ran is not one of the paper's claims; it
+    is stored in the table, a changed scope differs from it, and only an effect claim can have it."""
+    beyond = gain_entry(words="A fits fewer wrong labels than B", scope=seed_tables.BOOK)
+    table = seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS), [gain_entry(), beyond])
+    assert seed_tables.problems(table) == []
+    assert table.counts() == {"effect": 1, "not reproduced": 0, "sanity": 0, seed_tables.BEYOND: 1}
+    status = ledger.status_markdown(CHAPTER, table)
+    assert "**1 of 1** of the paper's claims" in status and "own test (a setting" in status
+    assert "*A fits fewer wrong labels than B*" in status
+    seed_tables.save(table, book)
+    text = (book / f"{CHAPTER}.seeds.yaml").read_text()
+    assert text.count("scope: book") == 1 and "scope: paper" not in text          # the default is not written
+    assert seed_tables.load(CHAPTER, "cpu", book).entries[1].scope == seed_tables.BOOK
+    effect(0.3)
+    with pytest.raises(AssertionError, match="scope 'paper' here, 'book' in the seed table"):
+        claims.check("A fits fewer wrong labels than B", 0.3, kind="effect", at_least=claims.SEEDS,
+                     unit="points", control="B", control_value=0.5, null=lambda: 0.0)
+    line = claims.check("A fits fewer wrong labels than B", 0.3, kind="effect", at_least=claims.SEEDS,
+                        unit="points", control="B", control_value=0.5, null=lambda: 0.0, scope="book").line()
+    assert line.startswith("✓ effect (beyond the paper) ·")
+    with pytest.raises(ValueError, match="only an effect claim"):
+        claims.check("fits", 1.0, kind="sanity", at_least=1.0, unit="%", scope="book")
+    odd = seed_tables.Entry("fits", "sanity", ">=", "%", 1.0, "stated", [1.0] * 10, scope=seed_tables.BOOK)
+    found = seed_tables.problems(seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS), [odd]))
+    assert any("only an effect claim can be the book's own test" in p for p in found)
 
 
 def test_a_chapter_with_only_sanity_rows_says_no_claim_of_the_paper_is_decided():

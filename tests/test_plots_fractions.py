@@ -27,6 +27,19 @@ def test_fractions_on_a_percent_axis_are_caught():
     plt.close("all")
 
 
+def test_a_fraction_beside_percent_curves_is_caught():
+    fig, axes = plt.subplots(1, 2)
+    for ax in axes:
+        ax.plot([0, 1, 2], [10.0, 50.0, 80.0])                  # in %
+        ax.plot([0, 1, 2], [0.1, 0.5, 0.8])                     # the same kind of curve left as a fraction
+        ax.set(ylim=(-2, 102), title="mixed")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].set_ylabel("loss and accuracy")                     # not a percent axis: not judged as mixed
+    (problem,) = plots.fractions_on_percent_axes(fig)
+    assert "beside lines in %" in problem and "mixed" in problem
+    plt.close("all")
+
+
 def test_percent_curves_fraction_axes_flat_lines_and_reference_lines_pass():
     fig, axes = plt.subplots(1, 4)
     axes[0].plot([0, 1, 2], [10.0, 50.0, 80.0])                 # percentages on a percent axis
@@ -35,10 +48,10 @@ def test_percent_curves_fraction_axes_flat_lines_and_reference_lines_pass():
     axes[1].set_ylim(0, 1.02)
     axes[2].plot([0, 1, 2], [0.0, 0.0, 0.0])                    # a flat line at 0 %: nothing varies
     axes[2].set_ylim(-2, 102)
-    axes[3].plot([0, 1, 2], [0.5, 40.0, 90.0])                  # one line above 1.01: not every line is a fraction
-    axes[3].plot([0, 1, 2], [0.1, 0.5, 0.8])
+    axes[3].plot([0, 1, 2], [0.5, 40.0, 90.0])                  # percentages, and a line near 0 % that barely moves
+    axes[3].plot([0, 1, 2], [0.1, 0.11, 0.12])
     axes[3].axvline(1.0)                                        # y in axes coordinates [0, 1]: not a data line
-    axes[3].set_ylim(-2, 102)
+    axes[3].set(ylim=(-2, 102), ylabel="accuracy (%)")
     assert plots.fractions_on_percent_axes(fig) == []
     fig, ax = plt.subplots()
     ax.axvline(1.0)                                             # only a reference line: no data to judge

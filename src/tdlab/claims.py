@@ -12,6 +12,11 @@ Every check declares its **kind**:
   statement beside it (``paper=``), never counted as a pass of the paper.
 - ``"sanity"`` — true by construction, or a precondition of the experiment: shown apart, not counted.
 
+An effect claim is the paper's (``scope="paper"``, the default) or **the book's own test beyond the
+paper** (``scope="book"``): a check on a setting the paper never ran (label noise on a paper without
+it, a detector the paper does not compare). The status line counts the paper's claims apart from the
+book's own, so a chapter never advertises its extension as the paper's result.
+
 ::
 
     claims.check("ELR ends above cross-entropy", elr_final - ce_final, kind="effect", at_least=claims.SEEDS,
@@ -40,7 +45,8 @@ from typing import Callable
 
 from tdlab import records, seed_tables
 from tdlab.config import env_flag, env_scale
-from tdlab.seed_tables import DERIVED, EFFECT, KINDS, NOT_REPRODUCED, SANITY, STATED  # noqa: F401
+from tdlab.seed_tables import (BOOK, DERIVED, EFFECT, KINDS, NOT_REPRODUCED, PAPER, SANITY,  # noqa: F401
+                               SCOPES, STATED)
 
 UNITS = ("%", "points", "")
 SEEDS = "seeds"            # at_least=SEEDS / at_most=SEEDS: the threshold of the chapter's committed seed table
@@ -64,6 +70,7 @@ class Claim:
     threshold_rule: str = STATED
     checked: bool = True          # False where the chapter has no seed table at this scale
     section: str = DEFAULT_SECTION
+    scope: str = PAPER            # an effect claim: the paper's (PAPER) or the book's own test (BOOK)
 
     @property
     def margin(self) -> float:
@@ -109,7 +116,8 @@ class Claim:
             extra += f" [null: {self.show(self.null)}]"
         if self.paper:
             extra += f" [the paper: {self.paper}]"
-        return f"{mark} {self.kind} · {self.words}: {self.show(self.value)} {verdict}{extra}"
+        kind = f"{self.kind} (beyond the paper)" if self.scope == BOOK else self.kind
+        return f"{mark} {kind} · {self.words}: {self.show(self.value)} {verdict}{extra}"
 
     def to_record(self) -> dict:
         out = asdict(self)
@@ -144,7 +152,7 @@ def table():
 def check(words: str, value: float, *, kind: str, at_least: float | str | None = None,
           at_most: float | str | None = None, unit: str = "", control: str | None = None,
           control_value: float | None = None, null: Callable[[], float] | None = None, paper: str | None = None,
-          section: str = DEFAULT_SECTION) -> Claim:
+          section: str = DEFAULT_SECTION, scope: str = PAPER) -> Claim:
     """Check that ``value`` is at least ``at_least`` (or at most ``at_most``); print, record, and raise an
     ``AssertionError`` naming the claim if it is not.
 
@@ -158,6 +166,8 @@ def check(words: str, value: float, *, kind: str, at_least: float | str | None =
       seed runner measures nulls.
     - ``paper``: for a not-reproduced claim, what the paper says.
     - ``section``: the anchor of the chapter's check section (the ledger links to it).
+    - ``scope``: ``"paper"`` (the paper's claim) or ``"book"`` (an effect claim that is the book's own
+      test beyond the paper; counted apart).
 
     A value that is NaN (not measured) fails; +inf (a level never reached) is a number like any other.
     """
@@ -172,6 +182,10 @@ def check(words: str, value: float, *, kind: str, at_least: float | str | None =
                          "and its null (null=: the statistic with the method replaced by its control)")
     if kind == NOT_REPRODUCED and not paper:
         raise ValueError(f"not-reproduced claim {words!r}: quote what the paper says (paper=)")
+    if scope not in SCOPES:
+        raise ValueError(f"claim {words!r}: scope must be one of {SCOPES}, got {scope!r}")
+    if scope == BOOK and kind != EFFECT:
+        raise ValueError(f"claim {words!r}: only an effect claim can be the book's own test (scope='book')")
     bound = at_least if at_most is None else at_most
     rule = DERIVED if isinstance(bound, str) and bound == SEEDS else STATED
     if rule == DERIVED and kind != EFFECT:
@@ -182,7 +196,7 @@ def check(words: str, value: float, *, kind: str, at_least: float | str | None =
     null_value = float(null()) if kind == EFFECT and nulls_wanted() else None
     claim = Claim(words, float(value), threshold, ">=" if at_most is None else "<=", kind, unit, control,
                   None if control_value is None else float(control_value), null_value, paper, rule,
-                  mine is not None, section)
+                  mine is not None, section, scope)
     print(claim.line())
     _checked[:] = [c for c in _checked if c.words != words] + [claim]
     records.add("claims", claim.to_record())

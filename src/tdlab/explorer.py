@@ -21,11 +21,10 @@ import json
 import math
 from typing import Sequence
 
-from tdlab.history import History
+from tdlab.history import FRACTIONS, History, is_fraction
 
 _counter = itertools.count()
-PERCENT = ("acc", "acc_true", "sc", "softmax_sc", "zero_loss", "target_true", "flagged",   # fractions, shown in %
-           "ece", "confidence")
+PERCENT = FRACTIONS          # fractions, shown in % (the one list is history.FRACTIONS)
 
 _COLORS = {"test": "#DD8452", "train": "#4C72B0", "train_clean": "#55A868", "train_corrupted": "#C44E52",
            "train_corrupted_true": "#8172B3"}
@@ -152,7 +151,7 @@ def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[st
         series = []
         for split, metric in curves:
             row: list = [None] * len(steps)
-            scale = 100.0 if metric in PERCENT else 1.0
+            scale = 100.0 if is_fraction(metric) else 1.0
             for r in history.records:
                 if r["member"] == m and r["split"] == split and r["metric"] == metric and math.isfinite(r["value"]):
                     row[index[r["step"]]] = round(r["value"] * scale, 2)
@@ -160,7 +159,7 @@ def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[st
                     highs.append(row[index[r["step"]]])
             series.append(row if any(v is not None for v in row) else None)
         members[key] = series
-    accuracy = all(metric in PERCENT for _, metric in curves)
+    accuracy = all(is_fraction(metric) for _, metric in curves)
     y_range = [0, 100] if accuracy else [min(lows, default=0), max(highs, default=1)]
     default_labels = {("test", "acc"): "test", ("train", "acc"): "train (given labels)",
                       ("train_clean", "acc"): "clean train examples",

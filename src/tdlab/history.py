@@ -19,6 +19,19 @@ import pandas as pd
 from torch import nn
 
 
+# Metrics that are fractions (of examples, of neurons), drawn in % by the figures and the explorer: accuracies
+# (``acc``, ``acc_true``, ``acc_*``), Softmax Collapse (``sc``, ``softmax_sc``), examples at zero loss, ELR's
+# target buffer read as a detector (``target_true``, ``flagged``), calibration (``ece``, ``confidence``) and the
+# share of neurons below an IPR edge (``ipr<e``). One list, read by :mod:`tdlab.plots` and :mod:`tdlab.explorer`.
+FRACTIONS = ("acc", "acc_true", "sc", "softmax_sc", "zero_loss", "target_true", "flagged", "ece", "confidence")
+FRACTION_PREFIXES = ("acc_", "ipr<")
+
+
+def is_fraction(metric: str) -> bool:
+    """Whether ``metric`` is a fraction in [0, 1] (drawn × 100, in %)."""
+    return metric in FRACTIONS or metric.startswith(FRACTION_PREFIXES)
+
+
 @dataclass
 class History:
     """Measurements of one run or of a batch of runs (``member`` 0..E-1)."""

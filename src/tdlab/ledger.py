@@ -19,7 +19,7 @@ import yaml
 
 from tdlab import records, seed_tables
 from tdlab.claims import Claim
-from tdlab.seed_tables import EFFECT, KINDS, NOT_REPRODUCED, SANITY
+from tdlab.seed_tables import BEYOND, BOOK, EFFECT, KINDS, NOT_REPRODUCED, SANITY
 
 COLUMNS = ["chapter", "section", "kind", "claim", "measured", "threshold", "passed", "seeds", "paper", "seed"]
 
@@ -91,9 +91,11 @@ def collect(folder: Path | None, chapters: list[str], strict: bool = False, root
             for entry in record["claims"]:
                 claim = Claim(**{k: entry[k] for k in ("words", "value", "threshold", "direction", "kind", "unit",
                                                        "control", "control_value", "paper", "threshold_rule",
-                                                       "section") if k in entry})
+                                                       "section", "scope") if k in entry})
                 seeded = table.find(claim.words) if table is not None else None
-                rows.append({"chapter": chapter, "section": claim.section, "kind": claim.kind, "claim": claim.words,
+                rows.append({"chapter": chapter, "section": claim.section,
+                             "kind": f"{claim.kind} (beyond the paper)" if claim.scope == BOOK else claim.kind,
+                             "claim": claim.words,
                              "measured": claim.show(claim.value),
                              "threshold": f"{'≥' if claim.direction == '>=' else '≤'} {claim.show(claim.threshold)}",
                              "passed": claim.passed, "seeds": seed_range(seeded, claim) if seeded else "",
@@ -113,12 +115,13 @@ def seed_range(entry: seed_tables.Entry, claim: Claim) -> str:
 
 
 def counts(table: seed_tables.Table | None) -> dict[str, int]:
-    return {kind: 0 for kind in KINDS} if table is None else table.counts()
+    return {kind: 0 for kind in (*KINDS, BEYOND)} if table is None else table.counts()
 
 
 def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
     """The line under a chapter's title: the paper's claims reproduced k of n, the ones not reproduced
-    (listed, with the paper's statement), and the sanity checks apart."""
+    (listed, with the paper's statement), the book's own tests beyond the paper, and the sanity checks
+    apart."""
     if table is None:
         return ("*This chapter's claims are measured and shown but not checked here: it has no committed seed "
                 "table at this scale.*")
@@ -126,6 +129,7 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
     paper_claims = c[EFFECT] + c[NOT_REPRODUCED]
     text = f"**Checked on every build** (thresholds from ten committed seeds, {table.seeds[0]}–{table.seeds[-1]}): "
     missing = [e for e in table.entries if e.kind == NOT_REPRODUCED]
+    beyond = [e for e in table.entries if e.kind == EFFECT and e.scope == BOOK]
     if paper_claims == 0:
         text += "**none of the paper's claims is decided at this scale** (the chapter says what it shows instead)."
     elif missing:
@@ -134,14 +138,18 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
                      f"- *{e.words}* (the paper: {e.paper})" for e in missing))
     else:
         text += f"**{c[EFFECT]} of {paper_claims}** of the paper's claims reproduced here; none found not to reproduce."
+    if beyond:
+        text += (f"\n\nBeyond the paper, this book's own test{'s' if len(beyond) != 1 else ''} "
+                 f"(a setting the paper does not report): " + "; ".join(f"*{e.words}*" for e in beyond) + ".")
     if c[SANITY]:
-        text += f"\n\n{c[SANITY]} sanity check{'s' if c[SANITY] != 1 else ''} of the setup are shown apart."
+        one = c[SANITY] == 1
+        text += f"\n\n{c[SANITY]} sanity check{'' if one else 's'} of the setup {'is' if one else 'are'} shown apart."
     return text
 
 
 def totals(chapters: list[str], root: Path | None = None) -> dict[str, int]:
     """The book's totals over the committed tables of ``chapters``."""
-    out = {kind: 0 for kind in KINDS} | {"chapters": 0, "without a table": 0}
+    out = {kind: 0 for kind in (*KINDS, BEYOND)} | {"chapters": 0, "without a table": 0}
     for chapter in chapters:
         table = seed_tables.load(chapter, "cpu", root)
         if table is None:
@@ -158,7 +166,8 @@ def totals_markdown(chapters: list[str], root: Path | None = None) -> str:
     text = (f"**What the book reproduces**, counted from the chapters' committed ten-seed tables and re-checked on "
             f"every build: **{t[EFFECT]} of {t[EFFECT] + t[NOT_REPRODUCED]}** of the papers' claims reproduced "
             f"in {t['chapters']} chapters, **{t[NOT_REPRODUCED]} not reproduced** at this scale (each said so in "
-            f"its chapter), and {t[SANITY]} sanity checks of the setups apart. The "
+            f"its chapter), {t[BEYOND]} of the book's own tests beyond the papers, and {t[SANITY]} sanity checks "
+            "of the setups apart. The "
             "[claims ledger](ledger.ipynb) lists every one.")
     if t["without a table"]:
         text += f" {t['without a table']} chapters have no committed table yet."
@@ -175,7 +184,8 @@ def summary(table: pd.DataFrame, chapters: list[str], root: Path | None = None) 
     failed = int((table.passed == False).sum())  # noqa: E712
     return (f"**The papers' claims: {t[EFFECT]} of {t[EFFECT] + t[NOT_REPRODUCED]} reproduced, "
             f"{t[NOT_REPRODUCED]} not reproduced**, in {table.chapter.nunique()} chapters; "
-            f"{t[SANITY]} sanity checks apart. This build checked every one on seed {seeds}"
+            f"{t[BEYOND]} of the book's own tests beyond the papers; {t[SANITY]} sanity checks apart. "
+            f"This build checked every one on seed {seeds}"
             + (f", and **{failed} failed**." if failed else ", and all held.")
             + " The last column is each claim's range over the ten committed seeds.")
 
@@ -185,7 +195,7 @@ def page_html(table: pd.DataFrame, root: Path | None = None) -> str:
     one line per claim — kind, words, this build's value, threshold, the ten seeds' range."""
     if table.empty:
         return "<p><i>No claims were recorded in this build.</i></p>"
-    order = {kind: i for i, kind in enumerate((EFFECT, NOT_REPRODUCED, SANITY))}
+    order = {kind: i for i, kind in enumerate((EFFECT, f"{EFFECT} (beyond the paper)", NOT_REPRODUCED, SANITY))}
     lines = ['<table class="tdlab-ledger"><thead><tr><th>kind</th><th>claim</th><th>this build</th>'
              "<th>threshold</th><th>ten seeds</th></tr></thead><tbody>"]
     for chapter, rows in table.groupby("chapter", sort=False):
@@ -193,7 +203,8 @@ def page_html(table: pd.DataFrame, root: Path | None = None) -> str:
         section = rows.section.iloc[0]
         lines.append(f'<tr class="tdlab-chapter"><td colspan="5"><a href="{chapter}.html#{section}">'
                      f"{html.escape(chapter_title(chapter, root))}</a> — reproduced {c[EFFECT]} of "
-                     f"{c[EFFECT] + c[NOT_REPRODUCED]}, not reproduced {c[NOT_REPRODUCED]}, sanity {c[SANITY]}"
+                     f"{c[EFFECT] + c[NOT_REPRODUCED]}, not reproduced {c[NOT_REPRODUCED]}, beyond the paper {c[BEYOND]}, "
+                     f"sanity {c[SANITY]}"
                      "</td></tr>")
         for _, row in rows.sort_values("kind", key=lambda k: k.map(order), kind="stable").iterrows():
             words = html.escape(row.claim)
@@ -201,7 +212,7 @@ def page_html(table: pd.DataFrame, root: Path | None = None) -> str:
                 words += f'<br><span class="tdlab-paper">the paper: {html.escape(row.paper)}</span>'
             mark = "" if row.passed is None or (isinstance(row.passed, float) and math.isnan(row.passed)) \
                 else ("✓ " if row.passed else "✗ ")
-            lines.append(f'<tr class="tdlab-{row.kind.replace(" ", "-")}"><td>{row.kind}</td><td>{words}</td>'
+            lines.append(f'<tr class="tdlab-{row.kind.split(" (")[0].replace(" ", "-")}"><td>{row.kind}</td><td>{words}</td>'
                          f"<td>{mark}{html.escape(row.measured)}</td><td>{html.escape(row.threshold)}</td>"
                          f"<td>{html.escape(row.seeds)}</td></tr>")
     lines.append("</tbody></table>")
@@ -221,7 +232,8 @@ def seed_report(table: seed_tables.Table) -> str:
         cells = [claim.show(v) + ("" if e.passes(v) else " ✗") for v in e.values]
         null = claim.show(e.strongest_null) if e.nulls else ""
         rule = " (seeds)" if e.rule == seed_tables.DERIVED else ""
-        lines.append(f"| {e.kind} | {e.words} | {'≥' if e.direction == '>=' else '≤'} {claim.show(e.threshold)}{rule} | "
+        kind = f"{e.kind} (beyond the paper)" if e.scope == BOOK else e.kind
+        lines.append(f"| {kind} | {e.words} | {'≥' if e.direction == '>=' else '≤'} {claim.show(e.threshold)}{rule} | "
                      + " | ".join(cells) + f" | {null} |")
     issues = seed_tables.problems(table)
     return "\n".join(lines) + ("\n\n**Problems:**\n" + "\n".join(f"- {p}" for p in issues) if issues else

@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tdlab.explorer import explorer
-from tdlab.history import History
+from tdlab.history import FRACTIONS as history_fractions
+from tdlab.history import History, is_fraction
 from tdlab.numerics import collapse_gap
 
 # seaborn's "colorblind" palette (Waskom 2021), the book's line colours in order
@@ -46,15 +47,14 @@ def set_style() -> None:
                          "axes.titleweight": "bold", "legend.frameon": False, "figure.autolayout": False})
 
 
-# Metrics that are fractions (of examples, of neurons), drawn in % by :func:`curve`: accuracies, ELR's target
-# buffer read as a detector (``target_true``, ``flagged``), the share of neurons below an IPR edge (``ipr<e``).
-FRACTIONS = ("acc", "target_true", "flagged", "ipr<")
+# Metrics that are fractions, drawn in % by :func:`curve`: one list with the explorer's (history.FRACTIONS).
+FRACTIONS = history_fractions
 
 
 def _scale(metric: str, percent: bool | None = None) -> float:
     if percent is not None:
         return 100.0 if percent else 1.0
-    return 100.0 if metric.startswith(FRACTIONS) else 1.0
+    return 100.0 if is_fraction(metric) else 1.0
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -63,7 +63,7 @@ def _axes(ax, figsize=(6, 4)):
     return ax
 
 
-def legend_below(ax, handles=None, labels=None, columns: int = 2, fontsize: int = 8):
+def legend_below(ax, handles=None, labels=None, columns: int = 2, fontsize: int = 10):
     """A legend under the axes, outside the plotting area, so it never covers the curves it labels."""
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
@@ -361,9 +361,13 @@ __all__ = [*__all__, "reliability_diagrams", "calibration_curves"]
 
 
 def fractions_on_percent_axes(figure) -> list[str]:
-    """The axes of ``figure`` that draw fractions on a percent axis: a y range of at least 50 while every
-    line drawn in data coordinates lies within [−0.01, 1.01] and some line varies — the curves then hug
-    the axis at 0–1 % and the figure looks blank. One description per such axes (empty: none)."""
+    """The axes of ``figure`` that draw fractions on a percent axis, one description per such axes (empty:
+    none). Two cases, on a y axis spanning at least 50:
+
+    - every line drawn in data coordinates lies within [−0.01, 1.01] and some line varies — the curves hug
+      the axis at 0–1 % and the figure looks blank;
+    - mixed: on an axis labelled in % where some line rises above 5, another line varies by at least 0.05
+      while staying within [−0.01, 1.01] — one curve was drawn as a fraction beside curves in %."""
     problems = []
     for ax in figure.get_axes():
         low, high = sorted(ax.get_ylim())
@@ -373,12 +377,19 @@ def fractions_on_percent_axes(figure) -> list[str]:
               if line.get_transform() == ax.transData and len(line.get_ydata())]
         ys = [y[np.isfinite(y)] for y in ys]
         ys = [y for y in ys if y.size]
-        if not ys or not all(y.min() >= -0.01 and y.max() <= 1.01 for y in ys):
-            continue
-        if not any(np.ptp(y) > 0 for y in ys):
+        if not ys:
             continue
         title = ax.get_title() or ax.get_ylabel() or "untitled axes"
-        problems.append(f"“{title}”: every line lies within [−0.01, 1.01] on a y axis from {low:g} to {high:g} — "
-                        f"fractions drawn on a percent axis (draw them × 100, e.g. plots.curve(..., percent=True))")
+        fraction = [y.min() >= -0.01 and y.max() <= 1.01 for y in ys]
+        if all(fraction):
+            if any(np.ptp(y) > 0 for y in ys):
+                problems.append(f"“{title}”: every line lies within [−0.01, 1.01] on a y axis from {low:g} to "
+                                f"{high:g} — fractions drawn on a percent axis (draw them × 100, e.g. "
+                                "plots.curve(..., percent=True))")
+            continue
+        if "%" in ax.get_ylabel() and any(y.max() > 5 for y in ys) and \
+                any(f and np.ptp(y) >= 0.05 for f, y in zip(fraction, ys)):
+            problems.append(f"“{title}”: a line varies within [−0.01, 1.01] beside lines in % on a y axis from "
+                            f"{low:g} to {high:g} — one curve drawn as a fraction (draw it × 100)")
     return problems
 

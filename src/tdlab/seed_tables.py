@@ -34,6 +34,9 @@ KINDS = (EFFECT, NOT_REPRODUCED, SANITY)
 SEEDS = tuple(range(10))                 # the committed seeds of every table
 SUFFIX = ".seeds.yaml"
 STATED, DERIVED = "stated", "seeds"      # where a threshold comes from
+PAPER, BOOK = "paper", "book"            # whose claim an effect is: the paper's, or the book's own test beyond it
+SCOPES = (PAPER, BOOK)
+BEYOND = "beyond the paper"              # the count of the book's own effect claims (scope BOOK)
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Entry:
     control: str | None = None
     control_values: list[float] | None = None
     paper: str | None = None              # not-reproduced claims: what the paper says
+    scope: str = PAPER                    # effect claims: the paper's claim, or the book's own test (BOOK)
 
     def passes(self, number: float, threshold: float | None = None) -> bool:
         t = self.threshold if threshold is None else threshold
@@ -83,7 +87,12 @@ class Table:
         return next((e for e in self.entries if e.words == words), None)
 
     def counts(self) -> dict[str, int]:
-        return {kind: sum(e.kind == kind for e in self.entries) for kind in KINDS}
+        """Claims per kind; the effect claims the book adds beyond the paper (scope ``BOOK``) are counted
+        under :data:`BEYOND`, not among the paper's reproduced claims."""
+        out = {kind: sum(e.kind == kind and e.scope == PAPER for e in self.entries) for kind in KINDS}
+        out[SANITY] = sum(e.kind == SANITY for e in self.entries)
+        out[BEYOND] = sum(e.kind == EFFECT and e.scope == BOOK for e in self.entries)
+        return out
 
 
 def _worst(values: list[float], direction: str) -> float:
@@ -144,7 +153,7 @@ def save(table: Table, root: Path | None = None) -> Path:
         raise FileNotFoundError("the book's folder was not found (set TDLAB_BOOK)")
     claims = []
     for e in table.entries:
-        row = {k: v for k, v in asdict(e).items() if v is not None}
+        row = {k: v for k, v in asdict(e).items() if v is not None and not (k == "scope" and v == PAPER)}
         for key in ("values", "nulls", "control_values"):
             if key in row:
                 row[key] = [_round(v) for v in row[key]]
@@ -215,7 +224,8 @@ def from_records(chapter: str, scale: str, found: list[dict]) -> Table:
         threshold = derive_threshold(values, nulls or [], first["direction"]) if rule == DERIVED \
             else float(first["threshold"])
         entries.append(Entry(words, first["kind"], first["direction"], first.get("unit", ""), threshold, rule,
-                             values, nulls, first.get("control"), controls, first.get("paper")))
+                             values, nulls, first.get("control"), controls, first.get("paper"),
+                             first.get("scope", PAPER)))
     return Table(chapter, scale, seeds, entries, machine(r.get("threads") for r in found))
 
 
@@ -256,13 +266,18 @@ def problems(table: Table, seeds: tuple[int, ...] = SEEDS) -> list[str]:
             say("only an effect claim can derive its threshold from nulls")
         if e.kind == NOT_REPRODUCED and not e.paper:
             say("a not-reproduced claim must quote what the paper says")
+        if e.scope not in SCOPES:
+            say(f"unknown scope {e.scope!r}")
+        elif e.scope == BOOK and e.kind != EFFECT:
+            say("only an effect claim can be the book's own test (scope 'book'): a not-reproduced claim is "
+                "the paper's, a sanity check no one's")
         found += [f"“{e.words}”: {p}" for p in wording.problems(e)]
     return found
 
 
 def compare(table: Table, checked: list[dict]) -> list[str]:
     """How the claims a run checked differ from its chapter's table: claims the table does not list,
-    claims it lists that were not checked, and a changed kind, direction, unit or stated threshold."""
+    claims it lists that were not checked, and a changed kind, direction, unit, scope or stated threshold."""
     found = []
     names = [c["words"] for c in checked]
     for c in checked:
@@ -271,7 +286,7 @@ def compare(table: Table, checked: list[dict]) -> list[str]:
             found.append(f"“{c['words']}” is checked but not in the seed table")
             continue
         for key, mine in (("kind", c["kind"]), ("direction", c["direction"]), ("unit", c.get("unit", "")),
-                          ("rule", c.get("threshold_rule", STATED))):
+                          ("rule", c.get("threshold_rule", STATED)), ("scope", c.get("scope", PAPER))):
             if getattr(e, key) != mine:
                 found.append(f"“{c['words']}”: {key} {mine!r} here, {getattr(e, key)!r} in the seed table")
         if e.rule == STATED and c.get("threshold_rule", STATED) == STATED and \
