@@ -33,7 +33,9 @@ def status(name: str):
 
 def setup(name: str) -> tuple[int, str]:
     """Start a chapter: name it (its path under ``book/`` without ``.ipynb``), set the book's
-    plot style, and return ``(TDLAB_SEED, TDLAB_SCALE)``."""
+    plot style, and return ``(TDLAB_SEED, TDLAB_SCALE)``. Tables show whole cells (pandas cuts text at 50
+    characters with "…" by default, which cut the ours-vs-paper rows)."""
+    pd.set_option("display.max_colwidth", None)
     records.set_chapter(name)
     records.start()              # the record starts now: its "started" time is the chapter's start
     claims.start()
