@@ -138,3 +138,30 @@ def test_label_mass_matches_the_targets_formula_and_the_monitor(digits):
     epoch = len(digits.y_train) // 64                               # 30 steps: the last of two epochs, α_t = α_T
     assert -(-30 // epoch) == 2 and 30 > epoch
     assert history.final("train", "label_mass", 1) == pytest.approx(1 - 0.8 * (1 - 1 / 10))
+
+
+def test_label_mass_counts_an_example_not_yet_trained_on_with_its_label():
+    from tdlab import losses
+    gen = torch.Generator().manual_seed(4)
+    n, classes = 6, 5
+    loss = losses.PSKD(alpha_T=torch.tensor([0.8, 0.8]), smoothing=torch.tensor([0.0, 0.1]))
+    loss.setup(n, classes, members=2)
+    loss.at_step(1, 10, 5)                                         # the first epoch: α_t = α_T / 2
+    targets = torch.randint(0, classes, (n,), generator=gen)
+    half = torch.arange(3)                                         # trained on: the first three examples only
+    loss(torch.randn(2, 3, classes, generator=gen), targets[half].expand(2, 3), half)
+    mass = calibration.label_mass(loss, targets)
+    previous = loss.predictions[:, half, targets[half]]
+    for member, epsilon in enumerate((0.0, 0.1)):
+        label = 1 - epsilon + epsilon / classes
+        torch.testing.assert_close(mass[member, :3], (1 - 0.4) * label + 0.4 * previous[member])
+        torch.testing.assert_close(mass[member, 3:], torch.full((3,), label))   # its label as P_i, as the loss
+
+
+def test_uniform_alpha_inverts_the_uniform_teachers_mass():
+    for classes in (10, 100):
+        for alpha in (0.0, 0.15, 0.4, 0.8):
+            mass = 1 - alpha * (1 - 1 / classes)
+            assert calibration.uniform_alpha(mass, classes) == pytest.approx(alpha)
+    with pytest.raises(ValueError):
+        calibration.uniform_alpha(1.2, 10)

@@ -15,7 +15,8 @@ code computes them (``utils/metric.py``):
 - :func:`monitor`: ECE and mean confidence at every evaluation of a training run, from the
   logits the loop has computed;
 - :func:`label_mass` and :func:`label_mass_monitor`: the mass a PS-KD loss's soft targets put on
-  the given label (how strongly it softens them), to match a uniform teacher's strength to PS-KD's.
+  the given label (how strongly it softens them), and :func:`uniform_alpha`, the uniform teacher's α_T
+  of a given mass, to match a uniform teacher's strength to PS-KD's.
 
 Every function takes logits (..., N, C) and integer labels (..., N): a sweep's (E, N, C)
 gives one value per member.
@@ -119,7 +120,9 @@ def label_mass(loss, targets: torch.Tensor) -> torch.Tensor:
     example, (E, N): (1 − α_t)·((1 − ε) + ε/C) + α_t·((1 − u)·P_{i,y} + u/C), with the loss's α_t, its
     label smoothing ε, its uniform teacher u and its buffer P of previous predictions. With α_t = 0 and
     ε = 0 (cross-entropy) it is 1; a uniform teacher (u = 1) gives 1 − α_t·(1 − 1/C) for every example,
-    so the strength of a uniform teacher can be matched to PS-KD's on this number."""
+    so the strength of a uniform teacher can be matched to PS-KD's on this number (:func:`uniform_alpha`).
+    An example the loss has not trained on yet (its ``seen`` mask, before the first epoch ends) counts
+    with its label as P_i, as the loss uses it."""
     predictions = loss.predictions
     if predictions is None:
         raise RuntimeError("the PS-KD loss has no buffer of predictions yet: call setup first")
@@ -129,8 +132,22 @@ def label_mass(loss, targets: torch.Tensor) -> torch.Tensor:
     previous = predictions.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1).to(like.dtype)
     alpha, epsilon, uniform = (_per_member(value, like) for value in (loss.alpha_t, loss.smoothing,
                                                                        loss.uniform_teacher))
+    seen = getattr(loss, "seen", None)
+    if seen is not None and not getattr(loss, "_all_seen", False):     # as the loss: an example not trained
+        label = 1 - epsilon + epsilon / classes                            # on yet has its (smoothed) label as P_i
+        previous = torch.where(seen.to(previous.device), previous, label.expand_as(previous))
     teacher = (1 - uniform) * previous + uniform / classes
     return (1 - alpha) * (1 - epsilon + epsilon / classes) + alpha * teacher
+
+
+def uniform_alpha(mass: float, classes: int) -> float:
+    """The α_T of a uniform teacher (``uniform_teacher=1``, ε = 0) whose last-epoch targets put ``mass``
+    on the label: 1 − α·(1 − 1/C) = m, so α = (1 − m)/(1 − 1/C) — to match its strength to a PS-KD
+    run's measured :func:`label_mass`."""
+    check_range("mass", mass, 0.0, 1.0)
+    if classes < 2:
+        raise ValueError(f"a uniform teacher needs at least two classes, got {classes}")
+    return (1 - float(mass)) / (1 - 1 / classes)
 
 
 def _per_member(value, like: torch.Tensor) -> torch.Tensor:

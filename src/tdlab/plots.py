@@ -333,7 +333,7 @@ def reliability_diagrams(runs: dict, title: str | None = None, height: float = 4
         if column == 0:
             bottom.set_ylabel("% of examples")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=10, frameon=False)
     if title:
         fig.suptitle(title, fontweight="bold")
     return fig
