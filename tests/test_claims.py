@@ -351,8 +351,8 @@ def test_the_books_own_tests_are_counted_apart_from_the_papers_claims(book, monk
     assert seed_tables.problems(table) == []
     assert table.counts() == {"effect": 1, "not reproduced": 0, "sanity": 0, seed_tables.BEYOND: 1}
     status = ledger.status_markdown(CHAPTER, table)
-    assert "**1 of 1** of the paper's claims" in status and "own test (a setting" in status
-    assert "*A fits fewer wrong labels than B*" in status
+    assert "**1 of 1** of the paper's claims" in status and "this book's own tests, on a setting" in status
+    assert "*A fits fewer wrong labels than B* (holds)" in status
     seed_tables.save(table, book)
     text = (book / f"{CHAPTER}.seeds.yaml").read_text()
     assert text.count("scope: book") == 1 and "scope: paper" not in text          # the default is not written
@@ -364,11 +364,20 @@ def test_the_books_own_tests_are_counted_apart_from_the_papers_claims(book, monk
     line = claims.check("A fits fewer wrong labels than B", 0.3, kind="effect", at_least=claims.SEEDS,
                         unit="points", control="B", control_value=0.5, null=lambda: 0.0, scope="book").line()
     assert line.startswith("✓ effect (beyond the paper) ·")
-    with pytest.raises(ValueError, match="only an effect claim"):
+    with pytest.raises(ValueError, match="a sanity check is no one's claim"):
         claims.check("fits", 1.0, kind="sanity", at_least=1.0, unit="%", scope="book")
     odd = seed_tables.Entry("fits", "sanity", ">=", "%", 1.0, "stated", [1.0] * 10, scope=seed_tables.BOOK)
     found = seed_tables.problems(seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS), [odd]))
-    assert any("only an effect claim can be the book's own test" in p for p in found)
+    assert any("a sanity check is no one's claim" in p for p in found)
+    # the paper's claim carried to a setting it did not run, and not found there: counted apart too
+    carried = seed_tables.Entry("under noise, A calibrates no better than C", "not reproduced", "<=", "points", 0.0,
+                                "stated", [-0.01] * 10, paper="A calibrates better than C (on clean labels)",
+                                scope=seed_tables.BOOK)
+    table = seed_tables.Table(CHAPTER, "cpu", list(seed_tables.SEEDS), [gain_entry(), carried])
+    assert seed_tables.problems(table) == [] and table.counts()["not reproduced"] == 0
+    assert table.counts()[seed_tables.BEYOND] == 1
+    status = ledger.status_markdown(CHAPTER, table)
+    assert "none found not to reproduce" in status and "carried over, not found: A calibrates better" in status
 
 
 def test_a_chapter_with_only_sanity_rows_says_no_claim_of_the_paper_is_decided():

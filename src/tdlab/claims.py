@@ -12,10 +12,12 @@ Every check declares its **kind**:
   statement beside it (``paper=``), never counted as a pass of the paper.
 - ``"sanity"`` — true by construction, or a precondition of the experiment: shown apart, not counted.
 
-An effect claim is the paper's (``scope="paper"``, the default) or **the book's own test beyond the
-paper** (``scope="book"``): a check on a setting the paper never ran (label noise on a paper without
-it, a detector the paper does not compare). The status line counts the paper's claims apart from the
-book's own, so a chapter never advertises its extension as the paper's result.
+An effect or not-reproduced claim is the paper's (``scope="paper"``, the default) or **the book's own
+test beyond the paper** (``scope="book"``): a check on a setting the paper never ran (label noise on a
+paper without it, a detector the paper does not compare) — an effect found there, or the paper's claim
+carried there and not found (``paper=`` then quotes the claim carried over). The status line counts
+the paper's claims apart from the book's own, so a chapter never advertises its extension as the
+paper's result, nor counts a failure on a setting the paper never ran against the paper.
 
 ::
 
@@ -70,7 +72,7 @@ class Claim:
     threshold_rule: str = STATED
     checked: bool = True          # False where the chapter has no seed table at this scale
     section: str = DEFAULT_SECTION
-    scope: str = PAPER            # an effect claim: the paper's (PAPER) or the book's own test (BOOK)
+    scope: str = PAPER            # the paper's claim (PAPER) or the book's own test beyond it (BOOK)
 
     @property
     def margin(self) -> float:
@@ -166,8 +168,8 @@ def check(words: str, value: float, *, kind: str, at_least: float | str | None =
       seed runner measures nulls.
     - ``paper``: for a not-reproduced claim, what the paper says.
     - ``section``: the anchor of the chapter's check section (the ledger links to it).
-    - ``scope``: ``"paper"`` (the paper's claim) or ``"book"`` (an effect claim that is the book's own
-      test beyond the paper; counted apart).
+    - ``scope``: ``"paper"`` (the paper's claim) or ``"book"`` (the book's own test beyond the paper, an
+      effect or a not-reproduced claim; counted apart).
 
     A value that is NaN (not measured) fails; +inf (a level never reached) is a number like any other.
     """
@@ -184,8 +186,9 @@ def check(words: str, value: float, *, kind: str, at_least: float | str | None =
         raise ValueError(f"not-reproduced claim {words!r}: quote what the paper says (paper=)")
     if scope not in SCOPES:
         raise ValueError(f"claim {words!r}: scope must be one of {SCOPES}, got {scope!r}")
-    if scope == BOOK and kind != EFFECT:
-        raise ValueError(f"claim {words!r}: only an effect claim can be the book's own test (scope='book')")
+    if scope == BOOK and kind == SANITY:
+        raise ValueError(f"claim {words!r}: a sanity check is no one's claim; scope='book' is for effect and "
+                         "not-reproduced claims")
     bound = at_least if at_most is None else at_most
     rule = DERIVED if isinstance(bound, str) and bound == SEEDS else STATED
     if rule == DERIVED and kind != EFFECT:

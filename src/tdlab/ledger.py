@@ -128,8 +128,9 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
     c = table.counts()
     paper_claims = c[EFFECT] + c[NOT_REPRODUCED]
     text = f"**Checked on every build** (thresholds from ten committed seeds, {table.seeds[0]}–{table.seeds[-1]}): "
-    missing = [e for e in table.entries if e.kind == NOT_REPRODUCED]
+    missing = [e for e in table.entries if e.kind == NOT_REPRODUCED and e.scope != BOOK]
     beyond = [e for e in table.entries if e.kind == EFFECT and e.scope == BOOK]
+    carried = [e for e in table.entries if e.kind == NOT_REPRODUCED and e.scope == BOOK]
     if paper_claims == 0:
         text += "**none of the paper's claims is decided at this scale** (the chapter says what it shows instead)."
     elif missing:
@@ -138,9 +139,10 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
                      f"- *{e.words}* (the paper: {e.paper})" for e in missing))
     else:
         text += f"**{c[EFFECT]} of {paper_claims}** of the paper's claims reproduced here; none found not to reproduce."
-    if beyond:
-        text += (f"\n\nBeyond the paper, this book's own test{'s' if len(beyond) != 1 else ''} "
-                 f"(a setting the paper does not report): " + "; ".join(f"*{e.words}*" for e in beyond) + ".")
+    if beyond or carried:
+        text += "\n\nBeyond the paper — this book's own tests, on a setting the paper does not report:"
+        text += "".join(f"\n- *{e.words}* (holds)" for e in beyond)
+        text += "".join(f"\n- *{e.words}* (the paper's claim carried over, not found: {e.paper})" for e in carried)
     if c[SANITY]:
         one = c[SANITY] == 1
         text += f"\n\n{c[SANITY]} sanity check{'' if one else 's'} of the setup {'is' if one else 'are'} shown apart."
@@ -195,7 +197,8 @@ def page_html(table: pd.DataFrame, root: Path | None = None) -> str:
     one line per claim — kind, words, this build's value, threshold, the ten seeds' range."""
     if table.empty:
         return "<p><i>No claims were recorded in this build.</i></p>"
-    order = {kind: i for i, kind in enumerate((EFFECT, f"{EFFECT} (beyond the paper)", NOT_REPRODUCED, SANITY))}
+    order = {kind: i for i, kind in enumerate((EFFECT, NOT_REPRODUCED, f"{EFFECT} (beyond the paper)",
+                                               f"{NOT_REPRODUCED} (beyond the paper)", SANITY))}
     lines = ['<table class="tdlab-ledger"><thead><tr><th>kind</th><th>claim</th><th>this build</th>'
              "<th>threshold</th><th>ten seeds</th></tr></thead><tbody>"]
     for chapter, rows in table.groupby("chapter", sort=False):
