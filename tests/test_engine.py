@@ -59,6 +59,19 @@ def test_accuracy_on_a_subset_equals_brute_force(digits):
         monitors.accuracy_on("bad", digits.y_test)
 
 
+def test_accuracy_on_fixed_labels_scores_every_member_against_them(digits):
+    """``labels=``: the members are scored against one fixed set of labels, not the ones they train on."""
+    mask = digits.y_train % 2 == 0
+    other = (digits.y_train + 1) % 10                       # labels no member trains on
+    history = train.train(mlp, digits, monitors=[monitors.accuracy_on("other", mask, split="train", labels=other)],
+                          steps=20, eval_every=20, progress=False)
+    predicted = monitors.logits(history.model, digits.x_train).argmax(-1)
+    expected = (predicted[mask] == other[mask]).float().mean().item()
+    assert history.final("train_other", "acc") == pytest.approx(expected, abs=1e-7)
+    with pytest.raises(ValueError, match="shape"):
+        monitors.accuracy_on("bad", mask, labels=other[:5])
+
+
 def test_a_member_without_corrupted_examples_logs_no_corrupted_split(digits):
     history = sweep.sweep(mlp, digits, [{"noise_rate": 0.0}, {"noise_rate": 0.4}], steps=10, eval_every=10,
                           progress=False)

@@ -118,18 +118,26 @@ def accuracy(ev: Evaluation) -> dict[tuple[str, str], Values]:
     return out
 
 
-def accuracy_on(name: str, mask: torch.Tensor, split: str = "test") -> Monitor:
+def accuracy_on(name: str, mask: torch.Tensor, split: str = "test", labels: torch.Tensor | None = None) -> Monitor:
     """A monitor: the accuracy on the examples of ``split`` selected by the boolean ``mask``
     (N,), logged as split ``f"{split}_{name}"``, metric ``acc`` (e.g. the rare-feature test
-    examples of Zou et al.'s data)."""
+    examples of Zou et al.'s data). ``labels`` (N,), if given, replaces the labels each member is
+    scored against by one fixed set: every member, whatever labels it trained on, is scored against
+    the same ones (e.g. a run on clean labels scored on another run's corrupted examples against
+    that run's wrong labels)."""
     if mask.dtype != torch.bool or mask.dim() != 1:
         raise ValueError(f"the mask of {name!r} must be a 1-D boolean tensor, got {mask.dtype} {tuple(mask.shape)}")
+    if labels is not None and tuple(labels.shape) != tuple(mask.shape):
+        raise ValueError(f"the labels of {name!r} must have the mask's shape {tuple(mask.shape)}, "
+                         f"got {tuple(labels.shape)}")
 
     def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
         if mask.shape[0] != ev.logits[split].shape[1]:
             raise ValueError(f"the mask of {name!r} has {mask.shape[0]} entries, the {split} set "
                              f"{ev.logits[split].shape[1]} examples")
-        correct = (ev.logits[split].argmax(-1) == ev.targets[split]).float()
+        predicted = ev.logits[split].argmax(-1)
+        wanted = ev.targets[split] if labels is None else labels.to(predicted.device).expand_as(predicted)
+        correct = (predicted == wanted).float()
         chosen = mask.to(correct.device).expand_as(correct).float()
         return {(f"{split}_{name}", "acc"): masked_mean(correct, chosen)}
 
