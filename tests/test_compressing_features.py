@@ -231,6 +231,19 @@ def test_monitor_chooses_K_on_noisy_validation_labels_as_brute_force(digits):
     assert h.final("test", "acc", 0) == pytest.approx(test_curves[0, -1])
 
 
+def test_monitor_with_clean_labels_chooses_K_on_the_true_labels(digits):
+    train, val = nested.holdout(digits, 0.2, seed=0)
+    members = [dict(seed=0, noise_rate=0.4, noise_seed=3, forget_rate=0.0),
+               dict(seed=1, noise_rate=0.4, noise_seed=3, forget_rate=0.0)]
+    template = nested.NestedMLP(64, 10, width=16, sigma=4.0)
+    h = _run(train, members, monitors=[nested.monitor(template, val, pairs=True, clean_labels=True)])
+    val_curves = nested.truncation_curves(h.models, val.x, val.y)
+    for m in range(2):
+        K = int(np.argmax(val_curves[m] - 1e-5 * np.arange(16))) + 1
+        assert h.final("val", "K", m) == K
+        assert h.final("val", "acc", m) == pytest.approx(val_curves[m, K - 1])
+
+
 def test_the_paper_network_stacks_and_its_monitor_runs():
     """NestedNet on the ResNet-18 trunk (batch norm on batch statistics) trains as a stacked co-teaching
     pair through ``vmap``, one truncation for both, and the monitor reads its features."""

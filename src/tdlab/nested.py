@@ -269,7 +269,8 @@ def _accuracies(template: NestedNet, params: dict[str, torch.Tensor], x: torch.T
     return torch.stack(out)
 
 
-def monitor(template: NestedNet, validation: Validation | Callable[[], Validation], pairs: bool = False):
+def monitor(template: NestedNet, validation: Validation | Callable[[], Validation], pairs: bool = False,
+            clean_labels: bool = False):
     """A monitor: each member's truncation K chosen on ``validation`` with the labels the member
     would see there (its own noise kind, rate and seed: no clean label is used for the choice), and
     what it gives. Logs ``val``/``K`` (kept channels), ``val``/``acc`` (the validation accuracy
@@ -282,7 +283,9 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
     The best-validation reading of the paper (the checkpoint of the best validation epoch) is
     :func:`at_best_validation` on these curves.
     ``template`` is any :class:`NestedNet` of the members' shape (only its layout is used);
-    ``validation`` may be a function that makes the split (called once, when first needed)."""
+    ``validation`` may be a function that makes the split (called once, when first needed).
+    ``clean_labels``: choose on the split's clean labels instead (the official CIFAR setup, whose
+    ``val/`` split is held out of the clean training set and only the rest corrupted)."""
     cache: dict = {}
 
     def split() -> Validation:
@@ -291,7 +294,8 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
         return cache["split"]
 
     def labels(settings: dict) -> torch.Tensor:
-        key = (settings.get("noise"), settings.get("noise_rate"), settings.get("noise_seed", 0))
+        key = (None, None, 0) if clean_labels else \
+            (settings.get("noise"), settings.get("noise_rate"), settings.get("noise_seed", 0))
         if key not in cache:
             cache[key] = split().labels(*key).to(split().x.device)
         return cache[key]
