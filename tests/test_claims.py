@@ -380,6 +380,46 @@ def test_the_books_own_tests_are_counted_apart_from_the_papers_claims(book, monk
     assert "none found not to reproduce" in status and "carried over, not found: A calibrates better" in status
 
 
+def test_a_shown_statistic_is_recorded_on_the_ten_seeds_never_checked(book, monkeypatch):
+    """claims.shown: a comparison no threshold decides is recorded (value and null) so the table holds its
+    ten-seed range; it never fails, the table must list it, the ledger counts it as no claim."""
+    monkeypatch.setenv("TDLAB_CHECKS", "record")
+    monkeypatch.setenv("TDLAB_NULLS", "1")
+    for seed in range(10):
+        monkeypatch.setenv("TDLAB_SEED", str(seed))
+        records._open.clear()
+        claims.start()
+        effect(0.3)
+        line = claims.shown("A − C, accuracy", 0.01 * (seed - 4), unit="points", control="C",
+                            control_value=0.5, null=lambda: 0.02).line()
+        assert line.startswith("· shown · A − C, accuracy") and "not checked" in line and "[null: +2.0 points]" in line
+        chapter.finish()
+    found = [r for r in records.load_all(records.folder()) if r["chapter"] == CHAPTER]
+    table = seed_tables.from_records(CHAPTER, "cpu", found)
+    shown = table.find("A − C, accuracy")
+    assert shown.kind == seed_tables.SHOWN and shown.values[0] == pytest.approx(-0.04) and shown.nulls == [0.02] * 10
+    assert seed_tables.problems(table) == [] and table.counts() == {"effect": 1, "not reproduced": 0, "sanity": 0,
+                                                                    seed_tables.BEYOND: 0}
+    seed_tables.save(table, book)
+    back = seed_tables.load(CHAPTER, "cpu", book)
+    assert math.isnan(back.find("A − C, accuracy").threshold)
+    status = ledger.status_markdown(CHAPTER, back)
+    assert "*A − C, accuracy*: -4.0 points … +5.0 points" in status
+    assert "the control against itself: +2.0 points … +2.0 points" in status
+    assert "| shown | A − C, accuracy | — |" in ledger.seed_report(back)
+    # a build: the table lists it, it never fails, and a build that drops it fails at the end
+    monkeypatch.delenv("TDLAB_CHECKS")
+    monkeypatch.delenv("TDLAB_NULLS")
+    records._open.clear()
+    claims.start()
+    effect(0.3)
+    record = claims.shown("A − C, accuracy", -0.5, unit="points", control="C", control_value=0.5,
+                          null=lambda: 0.0).to_record()
+    assert record["passed"] is None and record["null"] is None
+    with pytest.raises(AssertionError, match="not in the seed table"):
+        claims.shown("something unlisted", 0.1, unit="points")
+
+
 def test_a_chapter_with_only_sanity_rows_says_no_claim_of_the_paper_is_decided():
     entry = seed_tables.Entry("its weights stay within the bound", "sanity", "<=", "", 1.5, "stated",
                               [1.2] * 10, None, None, None, None)

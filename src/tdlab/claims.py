@@ -48,7 +48,7 @@ from typing import Callable
 from tdlab import records, seed_tables
 from tdlab.config import env_flag, env_scale
 from tdlab.seed_tables import (BOOK, DERIVED, EFFECT, KINDS, NOT_REPRODUCED, PAPER, SANITY,  # noqa: F401
-                               SCOPES, STATED)
+                               SCOPES, SHOWN, STATED)
 
 UNITS = ("%", "points", "")
 SEEDS = "seeds"            # at_least=SEEDS / at_most=SEEDS: the threshold of the chapter's committed seed table
@@ -103,6 +103,12 @@ class Claim:
         return f"{self.control_value:.1%}" if self.unit in ("%", "points") else f"{self.control_value:.4g}"
 
     def line(self) -> str:
+        if self.kind == SHOWN:
+            extra = f" (control: {self.control}{', ' + self.show_control() if self.show_control() else ''})" \
+                if self.control else ""
+            extra += f" [null: {self.show(self.null)}]" if self.null is not None else ""
+            return (f"· shown · {self.words}: {self.show(self.value)} — not checked: recorded on the ten seeds, "
+                    f"no threshold decides it{extra}")
         sign = "≥" if self.direction == ">=" else "≤"
         if not self.checked:
             mark, verdict = "·", "not checked (no committed seed table at this scale)"
@@ -123,7 +129,7 @@ class Claim:
 
     def to_record(self) -> dict:
         out = asdict(self)
-        out.update(margin=self.margin, passed=self.passed if self.checked else None)
+        out.update(margin=self.margin, passed=self.passed if self.checked and self.kind != SHOWN else None)
         return out
 
 
@@ -213,6 +219,34 @@ def check(words: str, value: float, *, kind: str, at_least: float | str | None =
     if not claim.passed:
         raise AssertionError(f"claim failed: {words} — measured {claim.show(claim.value)}, needed "
                              f"{claim.direction} {claim.show(claim.threshold)}")
+    return claim
+
+
+def shown(words: str, value: float, *, unit: str = "", control: str | None = None,
+          control_value: float | None = None, null: Callable[[], float] | None = None, scope: str = PAPER,
+          section: str = DEFAULT_SECTION) -> Claim:
+    """Show a statistic that no threshold decides — a comparison whose weakest seed does not clear its
+    null, so it is neither an effect nor a not-reproduced finding — and record it, so the committed seed
+    table holds its value (and its null, measured like an effect's) on the ten seeds and the prose can
+    cite that range instead of one seed. Never fails; the table must list it, like a claim."""
+    if unit not in UNITS:
+        raise ValueError(f"shown statistic {words!r}: unit must be one of {UNITS}, got {unit!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"shown statistic {words!r}: scope must be one of {SCOPES}, got {scope!r}")
+    mine = table()
+    null_value = float(null()) if null is not None and nulls_wanted() else None
+    claim = Claim(words, float(value), math.nan, "", SHOWN, unit, control,
+                  None if control_value is None else float(control_value), null_value, None, STATED,
+                  mine is not None, section, scope)
+    print(claim.line())
+    _checked[:] = [c for c in _checked if c.words != words] + [claim]
+    records.add("claims", claim.to_record())
+    if recording() or mine is None:
+        return claim
+    differ = [d for d in seed_tables.compare(mine, [claim.to_record()]) if "was not checked" not in d]
+    if differ:
+        raise AssertionError(f"shown statistic {words!r} does not match the chapter's committed seed table: "
+                             + "; ".join(differ) + f" — run `make seeds CHAPTER={records.chapter_name()}`")
     return claim
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from tdlab import records, seed_tables
 from tdlab.claims import Claim
-from tdlab.seed_tables import BEYOND, BOOK, EFFECT, KINDS, NOT_REPRODUCED, SANITY
+from tdlab.seed_tables import BEYOND, BOOK, EFFECT, KINDS, NOT_REPRODUCED, SANITY, SHOWN
 
 COLUMNS = ["chapter", "section", "kind", "claim", "measured", "threshold", "passed", "seeds", "paper", "seed"]
 
@@ -93,6 +93,8 @@ def collect(folder: Path | None, chapters: list[str], strict: bool = False, root
                                                        "control", "control_value", "paper", "threshold_rule",
                                                        "section", "scope") if k in entry})
                 seeded = table.find(claim.words) if table is not None else None
+                if claim.kind == SHOWN:
+                    continue                     # not a claim: the chapter and its seed report show it
                 rows.append({"chapter": chapter, "section": claim.section,
                              "kind": f"{claim.kind} (beyond the paper)" if claim.scope == BOOK else claim.kind,
                              "claim": claim.words,
@@ -143,6 +145,14 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
         text += "\n\nBeyond the paper — this book's own tests, on a setting the paper does not report:"
         text += "".join(f"\n- *{e.words}* (holds)" for e in beyond)
         text += "".join(f"\n- *{e.words}* (the paper's claim carried over, not found: {e.paper})" for e in carried)
+    shown = [e for e in table.entries if e.kind == SHOWN]
+    if shown:
+        text += "\n\nShown with their ten-seed range, not decided (no threshold separates them from their control):"
+        for e in shown:
+            claim = Claim(e.words, math.nan, math.nan, "", SHOWN, e.unit)
+            text += f"\n- *{e.words}*: {claim.show(min(e.values))} … {claim.show(max(e.values))}"
+            if e.nulls:
+                text += f" (the control against itself: {claim.show(min(e.nulls))} … {claim.show(max(e.nulls))})"
     if c[SANITY]:
         one = c[SANITY] == 1
         text += f"\n\n{c[SANITY]} sanity check{'' if one else 's'} of the setup {'is' if one else 'are'} shown apart."
@@ -232,6 +242,10 @@ def seed_report(table: seed_tables.Table) -> str:
              "|---" * (len(table.seeds) + 4) + "|"]
     for e in table.entries:
         claim = Claim(e.words, math.nan, e.threshold, e.direction, e.kind, e.unit)
+        if e.kind == SHOWN:
+            nulls = f"{claim.show(min(e.nulls))} … {claim.show(max(e.nulls))}" if e.nulls else ""
+            lines.append(f"| shown | {e.words} | — | " + " | ".join(claim.show(v) for v in e.values) + f" | {nulls} |")
+            continue
         cells = [claim.show(v) + ("" if e.passes(v) else " ✗") for v in e.values]
         null = claim.show(e.strongest_null) if e.nulls else ""
         rule = " (seeds)" if e.rule == seed_tables.DERIVED else ""

@@ -31,6 +31,7 @@ from tdlab import wording
 
 EFFECT, NOT_REPRODUCED, SANITY = "effect", "not reproduced", "sanity"
 KINDS = (EFFECT, NOT_REPRODUCED, SANITY)
+SHOWN = "shown"    # not a claim: a statistic measured on the ten seeds (with its null) that no threshold decides
 SEEDS = tuple(range(10))                 # the committed seeds of every table
 SUFFIX = ".seeds.yaml"
 STATED, DERIVED = "stated", "seeds"      # where a threshold comes from
@@ -92,7 +93,7 @@ class Table:
         :data:`BEYOND`, not among the paper's claims."""
         out = {kind: sum(e.kind == kind and e.scope == PAPER for e in self.entries) for kind in KINDS}
         out[SANITY] = sum(e.kind == SANITY for e in self.entries)
-        out[BEYOND] = sum(e.kind != SANITY and e.scope == BOOK for e in self.entries)
+        out[BEYOND] = sum(e.kind in (EFFECT, NOT_REPRODUCED) and e.scope == BOOK for e in self.entries)
         return out
 
 
@@ -219,7 +220,8 @@ def from_records(chapter: str, scale: str, found: list[dict]) -> Table:
         # rounded as the table stores them, so that the rule applied to the saved table gives this threshold
         value = lambda c, key: math.nan if c is None or c.get(key) is None else _round(float(c[key]))  # noqa: E731
         values = [value(c, "value") for c in per_seed]
-        nulls = [value(c, "null") for c in per_seed] if first["kind"] == EFFECT else None
+        nulls = [value(c, "null") for c in per_seed] if first["kind"] == EFFECT or \
+            (first["kind"] == SHOWN and any(c is not None and c.get("null") is not None for c in per_seed)) else None
         controls = [value(c, "control_value") for c in per_seed] if first.get("control") else None
         rule = first.get("threshold_rule", STATED)
         threshold = derive_threshold(values, nulls or [], first["direction"]) if rule == DERIVED \
@@ -239,11 +241,15 @@ def problems(table: Table, seeds: tuple[int, ...] = SEEDS) -> list[str]:
         found.append(f"the table holds seeds {table.seeds}, not {list(seeds)}")
     for e in table.entries:
         say = lambda what: found.append(f"“{e.words}”: {what}")  # noqa: E731
-        if e.kind not in KINDS:
+        if e.kind not in KINDS and e.kind != SHOWN:
             say(f"unknown kind {e.kind!r}")
             continue
         if len(e.values) != len(table.seeds) or any(math.isnan(v) for v in e.values):
             say("not measured on every seed")
+        if e.kind == SHOWN:          # no threshold: only measured, with its null where it has one
+            if e.nulls is not None and (len(e.nulls) != len(table.seeds) or any(math.isnan(n) for n in e.nulls)):
+                say("a shown statistic with a null needs it on every seed")
+            continue
         failing = [s for s, v in zip(table.seeds, e.values) if not e.passes(v)]
         if failing:
             say(f"fails its threshold on seed{'s' if len(failing) > 1 else ''} {', '.join(map(str, failing))}")
@@ -289,7 +295,7 @@ def compare(table: Table, checked: list[dict]) -> list[str]:
                           ("rule", c.get("threshold_rule", STATED)), ("scope", c.get("scope", PAPER))):
             if getattr(e, key) != mine:
                 found.append(f"“{c['words']}”: {key} {mine!r} here, {getattr(e, key)!r} in the seed table")
-        if e.rule == STATED and c.get("threshold_rule", STATED) == STATED and \
+        if e.kind != SHOWN and e.rule == STATED and c.get("threshold_rule", STATED) == STATED and \
                 not math.isclose(float(c["threshold"]), e.threshold, rel_tol=1e-9, abs_tol=1e-12):
             found.append(f"“{c['words']}”: threshold {c['threshold']:g} here, {e.threshold:g} in the seed table")
     found += [f"“{e.words}” is in the seed table but was not checked" for e in table.entries if e.words not in names]
