@@ -40,6 +40,31 @@ def test_a_fraction_beside_percent_curves_is_caught():
     plt.close("all")
 
 
+def test_a_curve_drawn_in_percent_is_never_taken_for_a_fraction():
+    """A percent curve that stays within 0–1 % (corrupted examples' true labels under coexistence) beside
+    curves in %: not flagged; the same values drawn by curve as a fraction are."""
+    h = History(knobs=[{}], diverged_at=[None])
+    for step, (test, rare) in enumerate([(0.2, 0.0), (0.6, 0.004), (0.9, 0.009)]):
+        h.log(step * 10, "test", "acc", test)
+        h.log(step * 10, "train_corrupted", "acc_true", rare)
+    fig, ax = plt.subplots()
+    plots.curve(ax, h, "test", "acc")
+    plots.curve(ax, h, "train_corrupted", "acc_true")           # 0–0.9 %, in %
+    ax.set(ylim=(-2, 102), ylabel="accuracy (%)")
+    assert plots.fractions_on_percent_axes(fig) == []
+    fig, ax = plt.subplots()
+    plots.curve(ax, h, "test", "acc")
+    plots.curve(ax, h, "test", "acc", percent=False)              # the same curve as a fraction
+    ax.set(ylim=(-2, 102), ylabel="accuracy (%)", title="fraction")
+    (problem,) = plots.fractions_on_percent_axes(fig)
+    assert "fraction" in problem
+    fig, ax = plt.subplots()
+    plots.curve(ax, h, "train_corrupted", "acc_true")           # every line small, but drawn in %
+    ax.set(ylim=(-2, 102))
+    assert plots.fractions_on_percent_axes(fig) == []
+    plt.close("all")
+
+
 def test_percent_curves_fraction_axes_flat_lines_and_reference_lines_pass():
     fig, axes = plt.subplots(1, 4)
     axes[0].plot([0, 1, 2], [10.0, 50.0, 80.0])                 # percentages on a percent axis

@@ -51,6 +51,9 @@ def set_style() -> None:
 FRACTIONS = history_fractions
 
 
+IN_PERCENT, AS_FRACTION = "tdlab:percent", "tdlab:fraction"   # the gid :func:`curve` gives its lines
+
+
 def _scale(metric: str, percent: bool | None = None) -> float:
     if percent is not None:
         return 100.0 if percent else 1.0
@@ -87,9 +90,11 @@ def curve(ax, history: History, split: str, metric: str, member: int = 0, label:
     they are (False); by default the metrics in :data:`FRACTIONS` are drawn in %."""
     steps, values = history.curve(split, metric, member)
     keep = np.isfinite(values)
-    line, = ax.plot(steps[keep], values[keep] * _scale(metric, percent),
+    scale = _scale(metric, percent)
+    line, = ax.plot(steps[keep], values[keep] * scale,
                     label=label if label is not None else LABELS.get((split, metric), f"{split} {metric}"),
                     **style)
+    line.set_gid(IN_PERCENT if scale == 100.0 else AS_FRACTION)   # what the figure watch reads
     _mark_divergence(ax, history, member, line.get_color())
     return line
 
@@ -362,33 +367,37 @@ __all__ = [*__all__, "reliability_diagrams", "calibration_curves"]
 
 def fractions_on_percent_axes(figure) -> list[str]:
     """The axes of ``figure`` that draw fractions on a percent axis, one description per such axes (empty:
-    none). Two cases, on a y axis spanning at least 50:
+    none). A line drawn by :func:`curve` says how it was scaled (its gid): one drawn in % is never taken
+    for a fraction, however small its values (a curve at 0–1 % is legitimate). On a y axis spanning at
+    least 50:
 
-    - every line drawn in data coordinates lies within [−0.01, 1.01] and some line varies — the curves hug
-      the axis at 0–1 % and the figure looks blank;
-    - mixed: on an axis labelled in % where some line rises above 5, another line varies by at least 0.05
-      while staying within [−0.01, 1.01] — one curve was drawn as a fraction beside curves in %."""
+    - every data line lies within [−0.01, 1.01], some line varies, and not every line is one :func:`curve`
+      drew in % — the curves hug the axis at 0–1 % and the figure looks blank;
+    - mixed: on an axis labelled in % where some line rises above 5, a line :func:`curve` drew as a
+      fraction, or a line drawn by hand that spans at least 0.3 while staying within [−0.01, 1.01] — one
+      curve was drawn as a fraction beside curves in %."""
     problems = []
     for ax in figure.get_axes():
         low, high = sorted(ax.get_ylim())
         if high - low < 50:
             continue
-        ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()
-              if line.get_transform() == ax.transData and len(line.get_ydata())]
-        ys = [y[np.isfinite(y)] for y in ys]
-        ys = [y for y in ys if y.size]
-        if not ys:
+        lines = [line for line in ax.get_lines() if line.get_transform() == ax.transData and len(line.get_ydata())]
+        data = [(line.get_gid(), np.asarray(line.get_ydata(), dtype=float)) for line in lines]
+        data = [(gid, y[np.isfinite(y)]) for gid, y in data]
+        data = [(gid, y) for gid, y in data if y.size]
+        if not data:
             continue
         title = ax.get_title() or ax.get_ylabel() or "untitled axes"
-        fraction = [y.min() >= -0.01 and y.max() <= 1.01 for y in ys]
-        if all(fraction):
-            if any(np.ptp(y) > 0 for y in ys):
+        small = [y.min() >= -0.01 and y.max() <= 1.01 for _, y in data]
+        if all(small):
+            if any(np.ptp(y) > 0 for _, y in data) and not all(gid == IN_PERCENT for gid, _ in data):
                 problems.append(f"“{title}”: every line lies within [−0.01, 1.01] on a y axis from {low:g} to "
                                 f"{high:g} — fractions drawn on a percent axis (draw them × 100, e.g. "
                                 "plots.curve(..., percent=True))")
             continue
-        if "%" in ax.get_ylabel() and any(y.max() > 5 for y in ys) and \
-                any(f and np.ptp(y) >= 0.05 for f, y in zip(fraction, ys)):
+        suspect = [gid == AS_FRACTION or (gid != IN_PERCENT and np.ptp(y) >= 0.3)
+                   for (gid, y), s in zip(data, small) if s]
+        if "%" in ax.get_ylabel() and any(y.max() > 5 for _, y in data) and any(suspect):
             problems.append(f"“{title}”: a line varies within [−0.01, 1.01] beside lines in % on a y axis from "
                             f"{low:g} to {high:g} — one curve drawn as a fraction (draw it × 100)")
     return problems
