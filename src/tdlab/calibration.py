@@ -133,7 +133,7 @@ def label_mass(loss, targets: torch.Tensor) -> torch.Tensor:
     alpha, epsilon, uniform = (_per_member(value, like) for value in (loss.alpha_t, loss.smoothing,
                                                                        loss.uniform_teacher))
     seen = getattr(loss, "seen", None)
-    if seen is not None and not getattr(loss, "_all_seen", False):     # as the loss: an example not trained
+    if seen is not None:                                               # as the loss: an example not trained
         label = 1 - epsilon + epsilon / classes                            # on yet has its (smoothed) label as P_i
         previous = torch.where(seen.to(previous.device), previous, label.expand_as(previous))
     teacher = (1 - uniform) * previous + uniform / classes

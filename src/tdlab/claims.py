@@ -124,8 +124,7 @@ class Claim:
             extra += f" [null: {self.show(self.null)}]"
         if self.paper:
             extra += f" [the paper: {self.paper}]"
-        kind = f"{self.kind} (beyond the paper)" if self.scope == BOOK else self.kind
-        return f"{mark} {kind} · {self.words}: {self.show(self.value)} {verdict}{extra}"
+        return f"{mark} {seed_tables.kind_label(self.kind, self.scope)} · {self.words}: {self.show(self.value)} {verdict}{extra}"
 
     def to_record(self) -> dict:
         out = asdict(self)
@@ -155,6 +154,22 @@ def start() -> None:
 def table():
     """The running chapter's committed seed table at this scale, or None."""
     return seed_tables.load(records.chapter_name(), env_scale())
+
+
+def _record(claim: Claim, mine, what: str) -> bool:
+    """Print ``claim``, keep it as checked in this kernel and add it to the chapter's records; raise when
+    the committed table ``mine`` does not list it as stated. True when it is then to be held to its
+    threshold (a build with a table), False when only recorded (the seed runner, or no table)."""
+    print(claim.line())
+    _checked[:] = [c for c in _checked if c.words != claim.words] + [claim]
+    records.add("claims", claim.to_record())
+    if recording() or mine is None:
+        return False
+    differ = [d for d in seed_tables.compare(mine, [claim.to_record()]) if "was not checked" not in d]
+    if differ:
+        raise AssertionError(f"{what} {claim.words!r} does not match the chapter's committed seed table: "
+                             + "; ".join(differ) + f" — run `make seeds CHAPTER={records.chapter_name()}`")
+    return True
 
 
 def check(words: str, value: float, *, kind: str, at_least: float | str | None = None,
@@ -206,17 +221,7 @@ def check(words: str, value: float, *, kind: str, at_least: float | str | None =
     claim = Claim(words, float(value), threshold, ">=" if at_most is None else "<=", kind, unit, control,
                   None if control_value is None else float(control_value), null_value, paper, rule,
                   mine is not None, section, scope)
-    print(claim.line())
-    _checked[:] = [c for c in _checked if c.words != words] + [claim]
-    records.add("claims", claim.to_record())
-    if recording() or mine is None:
-        return claim
-    differ = seed_tables.compare(mine, [claim.to_record()])
-    differ = [d for d in differ if "was not checked" not in d]
-    if differ:
-        raise AssertionError(f"claim {words!r} does not match the chapter's committed seed table: "
-                             + "; ".join(differ) + f" — run `make seeds CHAPTER={records.chapter_name()}`")
-    if not claim.passed:
+    if _record(claim, mine, "claim") and not claim.passed:
         raise AssertionError(f"claim failed: {words} — measured {claim.show(claim.value)}, needed "
                              f"{claim.direction} {claim.show(claim.threshold)}")
     return claim
@@ -238,15 +243,7 @@ def shown(words: str, value: float, *, unit: str = "", control: str | None = Non
     claim = Claim(words, float(value), math.nan, "", SHOWN, unit, control,
                   None if control_value is None else float(control_value), null_value, None, STATED,
                   mine is not None, section, scope)
-    print(claim.line())
-    _checked[:] = [c for c in _checked if c.words != words] + [claim]
-    records.add("claims", claim.to_record())
-    if recording() or mine is None:
-        return claim
-    differ = [d for d in seed_tables.compare(mine, [claim.to_record()]) if "was not checked" not in d]
-    if differ:
-        raise AssertionError(f"shown statistic {words!r} does not match the chapter's committed seed table: "
-                             + "; ".join(differ) + f" — run `make seeds CHAPTER={records.chapter_name()}`")
+    _record(claim, mine, "shown statistic")
     return claim
 
 

@@ -21,10 +21,9 @@ import json
 import math
 from typing import Sequence
 
-from tdlab.history import FRACTIONS, History, is_fraction
+from tdlab.history import History, is_fraction
 
 _counter = itertools.count()
-PERCENT = FRACTIONS          # fractions, shown in % (the one list is history.FRACTIONS)
 
 _COLORS = {"test": "#DD8452", "train": "#4C72B0", "train_clean": "#55A868", "train_corrupted": "#C44E52",
            "train_corrupted_true": "#8172B3"}

@@ -96,7 +96,7 @@ def collect(folder: Path | None, chapters: list[str], strict: bool = False, root
                 if claim.kind == SHOWN:
                     continue                     # not a claim: the chapter and its seed report show it
                 rows.append({"chapter": chapter, "section": claim.section,
-                             "kind": f"{claim.kind} (beyond the paper)" if claim.scope == BOOK else claim.kind,
+                             "kind": seed_tables.kind_label(claim.kind, claim.scope),
                              "claim": claim.words,
                              "measured": claim.show(claim.value),
                              "threshold": f"{'≥' if claim.direction == '>=' else '≤'} {claim.show(claim.threshold)}",
@@ -114,6 +114,12 @@ def seed_range(entry: seed_tables.Entry, claim: Claim) -> str:
 
 
 # ----------------------------------------------------------------- counts: a chapter, the book
+
+
+def _span(entry: seed_tables.Entry, values: list[float]) -> str:
+    """The lowest and highest of ``values`` in the entry's unit: "-4.0 points … +5.0 points"."""
+    claim = Claim(entry.words, math.nan, math.nan, "", entry.kind, entry.unit)
+    return f"{claim.show(min(values))} … {claim.show(max(values))}"
 
 
 def counts(table: seed_tables.Table | None) -> dict[str, int]:
@@ -149,10 +155,9 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
     if shown:
         text += "\n\nShown with their ten-seed range, not decided (no threshold separates them from their control):"
         for e in shown:
-            claim = Claim(e.words, math.nan, math.nan, "", SHOWN, e.unit)
-            text += f"\n- *{e.words}*: {claim.show(min(e.values))} … {claim.show(max(e.values))}"
+            text += f"\n- *{e.words}*: {_span(e, e.values)}"
             if e.nulls:
-                text += f" (the control against itself: {claim.show(min(e.nulls))} … {claim.show(max(e.nulls))})"
+                text += f" (the control against itself: {_span(e, e.nulls)})"
     if c[SANITY]:
         one = c[SANITY] == 1
         text += f"\n\n{c[SANITY]} sanity check{'' if one else 's'} of the setup {'is' if one else 'are'} shown apart."
@@ -207,8 +212,8 @@ def page_html(table: pd.DataFrame, root: Path | None = None) -> str:
     one line per claim — kind, words, this build's value, threshold, the ten seeds' range."""
     if table.empty:
         return "<p><i>No claims were recorded in this build.</i></p>"
-    order = {kind: i for i, kind in enumerate((EFFECT, NOT_REPRODUCED, f"{EFFECT} (beyond the paper)",
-                                               f"{NOT_REPRODUCED} (beyond the paper)", SANITY))}
+    order = {kind: i for i, kind in enumerate((EFFECT, NOT_REPRODUCED, seed_tables.kind_label(EFFECT, BOOK),
+                                               seed_tables.kind_label(NOT_REPRODUCED, BOOK), SANITY))}
     lines = ['<table class="tdlab-ledger"><thead><tr><th>kind</th><th>claim</th><th>this build</th>'
              "<th>threshold</th><th>ten seeds</th></tr></thead><tbody>"]
     for chapter, rows in table.groupby("chapter", sort=False):
@@ -243,14 +248,13 @@ def seed_report(table: seed_tables.Table) -> str:
     for e in table.entries:
         claim = Claim(e.words, math.nan, e.threshold, e.direction, e.kind, e.unit)
         if e.kind == SHOWN:
-            nulls = f"{claim.show(min(e.nulls))} … {claim.show(max(e.nulls))}" if e.nulls else ""
+            nulls = _span(e, e.nulls) if e.nulls else ""
             lines.append(f"| shown | {e.words} | — | " + " | ".join(claim.show(v) for v in e.values) + f" | {nulls} |")
             continue
         cells = [claim.show(v) + ("" if e.passes(v) else " ✗") for v in e.values]
         null = claim.show(e.strongest_null) if e.nulls else ""
         rule = " (seeds)" if e.rule == seed_tables.DERIVED else ""
-        kind = f"{e.kind} (beyond the paper)" if e.scope == BOOK else e.kind
-        lines.append(f"| {kind} | {e.words} | {'≥' if e.direction == '>=' else '≤'} {claim.show(e.threshold)}{rule} | "
+        lines.append(f"| {seed_tables.kind_label(e.kind, e.scope)} | {e.words} | {'≥' if e.direction == '>=' else '≤'} {claim.show(e.threshold)}{rule} | "
                      + " | ".join(cells) + f" | {null} |")
     issues = seed_tables.problems(table)
     return "\n".join(lines) + ("\n\n**Problems:**\n" + "\n".join(f"- {p}" for p in issues) if issues else

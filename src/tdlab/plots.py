@@ -15,8 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tdlab.explorer import explorer
-from tdlab.history import FRACTIONS as history_fractions
-from tdlab.history import History, is_fraction
+from tdlab.history import FRACTIONS, History, is_fraction  # noqa: F401  (FRACTIONS: the one list, read here too)
 from tdlab.numerics import collapse_gap
 
 # seaborn's "colorblind" palette (Waskom 2021), the book's line colours in order
@@ -45,10 +44,6 @@ def set_style() -> None:
     plt.style.use(["seaborn-v0_8-whitegrid", "seaborn-v0_8-notebook"])
     plt.rcParams.update({"axes.prop_cycle": plt.cycler(color=COLORBLIND), "figure.dpi": 100, "savefig.dpi": 120,
                          "axes.titleweight": "bold", "legend.frameon": False, "figure.autolayout": False})
-
-
-# Metrics that are fractions, drawn in % by :func:`curve`: one list with the explorer's (history.FRACTIONS).
-FRACTIONS = history_fractions
 
 
 IN_PERCENT, AS_FRACTION = "tdlab:percent", "tdlab:fraction"   # the gid :func:`curve` gives its lines

@@ -40,6 +40,12 @@ SCOPES = (PAPER, BOOK)
 BEYOND = "beyond the paper"              # the count of the book's own effect claims (scope BOOK)
 
 
+def kind_label(kind: str, scope: str = PAPER) -> str:
+    """A claim's kind as the book prints it: ``"effect"``, or ``"effect (beyond the paper)"`` for the book's
+    own test (scope ``BOOK``)."""
+    return f"{kind} ({BEYOND})" if scope == BOOK else kind
+
+
 @dataclass
 class Entry:
     """One claim of a chapter across the committed seeds."""
