@@ -104,6 +104,21 @@ def test_mixup_switches_off_after_the_given_step():
     assert augment.mixup(alpha=1.0, num_classes=4, stop_after=0)(_batch((5, 3), step=1)).y.dtype == torch.long
 
 
+def test_late_mixup_starts_after_the_given_step_and_then_mixes_as_mixup_throughout():
+    late, always = augment.mixup(alpha=1.0, num_classes=4, start_after=2, seed=3), augment.mixup(1.0, 4, seed=3)
+    for step in (1, 2, 3, 4):
+        batch = _batch((5, 3), step=step)
+        out, reference = late(batch), always(batch)
+        if step <= 2:
+            assert out is batch                                     # plain ERM: untouched, integer labels
+        else:
+            torch.testing.assert_close(out.x, reference.x)          # same λ and π as mixup throughout
+            torch.testing.assert_close(out.y, reference.y)
+    assert "mixup_start_after" not in always.settings and late.settings["mixup_start_after"] == 2
+    with pytest.raises(ValueError, match="start_after"):
+        augment.mixup(start_after=-1)
+
+
 def test_hook_restarts_its_stream_at_step_one():
     hook = augment.mixup(alpha=1.0, num_classes=4, seed=9)
     first = [hook(_batch((6, 2), step=s)).x for s in (1, 2, 3)]

@@ -160,7 +160,7 @@ class _Stream:
 
 
 def mixup(alpha: float = 1.0, num_classes: int = 10, *, stop_after: int | None = None,
-          label_map: Callable[[float], float] | None = None, seed: int = 0):
+          label_map: Callable[[float], float] | None = None, seed: int = 0, start_after: int | None = None):
     r"""A batch hook: mixup, with an optional switch-off step and label coefficient map.
 
     Per batch (``mixup_data`` of the official code): λ ~ Beta(α, α) (λ = 1 when α = 0),
@@ -174,11 +174,16 @@ def mixup(alpha: float = 1.0, num_classes: int = 10, *, stop_after: int | None =
       gives the λ' ≠ λ variant of Zou et al. (ICML 2023).
     - ``stop_after``: Zou et al.'s *early-stopped mixup* — steps after this one are
       plain ERM (the batch is returned unchanged). ``None`` mixes throughout.
+    - ``start_after``: the reverse, *late* mixup (the control of early-stopped mixup) — steps up to
+      and including this one are plain ERM. Their λ and π are still drawn, so every later step mixes
+      exactly as mixup throughout does. ``None`` (the default) mixes from the first step.
 
     Use it with ``loss="soft_ce"``. The last draw is kept in ``hook.last`` (λ, λ', π)
     for inspection and tests.
     """
     _check_mixing("mixup alpha", alpha, num_classes, stop_after)
+    if start_after is not None:
+        check_range("start_after", start_after, 0)
     g = label_map or label_identity
     stream = _Stream(seed)
 
@@ -190,6 +195,8 @@ def mixup(alpha: float = 1.0, num_classes: int = 10, *, stop_after: int | None =
             return batch
         lam = stream.beta(alpha)
         perm = stream.permutation(batch.x.shape[0], batch.x.device)
+        if start_after is not None and batch.step <= start_after:
+            return batch               # late mixup: plain ERM until start_after (the draws above are spent)
         lam_label = float(g(lam))
         hook.last = {"lam": lam, "lam_label": lam_label, "perm": perm}
         x = lam * batch.x + (1.0 - lam) * batch.x[perm]
@@ -197,6 +204,8 @@ def mixup(alpha: float = 1.0, num_classes: int = 10, *, stop_after: int | None =
 
     hook.last = None
     hook.settings = {"mixup_alpha": alpha, "mixup_stop_after": stop_after, "mixup_label_map": g.__name__}
+    if start_after is not None:
+        hook.settings["mixup_start_after"] = start_after
     return hook
 
 
