@@ -239,6 +239,21 @@ def test_aldr_kl_matches_the_official_update_over_several_steps():
     assert all(lam0 * (1 - 1 / alpha) <= v <= lam0 for v in lambdas)
 
 
+def test_lowest_lambda_is_the_band_aldr_kl_cannot_leave():
+    # λ₀ = 10, ten classes: the most peaked normalized scores keep λ_i in [9.83, 10], far above the floor 5
+    assert losses.lowest_lambda(10.0, classes=10) == pytest.approx(9.834, abs=0.002)
+    assert losses.lowest_lambda(10.0, classes=26) < losses.lowest_lambda(10.0, classes=10)     # wider with more classes
+    assert 1.5 <= losses.lowest_lambda(3.0, classes=10) < 1.6                # λ₀ = 3: close to the floor λ₀(1 − 1/α)
+    # no training example goes lower: random logits from the same update stay at or above the band's edge
+    gen = torch.Generator().manual_seed(3)
+    loss = losses.ALDRKL(lam=10.0, alpha=2.0)
+    loss.setup(64, 10)
+    for _ in range(30):
+        loss(5 * torch.randn(64, 10, generator=gen), torch.randint(0, 10, (64,), generator=gen), torch.arange(64))
+    assert float(loss.lambdas.min()) >= losses.lowest_lambda(10.0, classes=10) - 1e-4
+    assert float(loss.lambdas.max()) <= 10.0
+
+
 @pytest.mark.parametrize("name,values", [("elr", {"lam": [0.0, 1.0, 3.0], "beta": [0.5, 0.7, 0.9]}),
                                          ("gce", {"q": [0.3, 0.7, 1.0]}), ("zloss", {"a": [0.5, 1.0, 4.0]}),
                                          ("ldr_kl", {"lam": [0.5, 2.0, 10.0]}),

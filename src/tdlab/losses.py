@@ -497,6 +497,19 @@ class ALDRKL(Loss):
         return loss[0] if single else loss
 
 
+def lowest_lambda(lam: float, alpha: float = 2.0, classes: int = 10, updates: int = 200) -> float:
+    """The smallest λ_i ALDR-KL's own update (:class:`ALDRKL`, no softplus) can reach with ``classes``
+    classes: the most peaked normalized scores there are (one class at C, the rest 0, since ŝ = z / (‖z‖₁/C)
+    puts no score above C), the update applied ``updates`` times until λ_i settles. With few classes and a
+    large λ₀ this lies far above the floor λ₀(1 − 1/α): at λ₀ = 10, α = 2 and ten classes, about 9.83."""
+    loss = ALDRKL(lam=lam, alpha=alpha)
+    loss.setup(num_examples=1, num_classes=classes)
+    logits, first = torch.eye(classes)[:1], torch.zeros(1, dtype=torch.long)
+    for _ in range(updates):
+        loss(logits, first, first)
+    return float(loss.lambdas[0, 0])
+
+
 def smoothed_onehot(targets: torch.Tensor, classes: int, smoothing, dtype=torch.float32) -> torch.Tensor:
     """(1 − ε)·e_y + ε/C for integer ``targets`` (..., B) → (..., B, C); ε may be a float or one
     value per member, shape (E,)."""
