@@ -156,6 +156,25 @@ def test_coteaching_is_cross_entropy_in_stage_one_and_with_no_forgetting():
     torch.testing.assert_close(no_forgetting(logits, targets), ce)
 
 
+def test_random_drop_control_keeps_the_same_share_independent_of_the_losses():
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 40, 5, generator=gen, dtype=torch.float64).requires_grad_()
+    targets = torch.randint(0, 5, (40,), generator=gen).expand(4, -1)
+    runs = []
+    for shift in (0.0, 3.0):                                   # other losses, the same seeded draw
+        loss = coteaching.CoTeaching(forget_rate=0.4, start=0.0, ramp_epochs=0, selection="random", seed=7)
+        loss.setup(40, 5, members=4)
+        loss.at_step(1, 10, 5)
+        value = loss(logits + shift * torch.randn(4, 40, 5, generator=gen, dtype=torch.float64), targets)
+        runs.append(loss.kept.clone())
+        assert loss.kept.sum(-1).tolist() == [int(0.6 * 40)] * 4
+        assert value.shape == (4,) and torch.isfinite(value).all()
+    assert torch.equal(runs[0], runs[1])
+    assert loss.describe()["selection"] == "random"
+    with pytest.raises(ValueError):
+        coteaching.CoTeaching(selection="largest")
+
+
 @pytest.mark.parametrize("ramp", [0, 1, 5])
 def test_forget_rate_schedule_is_the_official_rate_schedule(ramp):
     tau, epochs, epoch_length, first = 0.3, 12, 4, 20
@@ -242,6 +261,25 @@ def test_monitor_with_clean_labels_chooses_K_on_the_true_labels(digits):
         K = int(np.argmax(val_curves[m] - 1e-5 * np.arange(16))) + 1
         assert h.final("val", "K", m) == K
         assert h.final("val", "acc", m) == pytest.approx(val_curves[m, K - 1])
+
+
+def test_monitor_also_on_clean_labels_keeps_the_noisy_choice(digits):
+    train, val = nested.holdout(digits, 0.2, seed=0)
+    members = [dict(seed=0, noise_rate=0.4, noise_seed=3, forget_rate=0.0),
+               dict(seed=1, noise_rate=0.4, noise_seed=3, forget_rate=0.0)]
+    template = nested.NestedMLP(64, 10, width=16, sigma=4.0)
+    h = _run(train, members, monitors=[nested.monitor(template, val, pairs=True, clean_too=True)])
+    noisy = noise.symmetric(val.y, 0.4, 10, 3).labels
+    clean_curves = nested.truncation_curves(h.models, val.x, val.y)
+    noisy_curves = nested.truncation_curves(h.models, val.x, noisy)
+    test_curves = nested.truncation_curves(h.models, train.x_test, train.y_test)
+    for m in range(2):
+        K = int(np.argmax(clean_curves[m] - 1e-5 * np.arange(16))) + 1
+        assert h.final("val_clean", "K", m) == K
+        assert h.final("val_clean", "acc", m) == pytest.approx(clean_curves[m, K - 1])
+        assert h.final("test_K_clean", "acc", m) == pytest.approx(test_curves[m, K - 1])
+        assert h.final("val_all_clean", "acc", m) == pytest.approx(clean_curves[m, -1])
+        assert h.final("val", "K", m) == int(np.argmax(noisy_curves[m] - 1e-5 * np.arange(16))) + 1
 
 
 def test_the_paper_network_stacks_and_its_monitor_runs():

@@ -28,6 +28,10 @@ the official code splits each batch into two halves, one per network, and ranks 
 with a second, evaluation-mode forward pass at the validation-chosen truncation K; here both
 members of a pair rank the same whole batch (as Han et al.) with the logits the step computed
 (at this step's nested truncation).
+
+``selection="random"`` is the deciding control of the small-loss selection: each member trains on a
+random (1 − τ_t)·B of the batch instead (a seeded draw, independent of the losses), so the same
+share of every batch is left out, but not the examples the peer finds hard.
 """
 from __future__ import annotations
 
@@ -57,7 +61,9 @@ class CoTeaching(Loss):
     - ``forget_rate`` τ (per member; both members of a pair must share it): the fraction of each
       batch dropped as probably mislabelled, once the ramp is over;
     - ``start``: the fraction of the run's steps trained with plain cross-entropy first (stage 1);
-    - ``ramp_epochs``: epochs of co-teaching over which τ_t ramps linearly from 0 (official ``nGradual``).
+    - ``ramp_epochs``: epochs of co-teaching over which τ_t ramps linearly from 0 (official ``nGradual``);
+    - ``selection``: ``"small_loss"`` (co-teaching) or ``"random"`` (the control: a random drop of the
+      same share, drawn from a generator seeded with ``seed``).
 
     ``self.rates`` holds the current τ_t of every member (``None`` in stage 1), ``self.kept`` the last batch's selection
     of every member, (E, B) booleans (``None`` during stage 1).
@@ -65,14 +71,20 @@ class CoTeaching(Loss):
 
     name = "coteaching"
     hyperparameters = ("forget_rate",)
-    settings = ("start", "ramp_epochs")
+    settings = ("start", "ramp_epochs", "selection")
+    SELECTIONS = ("small_loss", "random")
 
-    def __init__(self, forget_rate: float = 0.2, start: float = 0.5, ramp_epochs: int = 5):
+    def __init__(self, forget_rate: float = 0.2, start: float = 0.5, ramp_epochs: int = 5,
+                 selection: str = "small_loss", seed: int = 0):
         for value in torch.as_tensor(forget_rate, dtype=torch.float64).flatten().tolist():
             check_range("co-teaching forget rate", value, 0, 1, high_open=True)
         check_range("co-teaching start", start, 0, 1, high_open=True)
         check_range("co-teaching ramp_epochs", ramp_epochs, 0)
+        if selection not in self.SELECTIONS:
+            raise ValueError(f"co-teaching selection must be one of {self.SELECTIONS}, got {selection!r}")
         self.forget_rate, self.start, self.ramp_epochs = forget_rate, start, int(ramp_epochs)
+        self.selection, self.seed = selection, int(seed)
+        self.generator: torch.Generator | None = None
         self.rates: list[float] | None = None
         self.members = 2
         self.kept: torch.Tensor | None = None
@@ -84,6 +96,7 @@ class CoTeaching(Loss):
         if rates[0::2] != rates[1::2]:
             raise ValueError(f"both members of a co-teaching pair need the same forget rate, got {rates}")
         self.rates, self.kept, self.members = None, None, members
+        self.generator = torch.Generator().manual_seed(self.seed) if self.selection == "random" else None
 
     def at_step(self, step, steps, epoch_length):
         first = int(round(self.start * steps))              # the last step of stage 1
@@ -110,7 +123,12 @@ class CoTeaching(Loss):
         if not torch.equal(targets[0::2], targets[1::2]):
             raise ValueError("both members of a co-teaching pair must train on the same labels (noise rate and seed)")
         per_example = F.cross_entropy(logits.transpose(1, 2), targets.long(), reduction="none")   # ℓ, (E, B)
-        order = per_example.detach().argsort(dim=-1, stable=True)                 # smallest loss first
+        if self.selection == "random":                                            # the control: a random drop
+            if self.generator is None:
+                self.generator = torch.Generator().manual_seed(self.seed)
+            order = torch.rand((members, batch), generator=self.generator).argsort(dim=-1).to(logits.device)
+        else:
+            order = per_example.detach().argsort(dim=-1, stable=True)             # smallest loss first
         ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(batch, device=order.device).expand_as(order))
         count = torch.tensor(keep, device=logits.device)
         selected = ranks < count.unsqueeze(-1)                                    # S_m, (E, B)

@@ -270,7 +270,7 @@ def _accuracies(template: NestedNet, params: dict[str, torch.Tensor], x: torch.T
 
 
 def monitor(template: NestedNet, validation: Validation | Callable[[], Validation], pairs: bool = False,
-            clean_labels: bool = False):
+            clean_labels: bool = False, clean_too: bool = False):
     """A monitor: each member's truncation K chosen on ``validation`` with the labels the member
     would see there (its own noise kind, rate and seed: no clean label is used for the choice), and
     what it gives. Logs ``val``/``K`` (kept channels), ``val``/``acc`` (the validation accuracy
@@ -285,7 +285,10 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
     ``template`` is any :class:`NestedNet` of the members' shape (only its layout is used);
     ``validation`` may be a function that makes the split (called once, when first needed).
     ``clean_labels``: choose on the split's clean labels instead (the official CIFAR setup, whose
-    ``val/`` split is held out of the clean training set and only the rest corrupted)."""
+    ``val/`` split is held out of the clean training set and only the rest corrupted).
+    ``clean_too`` (with noisy choices): also each member's choice on the split's clean labels, logged as
+    ``val_clean``/``K``, ``val_clean``/``acc``, ``test_K_clean``/``acc`` and ``val_all_clean``/``acc`` (one
+    more pass over the validation split; the test accuracies are shared)."""
     cache: dict = {}
 
     def split() -> Validation:
@@ -314,6 +317,14 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
         rows = torch.arange(members)
         out = {("val", "K"): chosen.float(), ("val", "acc"): val[rows, chosen - 1],
                ("test_K", "acc"): test[rows, chosen - 1], ("val_all", "acc"): val[:, -1]}
+        if clean_too and not clean_labels:
+            clean = split().y.to(split().x.device).expand(members, -1)
+            val_clean = _accuracies(template, params, split().x, clean, pairs=False)
+            chosen_clean = choose_truncation(val_clean)
+            out.update({("val_clean", "K"): chosen_clean.float(),
+                        ("val_clean", "acc"): val_clean[rows, chosen_clean - 1],
+                        ("test_K_clean", "acc"): test[rows, chosen_clean - 1],
+                        ("val_all_clean", "acc"): val_clean[:, -1]})
         if pairs:
             val_pair = _accuracies(template, params, split().x, y_val, pairs=True)    # (E/2, d)
             test_pair = _accuracies(template, params, ev.data.x_test, y_test, pairs=True)
