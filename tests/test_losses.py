@@ -239,6 +239,38 @@ def test_aldr_kl_matches_the_official_update_over_several_steps():
     assert all(lam0 * (1 - 1 / alpha) <= v <= lam0 for v in lambdas)
 
 
+def spherical_naive(z, y, eps):
+    f = [v * v + eps for v in z]
+    return -math.log(f[y] / sum(f))
+
+
+@pytest.mark.parametrize("eps", [0.01, 1.0])
+def test_spherical_softmax_matches_the_naive_formula_and_its_gradient(eps):
+    gen = torch.Generator().manual_seed(5)
+    logits = (3 * torch.randn(7, 5, generator=gen, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 5, (7,), generator=gen)
+    loss = losses.SphericalSoftmax(epsilon=eps)
+    value = loss(logits, targets)
+    expected = naive_per_example(logits.detach(), targets, lambda z, y: spherical_naive(z, y, eps)).mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10, abs=1e-12)
+    (gradient,) = torch.autograd.grad(value, logits)
+    z, y = logits.detach(), targets                                    # d/dz_k: 2 z_k / S − [k = y] 2 z_y / (z_y² + ε)
+    s = (z.pow(2) + eps).sum(-1, keepdim=True)
+    expected_grad = 2 * z / s
+    expected_grad[torch.arange(7), y] -= 2 * z[torch.arange(7), y] / (z[torch.arange(7), y].pow(2) + eps)
+    assert torch.allclose(gradient, expected_grad / 7, atol=1e-12)
+    assert loss.describe() == {"loss": "spherical", "epsilon": eps}
+    # invariant to the sign of the logits, not to a shift; per-member ε: two members at once
+    assert loss(-logits, targets).item() == pytest.approx(value.item(), rel=1e-12)
+    assert abs(loss(logits + 1, targets).item() - value.item()) > 1e-3
+    stacked = losses.SphericalSoftmax(epsilon=torch.tensor([0.01, 1.0], dtype=torch.float64))
+    both = stacked(torch.stack([logits.detach(), logits.detach()]), torch.stack([targets, targets]))
+    single = [losses.SphericalSoftmax(epsilon=e)(logits.detach(), targets).item() for e in (0.01, 1.0)]
+    assert both.tolist() == pytest.approx(single, rel=1e-12)
+    with pytest.raises(ValueError):
+        losses.SphericalSoftmax(epsilon=0.0)
+
+
 def test_lowest_lambda_is_the_band_aldr_kl_cannot_leave():
     # λ₀ = 10, ten classes: the most peaked normalized scores keep λ_i in [9.83, 10], far above the floor 5
     assert losses.lowest_lambda(10.0, classes=10) == pytest.approx(9.834, abs=0.002)

@@ -415,6 +415,34 @@ class TaylorSoftmax(Loss):
         return -log_p.mean(-1)
 
 
+class SphericalSoftmax(Loss):
+    r"""The log-spherical-softmax loss (Vincent, de Brébisson & Bouthillier, NeurIPS 2015; studied by
+    de Brébisson & Vincent, ICLR 2016, beside the log-Taylor softmax, and compared with the Z-loss in
+    their 2016 paper): the exponential of the softmax replaced by the square, with ε > 0 so that no
+    class has probability 0,
+
+    .. math::
+        p_k = \frac{z_k^2 + \varepsilon}{\sum_j (z_j^2 + \varepsilon)},\qquad
+        \mathcal{L}_S(z, y) = -\log p_y.
+
+    The denominator needs only Σz² (and C), so it belongs to the spherical family. ε may differ per
+    member of a sweep. Not in :data:`LOSSES` (pass an instance: ``loss=SphericalSoftmax(epsilon=…)``),
+    as it serves one chapter's comparison.
+    """
+
+    name = "spherical"
+    hyperparameters = ("epsilon",)
+
+    def __init__(self, epsilon: float = 0.01):
+        check_range("spherical softmax ε", float(torch.as_tensor(epsilon).min()), 0, low_open=True)
+        self.epsilon = epsilon
+
+    def __call__(self, logits, targets, index=None):
+        f = logits.pow(2) + _member_values(self.epsilon, logits)                           # z² + ε > 0
+        log_p = torch.log(_true_class(f, targets).squeeze(-1)) - torch.log(f.sum(-1))      # (..., B)
+        return -log_p.mean(-1)
+
+
 class LDRKL(Loss):
     r"""Label-distributionally robust loss with a KL penalty, LDR-KL (Zhu, Ying & Yang, ICML 2023,
     Eq. 3; the official ``LDRLoss_V1``): the worst case over label distributions near uniform,
