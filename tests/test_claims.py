@@ -405,7 +405,7 @@ def test_a_shown_statistic_is_recorded_on_the_ten_seeds_never_checked(book, monk
     assert math.isnan(back.find("A − C, accuracy").threshold)
     status = ledger.status_markdown(CHAPTER, back)
     assert "*A − C, accuracy*: -4.0 points … +5.0 points" in status
-    assert "the control against itself: +2.0 points … +2.0 points" in status
+    assert "(null, C in the method's place: +2.0 points … +2.0 points)" in status
     assert "| shown | A − C, accuracy | — |" in ledger.seed_report(back)
     # a build: the table lists it, it never fails, and a build that drops it fails at the end
     monkeypatch.delenv("TDLAB_CHECKS")

@@ -157,7 +157,9 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
         for e in shown:
             text += f"\n- *{e.words}*: {_span(e, e.values)}"
             if e.nulls:
-                text += f" (the control against itself: {_span(e, e.nulls)})"
+                # the null is the same statistic with the method replaced by its control (claims.shown)
+                where = f", {e.control} in the method's place" if e.control else ""
+                text += f" (null{where}: {_span(e, e.nulls)})"
     if c[SANITY]:
         one = c[SANITY] == 1
         text += f"\n\n{c[SANITY]} sanity check{'' if one else 's'} of the setup {'is' if one else 'are'} shown apart."
