@@ -1,6 +1,7 @@
 """Claims: kinds, nulls, the committed seed tables and their rules, the vocabulary, the ledger; records
 round-trip atomically."""
 import json
+import dataclasses
 import math
 from pathlib import Path
 
@@ -406,6 +407,10 @@ def test_a_shown_statistic_is_recorded_on_the_ten_seeds_never_checked(book, monk
     status = ledger.status_markdown(CHAPTER, back)
     assert "*A − C, accuracy*: -4.0 points … +5.0 points" in status
     assert "(null, C in the method's place: +2.0 points … +2.0 points)" in status
+    assert "every seed lies beyond every null draw" not in status          # -4 … +5 against +2: overlaps
+    apart = dataclasses.replace(back, entries=[dataclasses.replace(e, nulls=[-0.1] * 10) if e.kind == seed_tables.SHOWN
+                                               else e for e in back.entries])
+    assert "every seed lies beyond every null draw" in ledger.status_markdown(CHAPTER, apart)
     assert "| shown | A − C, accuracy | — |" in ledger.seed_report(back)
     # a build: the table lists it, it never fails, and a build that drops it fails at the end
     monkeypatch.delenv("TDLAB_CHECKS")

@@ -153,13 +153,15 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
         text += "".join(f"\n- *{e.words}* (the paper's claim carried over, not found: {e.paper})" for e in carried)
     shown = [e for e in table.entries if e.kind == SHOWN]
     if shown:
-        text += "\n\nShown with their ten-seed range, not decided (no threshold separates them from their control):"
+        text += "\n\nShown with their ten-seed range and their null's, not checked (no threshold is set on them):"
         for e in shown:
             text += f"\n- *{e.words}*: {_span(e, e.values)}"
             if e.nulls:
                 # the null is the same statistic with the method replaced by its control (claims.shown)
                 where = f", {e.control} in the method's place" if e.control else ""
                 text += f" (null{where}: {_span(e, e.nulls)})"
+                if min(e.values) > max(e.nulls) or max(e.values) < min(e.nulls):
+                    text += " — every seed lies beyond every null draw, though no check is set"
     if c[SANITY]:
         one = c[SANITY] == 1
         text += f"\n\n{c[SANITY]} sanity check{'' if one else 's'} of the setup {'is' if one else 'are'} shown apart."
