@@ -399,7 +399,8 @@ def feature_noise(num_train: int = 400, num_test: int = 2000, num_classes: int =
                   dim: int = 64, rare_fraction: float = 0.1, feature_strength: float = 1.0,
                   feature_noise_strength: float = 0.3, noise_std: float = 0.5, seed: int = 0) -> Dataset:
     r"""The feature-noise data model of Zou, Cao, Li & Gu (ICML 2023, "The Benefits of Mixup
-    for Feature Learning"), in a small seeded version.
+    for Feature Learning"), in a small seeded version — as described by secondary sources; the
+    details below (patch layout, orthogonal noise) are not verified in the paper's full text.
 
     Each example x = [x^{(1)}, …, x^{(P)}] has P patches in R^d (shape (P, d)) and a label
     y uniform over the C classes:
