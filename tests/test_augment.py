@@ -302,3 +302,40 @@ def test_occlusion_map_matches_a_per_pixel_loop():
                     xo[..., i:min(i + 3, 8), j:min(j + 3, 8)] = 0
                     expected = base - torch.softmax(model(xo), -1)[0, y[n]]
                     assert ours[n, i, j].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+class _Linear(torch.nn.Module):
+    """A linear classifier on 1×2×2 images with fixed weights, its logits divided by a temperature."""
+
+    def __init__(self, temperature=1.0):
+        super().__init__()
+        self.w = torch.tensor([[1.0, 0.0, 0.0, 2.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
+        self.temperature = temperature
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w.T / self.temperature
+
+
+def test_occlusion_margin_map_on_a_tiny_linear_model():
+    x = torch.tensor([[[[1.0, 0.5], [0.25, 1.0]]]])        # logits (3, 0.5, 0.75): margin of class 0 = 2.25
+    y = torch.tensor([0])
+    ours = augment.occlusion_map(_Linear(), x, y, size=1, fill=0.0, score="margin")
+    # pixel (0,0) zeroed: logits (2, .5, .75) → 1.25; (0,1): (3, 0, .75) → 2.25; (1,0): (3, .5, 0) → 2.5;
+    # (1,1): (1, .5, .75) → 0.25
+    torch.testing.assert_close(ours, torch.tensor([[[1.0, 0.0], [-0.25, 2.0]]]))
+    prob = augment.occlusion_map(_Linear(), x, y, size=1, fill=0.0)          # the default is unchanged
+    assert prob[0, 1, 1].item() == pytest.approx(
+        (torch.softmax(torch.tensor([3.0, 0.5, 0.75]), 0)[0] - torch.softmax(torch.tensor([1.0, 0.5, 0.75]), 0)[0]).item())
+    with pytest.raises(ValueError):
+        augment.occlusion_map(_Linear(), x, y, size=1, score="logit")
+
+
+def test_relative_share_of_the_margin_map_ignores_temperature():
+    torch.manual_seed(0)
+    x, y = torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 2])
+    mask = torch.ones(5, 2, 2, dtype=torch.bool)
+    shares = {t: augment.occluded_share(augment.occlusion_map(_Linear(t), x, y, size=1, score="margin"), mask, 0.25,
+                                        relative=True) for t in (0.2, 1.0, 5.0)}
+    assert shares[0.2] == shares[1.0] == shares[5.0]
+    cold, hot = (augment.occlusion_map(_Linear(t), x, y, size=1, score="margin") for t in (0.5, 1.0))
+    torch.testing.assert_close(cold, 2 * hot)

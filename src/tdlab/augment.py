@@ -304,23 +304,45 @@ def compose(*hooks):
     return hook
 
 
-def occlusion_map(model, x: torch.Tensor, y: torch.Tensor, size: int = 2, fill: float = 0.0) -> torch.Tensor:
+def occlusion_map(model, x: torch.Tensor, y: torch.Tensor, size: int = 2, fill: float = 0.0,
+                  score: str = "prob") -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus 2014): for every position (i, j) of an image,
     the drop of the softmax probability of class y when the size×size square whose top-left
     corner is (i, j) (clipped at the border) is set to ``fill``.
 
-    ``x``: images (N, C, H, W), ``y``: classes (N,). Returns (N, H, W): p_y(x) − p_y(x with
-    the square occluded). Large values mark the pixels the model relies on.
+    ``x``: images (N, C, H, W), ``y``: classes (N,). Returns (N, H, W): s(x) − s(x with the square
+    occluded), where the score s is ``score``:
+
+    - ``"prob"`` (the default): the softmax probability p_y. Near saturation a drop of the logits
+      moves p_y by roughly e^(−margin)·(e^δ − 1), so a confident model's map is a few spikes and a
+      less confident model's map is graded, whatever the pixels it uses.
+    - ``"margin"``: the logit margin z_y − max_{k≠y} z_k. Dividing the logits by a temperature T
+      divides every drop by T, so a map made relative to its own largest drop
+      (:func:`occluded_share` with ``relative=True``) does not depend on T.
+
+    Large values mark the pixels the model relies on.
     """
     _require_images(x, "occlusion_map")
     check_range("occlusion size", size, 1)
+    if score not in ("prob", "margin"):
+        raise ValueError(f"occlusion score must be 'prob' or 'margin', got {score!r}")
     with evaluating(model):
-        return _occlusion(model, x, y, size, fill)
+        return _occlusion(model, x, y, size, fill, score)
 
 
-def _occlusion(model, x: torch.Tensor, y: torch.Tensor, size: int, fill: float) -> torch.Tensor:
+def _class_score(logits: torch.Tensor, y: torch.Tensor, score: str = "prob") -> torch.Tensor:
+    """p_y (``"prob"``) or the margin z_y − max_{k≠y} z_k (``"margin"``) of each row of ``logits``."""
+    if score == "prob":
+        return torch.softmax(logits, -1).gather(-1, y[:, None]).squeeze(-1)
+    true = logits.gather(-1, y[:, None]).squeeze(-1)
+    others = logits.scatter(-1, y[:, None], float("-inf"))
+    return true - others.max(-1).values
+
+
+def _occlusion(model, x: torch.Tensor, y: torch.Tensor, size: int, fill: float,
+               score: str = "prob") -> torch.Tensor:
     n, _, height, width = x.shape
-    base = torch.softmax(model(x), -1).gather(-1, y[:, None]).squeeze(-1)
+    base = _class_score(model(x), y, score)
     out = torch.zeros(n, height, width, device=x.device)
     for i in range(height):
         occluded = []
@@ -328,8 +350,8 @@ def _occlusion(model, x: torch.Tensor, y: torch.Tensor, size: int, fill: float) 
             xo = x.clone()
             xo[:, :, i:i + size, j:j + size] = fill
             occluded.append(xo)
-        probs = torch.softmax(model(torch.cat(occluded)), -1).reshape(width, n, -1)
-        out[:, i] = (base[None] - probs.gather(-1, y[None, :, None].expand(width, n, 1)).squeeze(-1)).T
+        scores = _class_score(model(torch.cat(occluded)), y.repeat(width), score).reshape(width, n)
+        out[:, i] = (base[None] - scores).T
     return out
 
 
@@ -337,7 +359,10 @@ def occluded_share(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.
                    relative: bool = False) -> float:
     """The fraction of the pixels in ``mask`` (N, H, W), over all images, where an
     :func:`occlusion_map` (N, H, W) exceeds ``threshold`` — or, with ``relative=True``, exceeds
-    ``threshold`` times that image's largest drop (a measure blind to how confident the model is)."""
+    ``threshold`` times that image's largest drop (floored at 10⁻⁶). Relative to the largest drop, a map
+    of the logit margin (``score="margin"``) gives a share that does not depend on the model's
+    temperature; a map of the probability does not: a saturated model's drops are a spike and a soft
+    model's are graded, so the relative share still grows as the model gets less confident."""
     if maps.shape != mask.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and mask {tuple(mask.shape)} must have the same shape")
     if relative:
