@@ -219,24 +219,35 @@ def test_batched_pairs_equal_separate_runs_of_each_pair(digits):
     assert together.final("test", "acc", 0) != together.final("test", "acc", 2)
 
 
+# two networks trained on the same 40%-noisy labels (the monitor tests below)
+NOISY_PAIR = [dict(seed=0, noise_rate=0.4, noise_seed=3, forget_rate=0.0),
+              dict(seed=1, noise_rate=0.4, noise_seed=3, forget_rate=0.0)]
+
+
+def _nested16():
+    return nested.NestedMLP(64, 10, width=16, sigma=4.0)
+
+
+def _first_best_K(curve):
+    """Brute force: the smallest K (1-based) at which a truncation curve of 16 widths peaks (earliest tie)."""
+    return int(np.argmax(curve - 1e-5 * np.arange(16))) + 1
+
+
 def test_monitor_chooses_K_on_noisy_validation_labels_as_brute_force(digits):
     train, val = nested.holdout(digits, 0.2, seed=0)
-    members = [dict(seed=0, noise_rate=0.4, noise_seed=3, forget_rate=0.0),
-               dict(seed=1, noise_rate=0.4, noise_seed=3, forget_rate=0.0)]
-    template = nested.NestedMLP(64, 10, width=16, sigma=4.0)
-    h = _run(train, members, monitors=[nested.monitor(template, val, pairs=True)])
+    h = _run(train, NOISY_PAIR, monitors=[nested.monitor(_nested16(), val, pairs=True)])
     noisy = noise.symmetric(val.y, 0.4, 10, 3).labels
     val_curves = nested.truncation_curves(h.models, val.x, noisy)
     test_curves = nested.truncation_curves(h.models, train.x_test, train.y_test)
     for m in range(2):
-        K = int(np.argmax(val_curves[m] - 1e-5 * np.arange(16))) + 1
+        K = _first_best_K(val_curves[m])
         assert h.final("val", "K", m) == K
         assert h.final("test_K", "acc", m) == pytest.approx(test_curves[m, K - 1])
         assert h.final("val", "acc", m) == pytest.approx(val_curves[m, K - 1])
         assert h.final("val_all", "acc", m) == pytest.approx(val_curves[m, -1])
     pair_val = nested.truncation_curves(h.models, val.x, noisy, pairs=True)[0]
     pair_test = nested.truncation_curves(h.models, train.x_test, train.y_test, pairs=True)[0]
-    K = int(np.argmax(pair_val - 1e-5 * np.arange(16))) + 1
+    K = _first_best_K(pair_val)
     assert h.final("val_pair", "K", 1) == K
     assert h.final("val_pair", "acc", 1) == pytest.approx(pair_val[K - 1])
     assert h.final("test_pair", "acc", 0) == pytest.approx(pair_test[K - 1])
@@ -252,34 +263,28 @@ def test_monitor_chooses_K_on_noisy_validation_labels_as_brute_force(digits):
 
 def test_monitor_with_clean_labels_chooses_K_on_the_true_labels(digits):
     train, val = nested.holdout(digits, 0.2, seed=0)
-    members = [dict(seed=0, noise_rate=0.4, noise_seed=3, forget_rate=0.0),
-               dict(seed=1, noise_rate=0.4, noise_seed=3, forget_rate=0.0)]
-    template = nested.NestedMLP(64, 10, width=16, sigma=4.0)
-    h = _run(train, members, monitors=[nested.monitor(template, val, pairs=True, clean_labels=True)])
+    h = _run(train, NOISY_PAIR, monitors=[nested.monitor(_nested16(), val, pairs=True, clean_labels=True)])
     val_curves = nested.truncation_curves(h.models, val.x, val.y)
     for m in range(2):
-        K = int(np.argmax(val_curves[m] - 1e-5 * np.arange(16))) + 1
+        K = _first_best_K(val_curves[m])
         assert h.final("val", "K", m) == K
         assert h.final("val", "acc", m) == pytest.approx(val_curves[m, K - 1])
 
 
 def test_monitor_also_on_clean_labels_keeps_the_noisy_choice(digits):
     train, val = nested.holdout(digits, 0.2, seed=0)
-    members = [dict(seed=0, noise_rate=0.4, noise_seed=3, forget_rate=0.0),
-               dict(seed=1, noise_rate=0.4, noise_seed=3, forget_rate=0.0)]
-    template = nested.NestedMLP(64, 10, width=16, sigma=4.0)
-    h = _run(train, members, monitors=[nested.monitor(template, val, pairs=True, clean_too=True)])
+    h = _run(train, NOISY_PAIR, monitors=[nested.monitor(_nested16(), val, pairs=True, clean_too=True)])
     noisy = noise.symmetric(val.y, 0.4, 10, 3).labels
     clean_curves = nested.truncation_curves(h.models, val.x, val.y)
     noisy_curves = nested.truncation_curves(h.models, val.x, noisy)
     test_curves = nested.truncation_curves(h.models, train.x_test, train.y_test)
     for m in range(2):
-        K = int(np.argmax(clean_curves[m] - 1e-5 * np.arange(16))) + 1
+        K = _first_best_K(clean_curves[m])
         assert h.final("val_clean", "K", m) == K
         assert h.final("val_clean", "acc", m) == pytest.approx(clean_curves[m, K - 1])
         assert h.final("test_K_clean", "acc", m) == pytest.approx(test_curves[m, K - 1])
         assert h.final("val_all_clean", "acc", m) == pytest.approx(clean_curves[m, -1])
-        assert h.final("val", "K", m) == int(np.argmax(noisy_curves[m] - 1e-5 * np.arange(16))) + 1
+        assert h.final("val", "K", m) == _first_best_K(noisy_curves[m])
 
 
 def test_the_paper_network_stacks_and_its_monitor_runs():
