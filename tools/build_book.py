@@ -5,12 +5,15 @@
 What ``make book`` and ``make test`` run:
 
 1. The sources (``book/``, ``_toc.yml``, ``_config.yml``, ``_static/``) are copied to ``_build/site``.
-2. Every chapter is executed in a fresh kernel — ``--workers`` at a time, each with ``--threads``
-   torch threads (set explicitly, so two kernels never fight over the cores) — with
-   ``TDLAB_STATIC=1`` and ``TDLAB_RECORDS=_build/records/book`` and no other ``TDLAB_`` variable of
-   the caller's (a ``TDLAB_CHECKS=record`` or ``TDLAB_SEED`` in the shell never reaches the book);
-   a cell that raises or runs past ``--cell-timeout`` seconds fails its chapter, and the report names
-   the chapter and the cell. The executed notebook replaces the copy in ``_build/site``.
+2. Every chapter is executed through nbval (``pytest --nbval-lax -x``, one pytest process and one
+   fresh kernel per chapter) — ``--workers`` at a time, each with ``--threads`` torch threads (set
+   explicitly, so two kernels never fight over the cores) — with ``TDLAB_STATIC=1`` and
+   ``TDLAB_RECORDS=_build/records/book`` and no other ``TDLAB_`` variable of the caller's (a
+   ``TDLAB_CHECKS=record`` or ``TDLAB_SEED`` in the shell never reaches the book); a cell that raises
+   (a failing claim raises, naming it) or runs past ``--cell-timeout`` seconds fails its chapter, and
+   the report names the chapter and the cell. The plugin :mod:`tdlab.nbval_executed` writes the
+   notebook with the outputs nbval collected into ``_build/site``: that one execution is what the
+   ledger and the HTML book are built from.
 3. The records are verified (:func:`tdlab.ledger.verify`): every chapter complete, its claims
    asserted (not recorded), none failed, and the same claims as its committed seed table. Then the
    book's root page (its totals) and the claims ledger (``book/ledger.ipynb``) are executed.
@@ -26,18 +29,17 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import nbformat
 import yaml
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 from tdlab import ledger, records
 
@@ -82,27 +84,34 @@ def copy_sources(notebooks: bool = True) -> None:
 
 
 def execute(relative: str, env: dict[str, str], cell_timeout: int) -> dict:
-    """Execute ``book/...ipynb`` into the site copy in a kernel with exactly the environment ``env``;
-    return what happened."""
+    """Execute ``book/...ipynb`` through nbval into the site copy, in a kernel with exactly the
+    environment ``env``; return what happened.
+
+    One pytest process per chapter runs ``pytest --nbval-lax -x`` on the source notebook (the
+    command a contributor types, plus the build's options): every code cell is a test, the first
+    that raises — a failing claim raises an ``AssertionError`` naming it — or runs past
+    ``cell_timeout`` seconds stops the chapter. The plugin :mod:`tdlab.nbval_executed` writes the
+    notebook with the outputs nbval collected (the copy the HTML book and the ledger are built from)
+    and a report: the seconds from the kernel's start to the last cell's end and the first error,
+    naming the cell by its index in the notebook.
+    """
     source = ROOT / f"{relative}.ipynb"
-    nb = nbformat.read(source, as_version=4)
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=False,
-                            resources={"metadata": {"path": str(source.parent)}})
-    start = time.perf_counter()
-    error = ""
-    try:
-        client.execute(env=env)
-    except CellTimeoutError:
-        cell = _running_cell(nb)
-        error = f"cell {cell} ran past the per-cell timeout of {cell_timeout} s (a hang, or a chapter over budget)"
-    except CellExecutionError as failure:
-        cell = _running_cell(nb)
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(failure))             # no terminal colours in the report
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        error = f"cell {cell} raised: {lines[-1][:400] if lines else failure}"
-    seconds = time.perf_counter() - start
-    nbformat.write(nb, SITE / f"{relative}.ipynb")
-    return {"chapter": relative, "seconds": seconds, "error": error}
+    target = SITE / f"{relative}.ipynb"
+    with tempfile.TemporaryDirectory(prefix="tdlab-nbval-") as scratch:
+        report_path = Path(scratch) / "report.json"
+        command = [sys.executable, "-m", "pytest", "-p", "tdlab.nbval_executed", "-p", "no:cacheprovider",
+                   "--nbval-lax", "-x", "-q", "--no-header", "-rN", f"--nbval-cell-timeout={cell_timeout}",
+                   "--nbval-kernel-name=python3", f"--executed-to={target}", f"--executed-report={report_path}",
+                   f"--rootdir={scratch}", f"--confcutdir={scratch}", str(source)]
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, cwd=scratch, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    error = report.get("error", "")
+    if done.returncode and not error:                   # pytest itself failed (no report, or none blamed)
+        tail = [line for line in (done.stdout + done.stderr).strip().splitlines() if line.strip()]
+        error = f"nbval failed (pytest exit {done.returncode}): {' | '.join(tail[-3:])[:600]}"
+    return {"chapter": relative, "seconds": report.get("seconds") or seconds, "error": error}
 
 
 def drop_repeated_inline_scripts(page: Path) -> None:
@@ -124,12 +133,6 @@ def drop_repeated_inline_scripts(page: Path) -> None:
         kept.append(line)
     if changed:
         page.write_text("".join(kept))
-
-
-def _running_cell(nb) -> int | str:
-    """The index of the last code cell that started executing (the one that failed)."""
-    started = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count")]
-    return started[-1] if started else "?"
 
 
 def main() -> int:
