@@ -18,7 +18,8 @@ from tdlab.explorer import explorer
 from tdlab.history import FRACTIONS, History, is_fraction  # noqa: F401  (FRACTIONS: the one list, read here too)
 from tdlab.numerics import collapse_gap
 
-# seaborn's "colorblind" palette (Waskom 2021), the book's line colours in order
+# seaborn's "colorblind" palette (Waskom 2021: seaborn.color_palette("colorblind")), the book's line colours
+# in order; written out so that a figure can name a colour without importing seaborn (a test checks they agree)
 COLORBLIND = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
               "#56b4e9"]
 PALETTE = {
@@ -39,11 +40,15 @@ UNITS = {"acc": "accuracy (%)", "acc_true": "accuracy (%)", "loss": "cross-entro
 
 
 def set_style() -> None:
-    """The book's look: a white grid, the colour-blind palette, readable fonts (matplotlib's own
-    copies of seaborn's styles: importing seaborn would cost every chapter about 2 s)."""
-    plt.style.use(["seaborn-v0_8-whitegrid", "seaborn-v0_8-notebook"])
-    plt.rcParams.update({"axes.prop_cycle": plt.cycler(color=COLORBLIND), "figure.dpi": 100, "savefig.dpi": 120,
-                         "axes.titleweight": "bold", "legend.frameon": False, "figure.autolayout": False})
+    """The book's look, from seaborn itself (Waskom 2021): ``set_theme`` with the white grid, the
+    notebook context and the colour-blind palette, plus the book's few additions (bold titles,
+    frameless legends). Importing seaborn costs a chapter well under a second (measured in the
+    closing note of issue 32); every chapter draws, so it is paid once, here."""
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind",
+                  rc={"figure.dpi": 100, "savefig.dpi": 120, "axes.titleweight": "bold", "legend.frameon": False,
+                      "figure.autolayout": False})
 
 
 IN_PERCENT, AS_FRACTION = "tdlab:percent", "tdlab:fraction"   # the gid :func:`curve` gives its lines
@@ -223,6 +228,80 @@ def final_vs_knob(history: History, knob: str, hue: str | None = None, split: st
     return ax
 
 
+def seed_band(ax, curves: dict, *, xlabel: str = "training step", ylabel: str = "", band: str = "range",
+              percent: bool = False, title: str | None = None):
+    """Curves measured on several seeds, each drawn as its mean over the seeds with a band (seaborn's
+    ``lineplot``): ``curves = {label: (steps, values)}`` with ``values`` of shape (seeds, steps).
+
+    ``band``: ``"range"`` (the band spans the lowest to the highest seed: seaborn's ``("pi", 100)``)
+    or ``"sd"`` (one standard deviation either side). The legend says how many seeds and what the
+    band is; a single seed is drawn as a line and the legend names it "one seed"."""
+    import pandas as pd
+    import seaborn as sns
+
+    bands = {"range": ("pi", 100), "sd": "sd"}
+    if band not in bands:
+        raise ValueError(f"band must be one of {sorted(bands)}, got {band!r}")
+    ax = _axes(ax)
+    frames, seeds = [], set()
+    for label, (steps, values) in curves.items():
+        values = np.atleast_2d(np.asarray(values, dtype=float)) * (100.0 if percent else 1.0)
+        steps = np.asarray(steps)
+        if values.shape[1] != len(steps):
+            raise ValueError(f"curve {label!r}: {values.shape[1]} values per seed for {len(steps)} steps")
+        seeds.add(values.shape[0])
+        for k, row in enumerate(values):
+            frames.append(pd.DataFrame({"step": steps, "value": row, "seed": k, "curve": label}))
+    data = pd.concat(frames, ignore_index=True)
+    sns.lineplot(data=data, x="step", y="value", hue="curve", errorbar=bands[band], estimator="mean", ax=ax,
+                 linewidth=2)
+    counts = " / ".join(str(n) for n in sorted(seeds))
+    what = "one seed" if seeds == {1} else (
+        f"mean of {counts} seeds, band: " + ("lowest to highest seed" if band == "range" else "± one s.d."))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    handles, labels = ax.get_legend_handles_labels()
+    legend_below(ax, handles, labels)
+    ax.get_legend().set_title(what, prop={"size": 9})
+    return ax
+
+
+def heatmap(table, ax=None, *, labels=None, fmt: str = ".2g", cmap: str = "viridis", colorbar: str = "",
+            vmin: float | None = None, vmax: float | None = None, blank: str = "", xlabel: str | None = None,
+            ylabel: str | None = None, title: str | None = None, fontsize: int = 8, origin: str = "lower"):
+    """A grid of numbers as coloured cells with their values written in them (seaborn's ``heatmap``):
+    phase diagrams and knob × knob tables.
+
+    ``table``: a DataFrame, rows × columns (its index and columns label the axes); a NaN cell is left
+    uncoloured and carries its label, or the word ``blank`` (e.g. "diverged") where it has none.
+    ``labels``: the text of each cell (a DataFrame of strings of the same shape), else the number in
+    ``fmt``. ``origin="lower"`` puts the
+    first row at the bottom (a y axis that grows upwards). seaborn picks black or white text by the
+    cell's colour."""
+    import pandas as pd
+    import seaborn as sns
+
+    ax = _axes(ax)
+    data = pd.DataFrame(table).astype(float)
+    if labels is not None:
+        labels = pd.DataFrame(labels)
+        if labels.shape != data.shape:
+            raise ValueError(f"labels have shape {labels.shape}, the table {data.shape}")
+    missing = data.isna()
+    sns.heatmap(data, ax=ax, annot=labels.to_numpy() if labels is not None else True,
+                fmt="" if labels is not None else fmt, cmap=cmap, vmin=vmin, vmax=vmax, mask=missing,
+                cbar_kws={"label": colorbar}, annot_kws={"fontsize": fontsize}, linewidths=0.5, linecolor="white")
+    for i, j in zip(*np.nonzero(missing.to_numpy())):             # seaborn writes nothing in a masked cell
+        text = labels.iat[i, j] if labels is not None and labels.iat[i, j] else blank
+        ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=fontsize, color="0.35")
+    ax.grid(False)                                                 # the style's grid would cross blank cells
+    if origin == "lower":
+        ax.invert_yaxis()
+    ax.set(xlabel=xlabel if xlabel is not None else (data.columns.name or ""),
+           ylabel=ylabel if ylabel is not None else (data.index.name or ""), title=title)
+    ax.tick_params(axis="y", rotation=0)
+    return ax
+
+
 def memorization_panels(runs: dict[str, History], title: str | None = None, height: float = 4.2):
     """:func:`memorization_curves` of several runs side by side, one panel per ``{title: history}``."""
     fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), height), sharey=True, layout="constrained",
@@ -299,8 +378,8 @@ def readout_table(values: dict[str, object]) -> str:
     return f"<table>{rows}</table>"
 
 
-__all__: Sequence[str] = ["set_style", "curve", "training_curves", "memorization_curves", "compare",
-                          "small_multiples", "final_vs_knob", "memorization_panels", "collapse_curves",
+__all__: Sequence[str] = ["set_style", "seed_band", "heatmap", "curve", "training_curves", "memorization_curves",
+                          "compare", "small_multiples", "final_vs_knob", "memorization_panels", "collapse_curves",
                           "occlusion_grid", "readout_table", "explorer", "legend_below"]
 
 
