@@ -6,12 +6,14 @@ on the full training and test sets once, and hands them to each *monitor* as an
 member (``None`` where a member has nothing to measure), and the loop logs them into
 the History. :func:`accuracy` — loss and accuracy, and with corrupted labels the
 accuracies of the clean and the corrupted examples — is always on; a chapter adds its
-own (:func:`accuracy_on` for a subset, :func:`tdlab.numerics.collapse` for Softmax
-Collapse, :func:`tdlab.fourier.ipr_monitor` for the neurons' Fourier structure).
+own (:func:`accuracy_on` for a subset, :func:`accuracy_on_altered` for a subset with its inputs
+changed, :func:`tdlab.numerics.collapse` for Softmax Collapse, :func:`tdlab.fourier.ipr_monitor`
+for the neurons' Fourier structure).
 
 Nothing here runs a model except :func:`logits` — the one place where a model is put in
 eval mode, run without gradients and put back — which the loop and the analysis
-functions after training (pruning, occlusion) share.
+functions after training (pruning, occlusion) share, and :func:`accuracy_on_altered`, which
+runs the members on changed inputs.
 """
 from __future__ import annotations
 
@@ -140,6 +142,41 @@ def accuracy_on(name: str, mask: torch.Tensor, split: str = "test", labels: torc
         correct = (predicted == wanted).float()
         chosen = mask.to(correct.device).expand_as(correct).float()
         return {(f"{split}_{name}", "acc"): masked_mean(correct, chosen)}
+
+    return monitor
+
+
+def accuracy_on_altered(name: str, mask: torch.Tensor, alter: Callable[[torch.Tensor], torch.Tensor],
+                        model: nn.Module, split: str = "test") -> Monitor:
+    """A monitor: the accuracy on the examples of ``split`` selected by the boolean ``mask`` (N,)
+    after ``alter`` has changed their inputs — evaluation only, training sees the data as it is —
+    logged as split ``f"{split}_{name}"``, metric ``acc``. E.g. Zou et al.'s rare-feature test
+    examples with the feature-noise patch zeroed: what a network gets right from the rare feature
+    itself. ``alter`` takes the selected inputs (a copy) and returns inputs of the same shape;
+    ``model`` is a module of the members' shape (its own parameters are not used): the members'
+    current parameters are run through its ``forward_stacked`` where it has one, else one member at
+    a time through ``torch.func.functional_call``."""
+    if mask.dtype != torch.bool or mask.dim() != 1:
+        raise ValueError(f"the mask of {name!r} must be a 1-D boolean tensor, got {mask.dtype} {tuple(mask.shape)}")
+
+    @torch.no_grad()
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
+        x = ev.data.x_test if split == "test" else ev.data.x_train
+        if mask.shape[0] != x.shape[0]:
+            raise ValueError(f"the mask of {name!r} has {mask.shape[0]} entries, the {split} set "
+                             f"{x.shape[0]} examples")
+        params = ev.stacked_parameters()
+        device = next(iter(params.values())).device
+        chosen = mask.to(x.device)
+        inputs = alter(x[chosen].clone()).to(device)
+        with evaluating(model):
+            if hasattr(model, "forward_stacked"):
+                out = model.forward_stacked(params, inputs)                  # (E, B, C)
+            else:
+                out = torch.stack([torch.func.functional_call(model, {k: v[m] for k, v in params.items()},
+                                                              (inputs,)) for m in range(ev.members)])
+        wanted = ev.targets[split][:, chosen.to(ev.targets[split].device)].to(device)
+        return {(f"{split}_{name}", "acc"): (out.argmax(-1) == wanted).float().mean(-1)}
 
     return monitor
 
