@@ -141,6 +141,13 @@ def test_pruning_curve_removes_lowest_ipr_first():
     four = fourier.lowest_ipr(model, 4)
     assert set(four.tolist()) == {0, 2, 4, 5}
     assert curve.iloc[2]["test"] == pytest.approx(fourier.accuracies(fourier.prune(model, four), noisy)["test"])
+    norms = fourier.neuron_norm(model)
+    naive = torch.stack([(model.U[k] ** 2).sum() + (model.V[k] ** 2).sum() + (model.W[:, k] ** 2).sum()
+                         for k in range(6)]).sqrt()
+    torch.testing.assert_close(norms, naive.detach())
+    smallest = torch.argsort(norms)[:2]
+    by_norm = fourier.pruning_curve(model, noisy, [0, 2], order="norm")
+    assert by_norm.iloc[1]["test"] == pytest.approx(fourier.accuracies(fourier.prune(model, smallest), noisy)["test"])
     random = fourier.pruning_curve(model, noisy, [0, 6], order="random")
     assert random.iloc[0]["test"] == pytest.approx(first["test"])
     with pytest.raises(ValueError, match="order"):

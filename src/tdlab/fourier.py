@@ -73,6 +73,13 @@ def neuron_ipr(model, r: float = 2.0) -> torch.Tensor:
     return torch.stack([ipr(vectors[name], r) for name in ("U", "V", "W")]).mean(0)
 
 
+def neuron_norm(model) -> torch.Tensor:
+    """The weight norm of every hidden neuron, shape (N,): √(‖U_k‖² + ‖V_k‖² + ‖W_{:,k}‖²), the size
+    of all the weights pruning neuron k removes."""
+    vectors = neuron_vectors(model)
+    return sum(vectors[name].pow(2).sum(-1) for name in ("U", "V", "W")).sqrt()
+
+
 def lowest_ipr(model, count: int, r: float = 2.0) -> torch.Tensor:
     """The indices of the ``count`` neurons with the lowest IPR (the most memorizing first)."""
     scores = neuron_ipr(model, r)
@@ -139,16 +146,20 @@ def pruning_curve(model, data, counts: Sequence[int], r: float = 2.0, order: str
     The experiment of Doshi et al. (2023): if low-IPR neurons are the ones
     that memorize, removing them lowers the accuracy on the corrupted examples (against
     their given labels) while the test accuracy stays. ``order="random"`` removes
-    neurons in a seeded random order instead, the control. One row per count, columns
-    ``pruned`` and those of :func:`accuracies`.
+    neurons in a seeded random order instead, a control; ``order="norm"`` removes the neurons
+    with the smallest weight norm first (:func:`neuron_norm`), the control that asks whether IPR
+    only finds the neurons that matter least. One row per count, columns ``pruned`` and those of
+    :func:`accuracies`.
     """
     width = neuron_vectors(model)["U"].shape[0]
     if order == "ipr":
         ranking = lowest_ipr(model, width, r)
     elif order == "random":
         ranking = torch.randperm(width, generator=torch.Generator().manual_seed(seed))
+    elif order == "norm":
+        ranking = torch.argsort(neuron_norm(model), stable=True)
     else:
-        raise ValueError(f"order must be 'ipr' or 'random', got {order!r}")
+        raise ValueError(f"order must be 'ipr', 'norm' or 'random', got {order!r}")
     rows = []
     for count in counts:
         check_range("number of neurons to prune", count, 0, width)
