@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlab import coteaching, data, engine, flat, losses, nested, noise
+from tdlab import coteaching, data, engine, flat, history, losses, nested, noise
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +285,16 @@ def test_monitor_also_on_clean_labels_keeps_the_noisy_choice(digits):
         assert h.final("test_K_clean", "acc", m) == pytest.approx(test_curves[m, K - 1])
         assert h.final("val_all_clean", "acc", m) == pytest.approx(clean_curves[m, -1])
         assert h.final("val", "K", m) == _first_best_K(noisy_curves[m])
+    clean_pair = nested.truncation_curves(h.models, val.x, val.y, pairs=True)[0]     # the pair's averaged logits
+    test_pair = nested.truncation_curves(h.models, train.x_test, train.y_test, pairs=True)[0]
+    K = _first_best_K(clean_pair)
+    for m in range(2):                                                                 # logged on both members
+        assert h.final("val_pair_clean", "K", m) == K
+        assert h.final("val_pair_clean", "acc", m) == pytest.approx(clean_pair[K - 1])
+        assert h.final("test_pair_clean", "acc", m) == pytest.approx(test_pair[K - 1])
+        assert h.final("val_pair_all_clean", "acc", m) == pytest.approx(clean_pair[-1])
+        assert h.final("test_pair_all", "acc", m) == pytest.approx(test_pair[-1])
+    assert not h.has("test_pair_all_clean", "acc")
 
 
 def test_the_paper_network_stacks_and_its_monitor_runs():
@@ -325,3 +335,26 @@ def test_plain_dropout_control_masks_and_rescales_in_training_only():
     assert not torch.equal(stacked[0], stacked[1])
     with pytest.raises(ValueError):
         nested.NestedMLP(10, 4, width=8, sigma=4.0, dropout=0.5)
+
+
+def test_sweep_readers_pick_members_and_read_them_at_their_best_step():
+    h = history.History(knobs=[{"sigma": 0.0, "seed": 0}, {"sigma": 10.0, "seed": 1}, {"sigma": 10.0, "seed": 2}],
+                        models=[None] * 3)
+    for m, (vals, tests, Ks) in enumerate((([0.5, 0.7, 0.6], [0.4, 0.8, 0.9], [3, 4, 5]),
+                                           ([0.9, 0.2, 0.9], [0.1, 0.2, 0.3], [6, 7, 8]),
+                                           ([0.1, 0.2, 0.3], [0.5, 0.6, 0.7], [2, 4, 6]))):
+        for step, (v, t, K) in enumerate(zip(vals, tests, Ks)):
+            h.log(step, "val", "acc", v, m)
+            h.log(step, "test_K", "acc", t, m)
+            h.log(step, "val", "K", K, m)
+    assert nested.matching(h, sigma=10.0) == [1, 2]
+    assert nested.matching(h, sigma=10.0, seed=2) == [2]
+    reading = (("val", "acc"), ("test_K", "acc"))
+    assert nested.mean_at_best(h, reading, [0]) == pytest.approx(0.8)
+    assert nested.mean_at_best(h, reading, [1, 2]) == pytest.approx((0.1 + 0.7) / 2)   # ties: the earliest step
+    assert nested.K_at_best(h, "val", [0, 1, 2]) == [4, 6, 6]
+    assert nested.within_pairs([4, 8, 3, 3, 10, 5]) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        nested.mean_at_best(h, reading, [])
+    with pytest.raises(ValueError):
+        nested.within_pairs([1, 2, 3])

@@ -96,7 +96,7 @@ class CoTeaching(Loss):
         if rates[0::2] != rates[1::2]:
             raise ValueError(f"both members of a co-teaching pair need the same forget rate, got {rates}")
         self.rates, self.kept, self.members = None, None, members
-        self.generator = torch.Generator().manual_seed(self.seed) if self.selection == "random" else None
+        self.generator = None                  # the random drop's draws start again from ``seed`` (made when first used)
 
     def at_step(self, step, steps, epoch_length):
         first = int(round(self.start * steps))              # the last step of stage 1
@@ -124,7 +124,7 @@ class CoTeaching(Loss):
             raise ValueError("both members of a co-teaching pair must train on the same labels (noise rate and seed)")
         per_example = F.cross_entropy(logits.transpose(1, 2), targets.long(), reduction="none")   # ℓ, (E, B)
         if self.selection == "random":                                            # the control: a random drop
-            if self.generator is None:
+            if self.generator is None:                                            # the run's first random drop
                 self.generator = torch.Generator().manual_seed(self.seed)
             order = torch.rand((members, batch), generator=self.generator).argsort(dim=-1).to(logits.device)
         else:

@@ -286,22 +286,48 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
     ``validation`` may be a function that makes the split (called once, when first needed).
     ``clean_labels``: choose on the split's clean labels instead (the official CIFAR setup, whose
     ``val/`` split is held out of the clean training set and only the rest corrupted).
-    ``clean_too`` (with noisy choices): also each member's choice on the split's clean labels, logged as
-    ``val_clean``/``K``, ``val_clean``/``acc``, ``test_K_clean``/``acc`` and ``val_all_clean``/``acc`` (one
-    more pass over the validation split; the test accuracies are shared)."""
+    ``clean_too`` (with noisy choices): also every reading on the split's clean labels, logged under the
+    same names with ``_clean`` appended to the validation split's name and to the test reading it selects
+    (``val_clean``/``K``, ``val_clean``/``acc``, ``test_K_clean``/``acc``, ``val_all_clean``/``acc``; with
+    ``pairs`` also ``val_pair_clean``/``K``, ``val_pair_clean``/``acc``, ``test_pair_clean``/``acc``,
+    ``val_pair_all_clean``/``acc`` and ``test_pair_all_clean``/``acc``; ``test_pair_all`` needs no clean
+    twin, the test accuracies are shared): one more pass over the validation split."""
     cache: dict = {}
+    CLEAN = (None, None, 0)                     # the key of the split's clean labels
 
     def split() -> Validation:
         if "split" not in cache:
             cache["split"] = validation if isinstance(validation, Validation) else validation()
         return cache["split"]
 
-    def labels(settings: dict) -> torch.Tensor:
-        key = (None, None, 0) if clean_labels else \
-            (settings.get("noise"), settings.get("noise_rate"), settings.get("noise_seed", 0))
+    def labels(key: tuple) -> torch.Tensor:
         if key not in cache:
             cache[key] = split().labels(*key).to(split().x.device)
         return cache[key]
+
+    def noisy_key(settings: dict) -> tuple:
+        return CLEAN if clean_labels else \
+            (settings.get("noise"), settings.get("noise_rate"), settings.get("noise_seed", 0))
+
+    def readings(params, y_val: torch.Tensor, test: torch.Tensor, test_pair: torch.Tensor | None,
+                 suffix: str) -> dict:
+        """Every reading chosen on the validation labels ``y_val`` (E, n), named with ``suffix``."""
+        members = y_val.shape[0]
+        val = _accuracies(template, params, split().x, y_val, pairs=False)              # (E, d)
+        chosen = choose_truncation(val)                                                  # (E,)
+        rows = torch.arange(members)
+        out = {(f"val{suffix}", "K"): chosen.float(), (f"val{suffix}", "acc"): val[rows, chosen - 1],
+               (f"test_K{suffix}", "acc"): test[rows, chosen - 1], (f"val_all{suffix}", "acc"): val[:, -1]}
+        if test_pair is not None:
+            val_pair = _accuracies(template, params, split().x, y_val, pairs=True)    # (E/2, d)
+            chosen_pair = choose_truncation(val_pair)
+            pair_rows = torch.arange(members // 2)
+            out[(f"val_pair{suffix}", "K")] = chosen_pair.float().repeat_interleave(2)
+            out[(f"val_pair{suffix}", "acc")] = val_pair[pair_rows, chosen_pair - 1].repeat_interleave(2)
+            out[(f"test_pair{suffix}", "acc")] = test_pair[pair_rows, chosen_pair - 1].repeat_interleave(2)
+            out[(f"val_pair_all{suffix}", "acc")] = val_pair[:, -1].repeat_interleave(2)
+            out[(f"test_pair_all{suffix}", "acc")] = test_pair[:, -1].repeat_interleave(2)
+        return out
 
     @torch.no_grad()
     def measure(ev) -> dict:
@@ -309,32 +335,14 @@ def monitor(template: NestedNet, validation: Validation | Callable[[], Validatio
         if pairs and members % 2:
             raise ValueError(f"pairs of members need an even number of members, got {members}")
         params = ev.stacked_parameters()
-        y_val = torch.stack([labels(s) for s in ev.settings])
         y_test = ev.targets["test"]
-        val = _accuracies(template, params, split().x, y_val, pairs=False)          # (E, d)
         test = _accuracies(template, params, ev.data.x_test, y_test, pairs=False)
-        chosen = choose_truncation(val)                                                  # (E,)
-        rows = torch.arange(members)
-        out = {("val", "K"): chosen.float(), ("val", "acc"): val[rows, chosen - 1],
-               ("test_K", "acc"): test[rows, chosen - 1], ("val_all", "acc"): val[:, -1]}
+        test_pair = _accuracies(template, params, ev.data.x_test, y_test, pairs=True) if pairs else None
+        out = readings(params, torch.stack([labels(noisy_key(s)) for s in ev.settings]), test, test_pair, "")
         if clean_too and not clean_labels:
-            clean = split().y.to(split().x.device).expand(members, -1)
-            val_clean = _accuracies(template, params, split().x, clean, pairs=False)
-            chosen_clean = choose_truncation(val_clean)
-            out.update({("val_clean", "K"): chosen_clean.float(),
-                        ("val_clean", "acc"): val_clean[rows, chosen_clean - 1],
-                        ("test_K_clean", "acc"): test[rows, chosen_clean - 1],
-                        ("val_all_clean", "acc"): val_clean[:, -1]})
-        if pairs:
-            val_pair = _accuracies(template, params, split().x, y_val, pairs=True)    # (E/2, d)
-            test_pair = _accuracies(template, params, ev.data.x_test, y_test, pairs=True)
-            chosen_pair = choose_truncation(val_pair)
-            pair_rows = torch.arange(members // 2)
-            out[("val_pair", "K")] = chosen_pair.float().repeat_interleave(2)
-            out[("val_pair", "acc")] = val_pair[pair_rows, chosen_pair - 1].repeat_interleave(2)
-            out[("test_pair", "acc")] = test_pair[pair_rows, chosen_pair - 1].repeat_interleave(2)
-            out[("val_pair_all", "acc")] = val_pair[:, -1].repeat_interleave(2)
-            out[("test_pair_all", "acc")] = test_pair[:, -1].repeat_interleave(2)
+            clean = readings(params, labels(CLEAN).expand(members, -1), test, test_pair, "_clean")
+            clean.pop(("test_pair_all_clean", "acc"), None)        # the same numbers as test_pair_all
+            out.update(clean)
         return out
 
     return measure
@@ -353,3 +361,33 @@ def truncation_curves(networks: list[NestedNet], x: torch.Tensor, y: torch.Tenso
               for name, _ in networks[0].named_parameters()}
     with torch.no_grad():
         return _accuracies(networks[0], params, x, y, pairs).cpu().numpy()
+
+
+# ----------------------------------------------------------------- reading a sweep of pairs
+
+
+def matching(history, **knobs) -> list[int]:
+    """The members of ``history`` trained with these knob values (numbers compared with ``np.isclose``)."""
+    return [m for m, have in enumerate(history.knobs) if all(np.isclose(have[k], v) for k, v in knobs.items())]
+
+
+def mean_at_best(history, reading: tuple[tuple[str, str], tuple[str, str]], members: list[int]) -> float:
+    """A reading ((validation split, metric), (test split, metric)) of each member at its own best validation
+    step (:func:`at_best_validation`), averaged over ``members`` (a pair's reading is logged on both of its
+    members, so for pairs it is the average over the pairs)."""
+    if not members:
+        raise ValueError("no member matches: nothing to average")
+    return float(np.mean([at_best_validation(history, *reading, m) for m in members]))
+
+
+def K_at_best(history, val: str, members: list[int]) -> list[int]:
+    """The K each member chose on the ``val`` reading at the step where that reading's accuracy peaks."""
+    return [int(history.at_step(val, "K", history.peak_step(val, "acc", m), m)) for m in members]
+
+
+def within_pairs(K: list[int]) -> float:
+    """How far the K of the two networks of a pair (members 2j, 2j + 1 of ``K``) disagree: the larger over
+    the smaller, the median over the pairs."""
+    if len(K) % 2 or not K:
+        raise ValueError(f"pairs need an even, non-zero number of K, got {len(K)}")
+    return float(np.median([max(a, b) / min(a, b) for a, b in zip(K[0::2], K[1::2])]))
