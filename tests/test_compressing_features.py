@@ -347,8 +347,8 @@ def test_sweep_readers_pick_members_and_read_them_at_their_best_step():
             h.log(step, "val", "acc", v, m)
             h.log(step, "test_K", "acc", t, m)
             h.log(step, "val", "K", K, m)
-    assert nested.matching(h, sigma=10.0) == [1, 2]
-    assert nested.matching(h, sigma=10.0, seed=2) == [2]
+    assert h.members(sigma=10.0) == [1, 2]
+    assert h.members(sigma=10.0, seed=2) == [2]
     reading = (("val", "acc"), ("test_K", "acc"))
     assert nested.mean_at_best(h, reading, [0]) == pytest.approx(0.8)
     assert nested.mean_at_best(h, reading, [1, 2]) == pytest.approx((0.1 + 0.7) / 2)   # ties: the earliest step

@@ -132,8 +132,9 @@ class History:
         return History(records, [dict(self.knobs[index])], [self.diverged_at[index]], self.seconds,
                        [self.models[index]])
 
-    def select(self, **knobs) -> "History":
-        """The members whose knobs take the given values (a value may be a list of allowed values)."""
+    def members(self, **knobs) -> list[int]:
+        """The indices of the members whose knobs take the given values (a value may be a list of allowed
+        values; floats compared with a relative tolerance); empty when none does."""
         def keep(settings: dict) -> bool:
             for key, wanted in knobs.items():
                 options = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
@@ -141,7 +142,11 @@ class History:
                     return False
             return True
 
-        chosen = [m for m, settings in enumerate(self.knobs) if keep(settings)]
+        return [m for m, settings in enumerate(self.knobs) if keep(settings)]
+
+    def select(self, **knobs) -> "History":
+        """The members whose knobs take the given values (a value may be a list of allowed values)."""
+        chosen = self.members(**knobs)
         if not chosen:
             raise KeyError(f"no member with {knobs}")
         out = concat([self.member(m) for m in chosen])

@@ -366,11 +366,6 @@ def truncation_curves(networks: list[NestedNet], x: torch.Tensor, y: torch.Tenso
 # ----------------------------------------------------------------- reading a sweep of pairs
 
 
-def matching(history, **knobs) -> list[int]:
-    """The members of ``history`` trained with these knob values (numbers compared with ``np.isclose``)."""
-    return [m for m, have in enumerate(history.knobs) if all(np.isclose(have[k], v) for k, v in knobs.items())]
-
-
 def mean_at_best(history, reading: tuple[tuple[str, str], tuple[str, str]], members: list[int]) -> float:
     """A reading ((validation split, metric), (test split, metric)) of each member at its own best validation
     step (:func:`at_best_validation`), averaged over ``members`` (a pair's reading is logged on both of its
