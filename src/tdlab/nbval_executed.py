@@ -82,14 +82,14 @@ def _ends_with_semicolon(source: str) -> bool:
     ``store_history=False``, so IPython's display hook, which reads the last stored input, cannot
     apply it: the kernel sends the result of ``ax.set_title(...);`` (a ``Text``) or of a function
     returning the figure it drew (the figure a second time), which Jupyter never shows."""
-    try:
-        from IPython.core.displayhook import DisplayHook
+    import tokenize
 
+    from IPython.core.displayhook import DisplayHook     # the kernel's own package: nbval needs ipykernel
+
+    try:
         return DisplayHook.semicolon_at_end_of_expression(source)
-    except Exception:                                 # an older IPython, or source that does not tokenize
-        code = [line.split("#")[0].rstrip() for line in source.strip().splitlines()]
-        code = [line for line in code if line]
-        return bool(code) and code[-1].endswith(";")
+    except tokenize.TokenError:                       # source that does not tokenize raised in the kernel anyway
+        return False
 
 
 def _index_in_notebook(run: _Run, cell) -> int:
