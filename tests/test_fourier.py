@@ -262,6 +262,12 @@ def test_phase_of_a_history_and_the_table():
     table = grokking.phase_table(history)
     assert list(table.phase) == ["coexistence", "full inversion"]
     ax = grokking.plot_phases(table)
-    assert len(ax.patches) == 2
+    cells = ax.collections[0].get_array()                 # seaborn's one QuadMesh: 1 noise rate x 2 weight decays
+    assert cells.size == 2 and list(np.ravel(cells)) == [0, 1]   # coloured coexistence, full inversion
+    assert sorted(t.get_text() for t in ax.texts) == ["100", "98"]          # the test accuracies in %
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["coexistence", "full inversion"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "5"]
+    with pytest.raises(ValueError, match="without a colour"):
+        grokking.plot_phases(table.assign(phase="odd"))
     with pytest.raises(ValueError, match="did not vary"):
         grokking.phase_table(history, x="lr")

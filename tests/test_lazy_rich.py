@@ -197,3 +197,24 @@ def test_lazy_rich_times_reads_the_curves():
     assert times["best test / initial"] == pytest.approx(0.1)
     never = grokking.lazy_rich_times(h, test_drop=0.05)
     assert never["generalization step"] == math.inf and never["delay"] == math.inf
+
+
+def test_lazy_rich_times_interpolates_the_crossings():
+    from tdlab import grokking, history as histories
+
+    h = histories.History()
+    for step, train, test in ((0, 1.0, 2.0), (10, 0.4, 1.9), (100, 0.04, 1.0), (1000, 0.004, 0.1)):
+        h.log(step, "train", "mse", train)
+        h.log(step, "test", "mse", test)
+        h.log(step, "test", "kernel_mse", 1.0)
+    grid = grokking.lazy_rich_times(h, train_drop=0.1, test_drop=0.25)
+    assert grid["fit step"] == 100 and grid["generalization step"] == 1000
+    fine = grokking.lazy_rich_times(h, train_drop=0.1, test_drop=0.25, interpolate=True)
+    # train: 0.4 → 0.04 over 10 → 100 is a power law, 0.1 at 10^1.602; test: 1.0 → 0.1, 0.5 at 10^2.301
+    assert fine["fit step"] == pytest.approx(10 ** (1 + math.log10(4)), rel=1e-9)
+    assert fine["generalization step"] == pytest.approx(10 ** (2 + math.log10(2)), rel=1e-9)
+    assert fine["test / plateau when fit"] == pytest.approx(1.9 * (1.0 / 1.9) ** math.log10(4), rel=1e-9)
+    first = grokking.lazy_rich_times(h, train_drop=0.7, test_drop=0.25, interpolate=True)
+    assert first["fit step"] == pytest.approx(5.0)      # from step 0: linear in the step
+    never = grokking.lazy_rich_times(h, test_drop=0.01, interpolate=True)
+    assert never["generalization step"] == math.inf

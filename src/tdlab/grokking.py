@@ -132,28 +132,37 @@ PHASE_COLORS = {"coexistence": "#56B4E9", "partial inversion": "#009E73", "full 
 
 def plot_phases(table: pd.DataFrame, x: str = "weight_decay", y: str = "noise_rate", ax=None,
                 annotate: str | None = "test"):
-    """The phase diagram: one coloured cell per (x, y) setting of :func:`phase_table`.
+    """The phase diagram as a seaborn heatmap: one cell per (x, y) setting of :func:`phase_table`,
+    coloured by its phase (:data:`PHASE_COLORS`, legend beside the axes), a setting the table lacks
+    left blank.
 
     ``annotate``: a column of ``table`` written into each cell in %, or None.
     """
     import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
-    xs, ys = sorted(table[x].unique()), sorted(table[y].unique())
-    for _, row in table.iterrows():
-        i, j = xs.index(row[x]), ys.index(row[y])
-        ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, color=PHASE_COLORS.get(row["phase"], "white"),
-                                   ec="white", lw=2))
-        if annotate is not None and np.isfinite(row[annotate]):
-            ax.text(i, j, f"{row[annotate] * 100:.0f}", ha="center", va="center", fontsize=9)
-    ax.set(xlim=(-0.5, len(xs) - 0.5), ylim=(-0.5, len(ys) - 0.5), xticks=range(len(xs)),
-           yticks=range(len(ys)), xlabel=x.replace("_", " "), ylabel=y.replace("_", " "))
-    ax.set_xticklabels([f"{v:g}" for v in xs])
-    ax.set_yticklabels([f"{v:g}" for v in ys])
-    ax.grid(False)
     present = [name for name in PHASE_COLORS if name in set(table["phase"])]
+    unknown = set(table["phase"]) - set(PHASE_COLORS)
+    if unknown:
+        raise ValueError(f"phases without a colour: {sorted(unknown)}; known: {list(PHASE_COLORS)}")
+    codes = table.assign(code=table["phase"].map(present.index)).pivot(index=y, columns=x, values="code")
+    codes = codes.sort_index().sort_index(axis=1).astype(float)
+    labels = None
+    if annotate is not None:
+        cells = table.pivot(index=y, columns=x, values=annotate).reindex_like(codes)
+        labels = cells.map(lambda v: f"{v * 100:.0f}" if np.isfinite(v) else "").to_numpy()
+    sns.heatmap(codes, ax=ax, cmap=ListedColormap([PHASE_COLORS[n] for n in present]), vmin=-0.5,
+                vmax=len(present) - 0.5, mask=codes.isna(), cbar=False, annot=labels if labels is not None else False,
+                fmt="", annot_kws={"fontsize": 9}, linewidths=2, linecolor="white")
+    ax.invert_yaxis()                                              # the y knob grows upwards
+    ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "))
+    ax.set_xticklabels([f"{v:g}" for v in codes.columns])
+    ax.set_yticklabels([f"{v:g}" for v in codes.index], rotation=0)
+    ax.grid(False)
     ax.legend(handles=[Patch(color=PHASE_COLORS[n], label=n) for n in present], loc="upper left",
               bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
@@ -163,7 +172,7 @@ def plot_phases(table: pd.DataFrame, x: str = "weight_decay", y: str = "noise_ra
 
 
 def lazy_rich_times(history: History, member: int = 0, train_drop: float = 0.1,
-                    test_drop: float = 0.1) -> dict[str, float]:
+                    test_drop: float = 0.1, interpolate: bool = False) -> dict[str, float]:
     """When a run of :func:`tdlab.recipes.lazy_rich` fits and when it generalizes (Kumar, Bordelon,
     Gershman & Pehlevan 2024), read off its ``train``/``mse``, ``test``/``mse`` and
     ``test``/``kernel_mse`` curves:
@@ -180,6 +189,12 @@ def lazy_rich_times(history: History, member: int = 0, train_drop: float = 0.1,
     - ``final test / plateau`` and ``best test / plateau``.
 
     A level never reached gives ``inf`` (and an infinite delay when only generalization is missing).
+
+    ``interpolate=True`` reads each crossing between the two evaluations around it instead of at the
+    first evaluation past it: the step at which the straight line through them on log-log axes (log
+    loss against log step; linear in the step from step 0) meets the level — a step finer than the
+    evaluation grid, so that a ratio of two early steps does not move with where the grid falls. The
+    test loss "when fit" is then read on the same line at that step.
     """
     check_range("train_drop", train_drop, 0, 1, low_open=True)
     check_range("test_drop", test_drop, 0, 1, low_open=True)
@@ -189,13 +204,47 @@ def lazy_rich_times(history: History, member: int = 0, train_drop: float = 0.1,
 
     def first(values: np.ndarray, level: float) -> float:
         hit = np.nonzero(values <= level)[0]
-        return float(steps[hit[0]]) if len(hit) else math.inf
+        if not len(hit):
+            return math.inf
+        k = int(hit[0])
+        if not interpolate or k == 0 or not values[k - 1] > level or not values[k] > 0:
+            return float(steps[k])
+        s0, s1, v0, v1 = float(steps[k - 1]), float(steps[k]), float(values[k - 1]), float(values[k])
+        if s0 <= 0:                                   # from step 0: linear in the step
+            return s0 + (s1 - s0) * (v0 - level) / (v0 - v1)
+        t = math.log(v0 / level) / math.log(v0 / v1)
+        return math.exp(math.log(s0) + t * math.log(s1 / s0))
+
+    def read(values: np.ndarray, step: float) -> float:
+        k = int(np.searchsorted(steps, step))
+        if not interpolate or k == 0 or steps[k] == step or not (values[k - 1] > 0 and values[k] > 0):
+            return float(values[k])
+        s0, s1 = float(steps[k - 1]), float(steps[k])
+        t = (step - s0) / (s1 - s0) if s0 <= 0 else math.log(step / s0) / math.log(s1 / s0)
+        return float(math.exp((1 - t) * math.log(values[k - 1]) + t * math.log(values[k])))
 
     fit = first(train, train_drop * train[0])
     generalized = first(test, test_drop * test[0])
-    when_fit = float(test[np.searchsorted(steps, fit)]) / plateau if math.isfinite(fit) else math.nan
+    when_fit = read(test, fit) / plateau if math.isfinite(fit) else math.nan
     return {"fit step": fit, "generalization step": generalized,
             "delay": generalized - fit if math.isfinite(fit) else math.nan,
             "test / plateau when fit": when_fit, "final test / plateau": float(test[-1]) / plateau,
             "best test / plateau": float(np.nanmin(test)) / plateau,
             "best test / initial": float(np.nanmin(test)) / float(test[0])}
+
+
+def until(history: History, step: int) -> History:
+    """The history of the first ``step`` steps of every member: its evaluations up to ``step``, its
+    knob ``steps`` set to ``step``, no trained model (the one it holds trained longer).
+
+    With a constant learning rate and full-batch training, a run's first ``step`` steps are those of
+    a run of ``step`` steps, so a long run also gives a shorter budget's cell of a phase diagram.
+    """
+    check_range("step", step, 0)
+    if not any(r["step"] == step for r in history.records):
+        raise ValueError(f"no evaluation at step {step}; evaluated at "
+                         f"{sorted({r['step'] for r in history.records})[:5]}...")
+    records = [dict(r) for r in history.records if r["step"] <= step]
+    knobs = [{**k, "steps": step} if "steps" in k else dict(k) for k in history.knobs]
+    diverged = [d if d is not None and d <= step else None for d in history.diverged_at]
+    return History(records, knobs, diverged, history.seconds, [None] * history.num_members)
