@@ -255,6 +255,10 @@ def test_collapse_monitor_equals_measuring_the_trained_model(loss):
         zero = numerics.per_example_loss(losses.get_loss(loss, precision=history.knobs[member]["precision"]),
                                          logits, d.y_train)
         assert history.final("train", "zero_loss", member) == pytest.approx((zero == 0).float().mean().item())
+        mask = numerics.collapsed(logits, "float64" if loss == "stablemax" else "float16", loss == "stablemax")
+        assert mask.float().mean().item() == pytest.approx(own, abs=1e-12)
+        assert history.final("train", "collapsed_nonzero_loss", member) == pytest.approx(
+            (mask & (zero.reshape(mask.shape) != 0)).float().mean().item())
 
 
 def test_optimizer_factories_check_their_settings():

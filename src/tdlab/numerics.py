@@ -5,7 +5,8 @@ once a network fits its training set, the loss keeps falling by scaling the
 logits up (naive loss minimisation). When the correct logit exceeds every other by
 more than a precision-dependent gap, Σ_k exp(z_k − max z) rounds to exactly 1 in
 floating point, the softmax of the correct class is exactly 1, its loss exactly 0
-and its gradient exactly 0: **Softmax Collapse** (SC). The sample stops learning,
+and so is the correct class's component of its gradient (the others are of order
+e^(−gap)/N, tiny but not zero): **Softmax Collapse** (SC). The sample stops learning,
 and grokking stops with it.
 
 Here:
@@ -73,6 +74,17 @@ def stablemax_collapse(logits: torch.Tensor, precision: str | torch.dtype = "flo
     """
     s = stablemax_s(logits.detach().to(dtype_of(precision)))
     return (s.sum(-1) == s.amax(-1)).float().mean().item()
+
+
+def collapsed(logits: torch.Tensor, precision: str | torch.dtype = "float32", stablemax: bool = False) -> torch.Tensor:
+    """Per example (shape ``logits.shape[:-1]``), whether its normalisation collapsed in ``precision``:
+    the softmax sum is exactly 1 (:func:`softmax_collapse`), or for StableMax the sum of s equals its
+    largest term (:func:`stablemax_collapse`). The fractions above are the means of this mask."""
+    z = logits.detach().to(dtype_of(precision))
+    if stablemax:
+        s = stablemax_s(z)
+        return s.sum(-1) == s.amax(-1)
+    return softmax_sums(z, precision) == 1
 
 
 def zero_loss_fraction(logits: torch.Tensor, targets: torch.Tensor,
@@ -150,7 +162,9 @@ def collapse(precision: str | torch.dtype = "float32"):
       ``precision``, whatever the loss (what a softmax of these logits would do);
     - ``("train", "zero_loss")``: the fraction of examples whose loss under the run's own
       loss is exactly 0;
-    - ``("train", "max_gap")``: the largest top-1 − top-2 logit gap.
+    - ``("train", "max_gap")``: the largest top-1 − top-2 logit gap;
+    - ``("train", "collapsed_nonzero_loss")``: the fraction of examples that collapsed (``sc``'s
+      mask) but whose loss is *not* exactly 0 — 0 when every collapsed example's loss is 0.
 
     Everything is computed from the training logits the loop has just computed.
     """
@@ -160,15 +174,18 @@ def collapse(precision: str | torch.dtype = "float32"):
         logits, targets = ev.logits["train"], ev.targets["train"]
         stablemax = isinstance(ev.loss, StableMaxCrossEntropy)
         out = {("train", "sc"): [], ("train", "softmax_sc"): [], ("train", "zero_loss"): [],
-               ("train", "max_gap"): []}
-        zero = (per_example_loss(ev.loss, logits, targets) == 0).float().mean(-1).tolist()
+               ("train", "max_gap"): [], ("train", "collapsed_nonzero_loss"): []}
+        zero_mask = per_example_loss(ev.loss, logits, targets) == 0
+        zero = zero_mask.float().mean(-1).tolist()
         own = getattr(ev.loss, "precision", name)      # the precision the loss is computed in
+        nonzero = (collapsed(logits, own, stablemax) & ~zero_mask).float().mean(-1).tolist()
         for member in range(ev.members):
             z = logits[member]
             out[("train", "sc")].append(stablemax_collapse(z, own) if stablemax else softmax_collapse(z, own))
             out[("train", "softmax_sc")].append(softmax_collapse(z, name))
             out[("train", "zero_loss")].append(zero[member])
             out[("train", "max_gap")].append(max_logit_gap(z))
+            out[("train", "collapsed_nonzero_loss")].append(nonzero[member])
         return out
 
     return monitor
