@@ -179,6 +179,21 @@ def test_the_trunk_runs_once_whatever_m(samples, monkeypatch):
     assert stacked == expected
 
 
+def test_multiply_adds_count_the_trunk_once_and_the_masks_and_head_m_times():
+    one = multisample.MultiSampleMLP(40, 10, width=128, depth=2, samples=1)
+    eight = multisample.MultiSampleMLP(40, 10, width=128, depth=2, samples=8)
+    assert multisample.multiply_adds(one) == 40 * 128 + 128 * 128 + 128 + 128 * 10
+    assert multisample.multiply_adds(eight) == 40 * 128 + 128 * 128 + 8 * (128 + 128 * 10)
+    x = torch.randn(1, 40)                          # the same count from the products a forward pass makes
+    products = []
+    for layer in eight.net:
+        if isinstance(layer, torch.nn.Linear):
+            layer.register_forward_hook(lambda module, args, out: products.append(
+                args[0].numel() // args[0].shape[-1] * module.in_features * module.out_features))
+    eight(x)
+    assert sum(products) + 8 * 128 == multisample.multiply_adds(eight)
+
+
 def test_generic_wrapper_equals_the_mlp_and_the_resnet_builds():
     torch.manual_seed(4)
     model = multisample.MultiSampleMLP(6, 3, width=8, depth=1, samples=4, dropout=0.4)

@@ -24,7 +24,7 @@ same, so the network is an ordinary one.
   training curves can be drawn against the wall time spent *training* (evaluations left out)
   and the per-step cost (CPU time) of each M compared: :func:`step_cost`.
 - :func:`steps_to_loss`: the first step a loss curve reaches a level (interpolated between
-  evaluations).
+  evaluations); :func:`multiply_adds`: a step's arithmetic counted from the layer shapes.
 - :func:`recipe`: a :class:`~tdlab.recipes.Recipe` of a multi-sample network (:func:`mlp`,
   :func:`resnet18`) whose M, dropout rate and averaging are knobs (members that differ in them
   train in separate engine calls).
@@ -279,6 +279,17 @@ def steps_to_loss(history: History, level: float, member: int = 0, split: str = 
     before, after = values[k - 1], values[k]
     fraction = (before - level) / (before - after) if before != after else 1.0
     return float(steps[k - 1] + fraction * (steps[k] - steps[k - 1]))
+
+
+def multiply_adds(model: MultiSampleMLP) -> int:
+    """The multiply-adds of one training forward pass of ``model``, per example: every layer before the
+    dropout once (in·out each), the M masks (M·F products) and the head M times (M·F·C) — a count from the
+    layer shapes that no processor changes. The backward pass repeats each product about twice, so the
+    ratio of two counts is about the ratio of the arithmetic of two training steps."""
+    linear = [layer for layer in model.net if isinstance(layer, nn.Linear)]
+    head = linear[-1]
+    trunk = sum(layer.in_features * layer.out_features for layer in linear[:-1])
+    return trunk + model.samples * head.in_features * (1 + head.out_features)
 
 
 # ----------------------------------------------------------------- the recipe
