@@ -253,3 +253,89 @@ def test_halfway_step_finds_the_middle_of_a_late_change():
     lc_curve = [20, 20, 20, 19, 15, 11, 10]                      # from 20 to 10: middle 15
     assert lc.halfway_step(steps, lc_curve, after=50) == 400
     assert np.isnan(lc.halfway_step(steps, [1] * 7, after=0))
+
+
+def test_lc_phases_of_a_run_that_never_fits_are_nan():
+    out = lc.lc_phases([0, 10, 20, 40], [5, 4, 6, 3], fitted_step=float("nan"))
+    assert all(np.isnan(v) for v in out.values())
+
+
+def test_tail_moves_are_the_largest_later_fall_and_rise_of_the_last_points():
+    curve = [30, 20, 10, 12, 11, 13, 9, 10]
+    assert lc.tail_moves(curve, 4) == {"fall": 4.0, "rise": 2.0}      # last 4: 11, 13, 9, 10
+    assert lc.tail_moves([1, 1, 1], 3) == {"fall": 0.0, "rise": 0.0}
+
+
+def test_change_after_reads_the_move_from_a_step_to_the_end():
+    steps, values = [0, 10, 100, 1000], [5.0, 7.0, 4.0, 1.0]
+    assert lc.change_after(steps, values, 10) == -6.0
+    assert lc.change_after(steps, values, 50) == -3.0                # the first measurement at or after 50
+    assert np.isnan(lc.change_after(steps, values, float("nan")))
+    assert np.isnan(lc.change_after(steps, values, 2000))
+
+
+def test_anchor_sets_and_monitors_bundle_the_three_kinds_and_both_measurements():
+    x_train, x_test = torch.rand(20, 1, 2, 2), torch.rand(15, 1, 2, 2)
+    anchors = lc.anchor_sets(x_train, x_test, 5, seed=1)
+    assert list(anchors) == ["train", "test", "random"] and all(a.shape == (5, 1, 2, 2) for a in anchors.values())
+    torch.testing.assert_close(anchors["train"], x_train[:5])
+    torch.testing.assert_close(anchors["random"], lc.random_anchors(x_train, 5, seed=1))
+    assert len(lc.monitors(models.MLP(4, 2, width=4, depth=1), anchors, 0.1, 4, 0, [0, 10], x_test, torch.zeros(15),
+                           0.05)) == 2
+
+
+def test_boundary_points_sit_where_the_predicted_class_changes():
+    nets = tiny_mlps(count=3, activation="gelu", seed=3)
+    params = lc.stack_parameters(nets)
+    torch.manual_seed(1)
+    a, b = 3 * torch.randn(40, 4), 3 * torch.randn(40, 4)
+    points, valid = lc.boundary_points(nets[0], params, a, b, iterations=30)
+    assert points.shape == (3, 40, 4) and valid.shape == (3, 40)
+    assert valid.any() and not valid.all()          # some pairs are predicted alike by some member
+    for member, net in enumerate(nets):
+        with torch.no_grad():
+            ends_differ = net(a).argmax(-1) != net(b).argmax(-1)
+        assert torch.equal(valid[member], ends_differ)
+        step = 1e-3 * (b - a)
+        with torch.no_grad():
+            before = net(points[member] - step).argmax(-1)
+            after = net(points[member] + step).argmax(-1)
+            home = net(a).argmax(-1)
+        keep = valid[member]
+        assert torch.all(before[keep] == home[keep])          # on a's side just before the point
+        assert torch.all(after[keep] != home[keep])           # another class just after it
+        # on the segment from a to b
+        t = ((points[member] - a) * (b - a)).sum(-1) / ((b - a) ** 2).sum(-1)
+        torch.testing.assert_close(points[member], a + t.unsqueeze(-1) * (b - a), rtol=1e-4, atol=1e-4)
+
+
+def test_local_complexity_per_member_matches_shared_anchors_and_each_member_alone():
+    nets = tiny_mlps(count=3, activation="relu", seed=5)
+    params = lc.stack_parameters(nets)
+    directions = lc.frame_directions(4, 3, seed=2)
+    anchors = torch.randn(6, 4)
+    shared = lc.local_complexity(nets[0], params, anchors, 0.7, directions)
+    per = lc.local_complexity_per_member(nets[0], params, anchors.expand(3, -1, -1), 0.7, directions)
+    assert torch.equal(shared, per)
+    own = torch.randn(3, 6, 4)                                   # a different set per member
+    per = lc.local_complexity_per_member(nets[0], params, own, 0.7, directions)
+    for member in range(3):
+        alone = lc.local_complexity(nets[0], {k: v[member:member + 1] for k, v in params.items()}, own[member], 0.7,
+                                    directions)
+        assert torch.equal(per[member], alone[0])
+
+
+def test_boundary_monitor_averages_lc_over_the_pairs_each_member_splits():
+    from types import SimpleNamespace
+    nets = tiny_mlps(count=2, activation="gelu", seed=7)
+    params = lc.stack_parameters(nets)
+    torch.manual_seed(2)
+    a, b = 3 * torch.randn(30, 4), 3 * torch.randn(30, 4)
+    monitor = lc.boundary_monitor(nets[0], a, b, radius=0.5, vertices=6, seed=4, steps=[0, 10])
+    ev = SimpleNamespace(step=10, stacked_parameters=lambda: params)
+    value = monitor(ev)[("lc_boundary", "lc")]
+    points, valid = lc.boundary_points(nets[0], params, a, b, 16)
+    counts = lc.local_complexity_per_member(nets[0], params, points, 0.5, lc.frame_directions(4, 3, seed=4)).sum(-1)
+    for member in range(2):
+        torch.testing.assert_close(value[member], counts[member][valid[member]].float().mean())
+    assert monitor(SimpleNamespace(step=5, stacked_parameters=lambda: params)) == {}

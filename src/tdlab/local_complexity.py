@@ -299,11 +299,16 @@ def lc_phases(steps: Sequence[int], values: Sequence[float], fitted_step: float)
     - ``late_descent`` = peak − the last LC: how far LC came down again by the end of training.
 
     A curve that only rises has descent = late_descent = 0; one that only falls has ascent = 0. Steps of
-    the minimum and the peak come back too (``first_min_step``, ``peak_step``).
+    the minimum and the peak come back too (``first_min_step``, ``peak_step``). Where ``fitted_step`` is
+    NaN (the training set was never fitted) every number is NaN, so a check on it fails rather than the
+    reading crashing.
     """
     steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
     if len(steps) < 3 or len(steps) != len(values):
         raise ValueError(f"need at least 3 (step, LC) pairs of equal length, got {len(steps)} and {len(values)}")
+    if not math.isfinite(fitted_step):          # the training set was never fitted: no phase can be read
+        return {key: math.nan for key in ("start", "first_min", "first_min_step", "peak", "peak_step", "final",
+                                          "descent", "ascent", "late_descent")}
     early = np.nonzero(steps <= max(fitted_step, steps[1]))[0]
     first = int(early[np.argmin(values[early])])
     later = np.arange(first, len(values))
@@ -325,3 +330,106 @@ def halfway_step(steps: Sequence[int], values: Sequence[float], after: float) ->
     rising = values[-1] > values[start]
     crossed = values[start:] >= middle if rising else values[start:] <= middle
     return float(steps[start + int(np.argmax(crossed))])
+
+
+def tail_moves(values: Sequence[float], points: int) -> dict[str, float]:
+    """The largest fall and the largest rise of a curve within its last ``points`` measurements (a later
+    value below / above an earlier one): how much a curve that no longer changes still moves — the
+    noise floor against which a phase of ``points`` measurements is read."""
+    check_range("points", points, 2)
+    tail = np.asarray(values, dtype=float)[-points:]
+    return {"fall": float(max(tail[i] - tail[i:].min() for i in range(len(tail)))),
+            "rise": float(max(tail[i:].max() - tail[i] for i in range(len(tail))))}
+
+
+def change_after(steps: Sequence[int], values: Sequence[float], step: float) -> float:
+    """The last value minus the value at the first measurement at or after ``step`` (NaN when ``step`` is
+    NaN or after the last measurement): how far a curve moved from ``step`` to the end."""
+    steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    if not math.isfinite(step) or step > steps[-1]:
+        return math.nan
+    return float(values[-1] - values[int(np.searchsorted(steps, step))])
+
+
+def anchor_sets(x_train: torch.Tensor, x_test: torch.Tensor, count: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The paper's three kinds of anchors: the first ``count`` training points, the first ``count`` test
+    points and ``count`` points uniform in the training pixels' range (:func:`random_anchors`)."""
+    return {"train": x_train[:count], "test": x_test[:count], "random": random_anchors(x_train, count, seed=seed)}
+
+
+def monitors(model: nn.Module, anchors: dict[str, torch.Tensor], radius: float, vertices: int, seed: int,
+             steps: Sequence[int] | None, x: torch.Tensor, y: torch.Tensor, eps: float,
+             low: float | None = None, high: float | None = None, attack_steps: int = 10) -> list[Monitor]:
+    """The two monitors of a run that follows LC through training, measured at the same ``steps``: LC
+    around each set of ``anchors`` (:func:`lc_monitor`) and the accuracy on the paper's PGD examples of
+    (``x``, ``y``): ``attack_steps`` steps of ε/4 inside the ℓ∞ ball of radius ``eps`` (:func:`robust_monitor`)."""
+    return [lc_monitor(model, anchors, radius, vertices, seed=seed, steps=steps),
+            robust_monitor(model, x, y, eps, eps / 4, attack_steps, low, high, steps=steps)]
+
+
+# ----------------------------------------------------------------- LC at the decision boundary (the book's addition)
+
+
+@torch.no_grad()
+def boundary_points(model: nn.Module, params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor,
+                    iterations: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member, a point on each segment a_n → b_n where the predicted class changes, found by
+    bisection: ``a``, ``b`` (N, ...) → points (E, N, ...) and ``valid`` (E, N), True where the member
+    predicts different classes at the two ends (elsewhere the point is meaningless). The bisection keeps
+    the class of a_n at the near end, so the point lies within |b_n − a_n| / 2^iterations of a change of
+    the predicted class — on the decision boundary of that member, up to that distance."""
+    check_range("iterations", iterations, 1)
+    start, end = a.flatten(1), b.flatten(1)                                  # (N, d)
+    ends = logits(model, params, torch.cat([start, end])).argmax(-1)        # (E, 2N)
+    home, away = ends[:, :len(start)], ends[:, len(start):]
+    low = torch.zeros(home.shape, dtype=start.dtype, device=start.device)   # (E, N): fractions along a → b
+    high = torch.ones_like(low)
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        x = start + middle.unsqueeze(-1) * (end - start)                     # (E, N, d)
+        same = logits(model, params, x, per_member=True).argmax(-1) == home
+        low, high = torch.where(same, middle, low), torch.where(same, high, middle)
+    points = start + ((low + high) / 2).unsqueeze(-1) * (end - start)
+    return points.reshape(*points.shape[:2], *a.shape[1:]), home != away
+
+
+@torch.no_grad()
+def local_complexity_per_member(model: nn.Module, params: dict[str, torch.Tensor], anchors: torch.Tensor,
+                                radius: float, directions: torch.Tensor, include_output: bool = True) -> torch.Tensor:
+    """:func:`local_complexity` with one set of anchors per member: ``anchors`` (E, N, ...) → (E, N, L)."""
+    members, count = anchors.shape[:2]
+    vertices = cross_polytope(anchors.reshape(members * count, *anchors.shape[2:]), radius, directions)  # (E·N, V, d)
+    corners = vertices.shape[1]
+    layers = pre_activations(model, params, vertices.reshape(members, count * corners, -1), per_member=True)
+    if not include_output:
+        layers = layers[:-1]
+    per_layer = []
+    for h in layers:                                                         # (E, N·V, width)
+        signs = torch.sign(h).reshape(members, count, corners, -1)
+        per_layer.append((signs[:, :, 1:] != signs[:, :, :1]).any(dim=2).sum(-1))
+    return torch.stack(per_layer, dim=-1)
+
+
+def boundary_monitor(model: nn.Module, a: torch.Tensor, b: torch.Tensor, radius: float, vertices: int = 20,
+                     seed: int = 0, steps: Sequence[int] | None = None, iterations: int = 16,
+                     split: str = "lc_boundary") -> Monitor:
+    """A monitor: the mean LC (summed over layers, as :func:`lc_monitor`) around each member's decision-boundary
+    points between the pairs (a_n, b_n) (:func:`boundary_points`), over the pairs whose ends that member
+    predicts differently; logged as ``split``/``lc`` at the evaluation ``steps``. The same frame directions
+    as :func:`lc_monitor` with the same ``seed`` and ``vertices``."""
+    if vertices < 2 or vertices % 2:
+        raise ValueError(f"a cross-polytope frame has an even number ≥ 2 of vertices, got {vertices}")
+    measure_now = _at(steps)
+    directions = frame_directions(a[0].numel(), vertices // 2, seed)
+
+    def monitor(ev: Evaluation) -> dict[tuple[str, str], Values]:
+        if not measure_now(ev.step):
+            return {}
+        params = ev.stacked_parameters()
+        device = next(iter(params.values())).device
+        points, valid = boundary_points(model, params, a.to(device), b.to(device), iterations)
+        counts = local_complexity_per_member(model, params, points, radius, directions.to(device)).sum(-1).float()
+        kept = valid.float()
+        return {(split, "lc"): (counts * kept).sum(-1) / kept.sum(-1).clamp(min=1)}
+
+    return monitor
