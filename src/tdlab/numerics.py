@@ -62,7 +62,7 @@ def softmax_collapse(logits: torch.Tensor, precision: str | torch.dtype = "float
 
     ``logits`` has shape (N, C) (or (..., N, C): the fraction over all leading axes).
     """
-    return (softmax_sums(logits, precision) == 1).float().mean().item()
+    return collapsed(logits, precision).float().mean().item()
 
 
 def stablemax_collapse(logits: torch.Tensor, precision: str | torch.dtype = "float64") -> float:
@@ -72,8 +72,7 @@ def stablemax_collapse(logits: torch.Tensor, precision: str | torch.dtype = "flo
     s grows linearly, so this needs a ratio of about 1/ε between the largest and the
     other terms (≈ 10^16 in float64) instead of a logit gap of ln(2/ε).
     """
-    s = stablemax_s(logits.detach().to(dtype_of(precision)))
-    return (s.sum(-1) == s.amax(-1)).float().mean().item()
+    return collapsed(logits, precision, stablemax=True).float().mean().item()
 
 
 def collapsed(logits: torch.Tensor, precision: str | torch.dtype = "float32", stablemax: bool = False) -> torch.Tensor:
@@ -178,10 +177,12 @@ def collapse(precision: str | torch.dtype = "float32"):
         zero_mask = per_example_loss(ev.loss, logits, targets) == 0
         zero = zero_mask.float().mean(-1).tolist()
         own = getattr(ev.loss, "precision", name)      # the precision the loss is computed in
-        nonzero = (collapsed(logits, own, stablemax) & ~zero_mask).float().mean(-1).tolist()
+        mask = collapsed(logits, own, stablemax)                        # (E, N): the collapsed examples
+        sc = mask.float().mean(-1).tolist()
+        nonzero = (mask & ~zero_mask).float().mean(-1).tolist()
         for member in range(ev.members):
             z = logits[member]
-            out[("train", "sc")].append(stablemax_collapse(z, own) if stablemax else softmax_collapse(z, own))
+            out[("train", "sc")].append(sc[member])
             out[("train", "softmax_sc")].append(softmax_collapse(z, name))
             out[("train", "zero_loss")].append(zero[member])
             out[("train", "max_gap")].append(max_logit_gap(z))
