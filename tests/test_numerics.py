@@ -288,3 +288,29 @@ def test_stablemax_collapse_needs_a_ratio_of_one_over_epsilon_not_a_gap():
     targets = torch.tensor([0, 0, 0])
     per = numerics.per_example_loss(losses.StableMaxCrossEntropy(), logits, targets)
     assert per[0].item() > 0 and per[1].item() == 0.0
+
+
+def test_collapse_curves_name_the_dotted_gap_of_the_softmax_they_draw():
+    """The gap panel's dotted line is the collapse gap of the softmax precision it names in its legend: the run's
+    own for a softmax loss; for StableMax, float32's softmax, named as not StableMax's (it has no gap)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tdlab import plots
+    from tdlab.history import History
+
+    for loss, precision, drawn in (("softmax_ce", "float64", "float64"), ("stablemax", "float64", "float32")):
+        h = History(knobs=[{"loss": loss, "precision": precision}])
+        for step in (0, 50):
+            for metric in ("sc", "softmax_sc", "zero_loss", "max_gap"):
+                h.log(step, "train", metric, 0.1 * step)
+        fig, ax = plt.subplots()
+        plots.collapse_curves(h, ax=ax)
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        (dotted,) = [line for axis in fig.axes for line in axis.get_lines() if line.get_linestyle() == ":"
+                     and line.get_label().startswith("gap at which")]
+        assert dotted.get_ydata()[0] == pytest.approx(numerics.collapse_gap(drawn))
+        assert dotted.get_label() in labels and f"a {drawn} softmax sum rounds to 1" in dotted.get_label()
+        assert ("not StableMax's" in dotted.get_label()) == (loss == "stablemax")
+        assert "largest logit gap (top-1 − top-2)" in labels
+        plt.close(fig)

@@ -315,10 +315,12 @@ def memorization_panels(runs: dict[str, History], title: str | None = None, heig
 
 def collapse_curves(history: History, member: int = 0, ax=None, precision: str | None = None):
     """Softmax Collapse during training (:func:`tdlab.numerics.collapse` monitor): the SC and
-    zero-loss fractions in % of training examples (left axis) and the largest logit gap (right
-    axis, dotted: the collapse gap of the softmax's precision — the run's own for a softmax
-    loss, ``precision`` or float32 otherwise). For a StableMax run, its own collapse and, dotted,
-    what a float32 softmax of the same logits would do."""
+    zero-loss fractions in % of training examples (left axis) and the largest top-1 − top-2 logit
+    gap over the training examples (right axis; dotted: the collapse gap, the gap at which a softmax
+    sum rounds to exactly 1 in the softmax's precision — the run's own for a softmax loss,
+    ``precision`` or float32 otherwise, StableMax having none of its own). For a StableMax run, its
+    own collapse and, dotted, what a float32 softmax of the same logits would do. Both gap lines are
+    in the legend."""
     ax = _axes(ax)
     knobs = history.knobs[member]
     stablemax = knobs.get("loss") == "stablemax"
@@ -335,12 +337,15 @@ def collapse_curves(history: History, member: int = 0, ax=None, precision: str |
     ax.plot(steps, 100 * zero, color=PALETTE["train_corrupted_true"], linestyle="--", label="loss exactly 0")
     ax.set(xlabel="training step", ylabel="training examples (%)", ylim=(-2, 102))
     gap_ax = ax.twinx()
-    gap_ax.plot(*history.curve("train", "max_gap", member), color="#555555", linewidth=1, label="max logit gap")
-    gap_ax.axhline(collapse_gap(precision), color="#555555", linestyle=":", linewidth=1)
-    gap_ax.set_ylabel("max logit gap (dotted: collapse gap)")
+    gap_ax.plot(*history.curve("train", "max_gap", member), color="#555555", linewidth=1,
+                label="largest logit gap (top-1 − top-2)")
+    gap_ax.axhline(collapse_gap(precision), color="#555555", linestyle=":", linewidth=1,
+                   label=f"gap at which a {precision} softmax sum rounds to 1"
+                         + (" (not StableMax's)" if stablemax else ""))
+    gap_ax.set_ylabel("largest logit gap (top-1 − top-2)")     # the dotted line: named in the legend
     gap_ax.grid(False)
-    lines = ax.get_lines() + gap_ax.get_lines()[:1]
-    legend_below(ax, lines, [line.get_label() for line in lines])
+    lines = ax.get_lines() + gap_ax.get_lines()[:2]
+    legend_below(ax, lines, [line.get_label() for line in lines], columns=1)
     return ax
 
 
