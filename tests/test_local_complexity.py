@@ -274,6 +274,45 @@ def test_change_after_reads_the_move_from_a_step_to_the_end():
     assert np.isnan(lc.change_after(steps, values, 2000))
 
 
+
+def test_largest_fall_is_the_deepest_later_drop_before_a_step_and_its_share():
+    # LC rises 22 → 23, falls to 21.5, rises again; after step 40 a deeper fall that must not count
+    steps, values = [0, 10, 20, 40, 80, 160], [22.0, 23.0, 22.0, 21.5, 24.0, 10.0]
+    out = lc.largest_fall(steps, values, 80)
+    assert out["fall"] == pytest.approx(1.5) and out["share"] == pytest.approx(1.5 / 23.0)   # from 23, not from 22
+    assert lc.largest_fall(steps, values, 160)["share"] == pytest.approx(14.0 / 24.0)
+    rising = lc.largest_fall([0, 1, 2], [1.0, 2.0, 3.0], 2)
+    assert rising == {"fall": 0.0, "share": 0.0}
+    assert np.isnan(lc.largest_fall(steps, values, float("nan"))["share"])
+    # the same curve ×2 (LC at another radius): the same share, twice the fall
+    doubled = lc.largest_fall(steps, [2 * v for v in values], 80)
+    assert doubled["share"] == pytest.approx(out["share"]) and doubled["fall"] == pytest.approx(2 * out["fall"])
+
+
+
+def test_window_change_averages_both_ends():
+    steps = list(range(0, 100, 10))                                   # 10 measurements
+    values = [0.0, 0.1, 0.2, 0.2, 0.3, 0.5, 0.6, 0.6, 0.7, 0.8]
+    assert lc.window_change(steps, values, 25, points=2) == pytest.approx(0.75 - 0.25)   # from step 30 on
+    assert lc.window_change(steps, values, 0, points=1) == pytest.approx(lc.change_after(steps, values, 0))
+    assert np.isnan(lc.window_change(steps, values, 85, points=2))  # one measurement left
+    assert np.isnan(lc.window_change(steps, values, float("nan")))
+
+
+def test_log_ratio_change_is_zero_under_proportional_thinning_and_reads_a_migration():
+    steps = [0, 10, 100, 1000]
+    far = np.array([20.0, 18.0, 10.0, 5.0])
+    assert lc.log_ratio_change(steps, 2 * far, far, 10) == pytest.approx(0.0)            # the same share everywhere
+    near = np.array([40.0, 36.0, 20.0, 5.0])                                            # near falls 4× more by the end
+    assert lc.log_ratio_change(steps, near, far, 10) == pytest.approx(np.log(5 / 5) - np.log(36 / 18))
+    assert lc.log_ratio_change(steps, near, far, 50) == pytest.approx(np.log(1.0) - np.log(2.0))  # from step 100
+    assert np.isnan(lc.log_ratio_change(steps, near, far, float("nan")))
+    assert np.isnan(lc.log_ratio_change(steps, near, far, 2000))
+    assert np.isnan(lc.log_ratio_change(steps, near, np.array([20.0, 0.0, 10.0, 5.0]), 10))
+    with pytest.raises(ValueError):
+        lc.log_ratio_change(steps, near[:3], far, 10)
+
+
 def test_anchor_sets_and_monitors_bundle_the_three_kinds_and_both_measurements():
     x_train, x_test = torch.rand(20, 1, 2, 2), torch.rand(15, 1, 2, 2)
     anchors = lc.anchor_sets(x_train, x_test, 5, seed=1)

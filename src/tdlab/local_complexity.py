@@ -21,8 +21,10 @@ and its figures plot the sum over layers averaged over anchors; ``include_output
 The same K directions serve every anchor and every evaluation (the official sampler is seeded once).
 
 **Robust accuracy.** ℓ∞ projected gradient ascent on the cross-entropy (``attacks.py``, after
-Harry24k's ``PGD-pytorch``): from the clean input, ``steps`` steps x ← clip(x₀ + clip(x + α·sign ∇ₓ
-CE − x₀, −ε, ε), low, high), no random start. Robust accuracy is the accuracy on the result.
+Harry24k's ``PGD-pytorch``): ``steps`` steps x ← clip(x₀ + clip(x + α·sign ∇ₓ CE − x₀, −ε, ε), low,
+high). Robust accuracy is the accuracy on the result. The official ``PGD`` starts from a uniformly random
+point of the ε-ball (``random_start=True``, its default, which ``train_resnet18_cifar10.py`` keeps); this
+one starts from the clean input, so the attack draws nothing.
 
 Everything here takes the stacked parameters the training loop keeps (``{name: (E, ...)}``, as
 ``ev.parameters(member)`` stacked over members) and an :class:`~tdlab.models.MLP`-shaped module
@@ -154,7 +156,7 @@ def local_complexity(model: nn.Module, params: dict[str, torch.Tensor], anchors:
 
 def pgd(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, eps: float,
         step_size: float, steps: int = 10, low: float | None = None, high: float | None = None) -> torch.Tensor:
-    """ℓ∞ PGD on the cross-entropy of E stacked MLPs (the official ``attacks.PGD``, no random start):
+    """ℓ∞ PGD on the cross-entropy of E stacked MLPs (the official ``attacks.PGD`` without its random start):
     x_{t+1} = clip_[low, high](x₀ + clip_[−ε, ε](x_t + α·sign ∇ₓ CE(f(x_t), y) − x₀)).
 
     ``x`` (B, ...) clean inputs shared by the members, ``y`` (B,) labels → (E, B, ...) one adversarial
@@ -351,6 +353,57 @@ def change_after(steps: Sequence[int], values: Sequence[float], step: float) -> 
     return float(values[-1] - values[int(np.searchsorted(steps, step))])
 
 
+def largest_fall(steps: Sequence[int], values: Sequence[float], until: float) -> dict[str, float]:
+    """The largest fall of a curve at or before step ``until`` (a later value below an earlier one, both
+    measured at or before ``until``): ``fall`` in the curve's unit and ``share`` = fall / the value it fell
+    from — scale-free, so a 1-neuron fall from 22 neurons and from 44 compare as the shares they are. The
+    paper's first descent of LC is such a fall before the training set is fitted (NaN when ``until`` is)."""
+    steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    if not math.isfinite(until):
+        return {"fall": math.nan, "share": math.nan}
+    window = values[steps <= until]
+    if len(window) == 0:
+        raise ValueError(f"no measurement at or before step {until}")
+    falls = [window[i] - window[i:].min() for i in range(len(window))]
+    i = int(np.argmax(falls))
+    return {"fall": float(falls[i]), "share": float(falls[i] / window[i]) if window[i] > 0 else math.nan}
+
+
+
+def window_change(steps: Sequence[int], values: Sequence[float], start: float, points: int = 10) -> float:
+    """How far a curve moved from ``start`` to the end, each end averaged over ``points`` measurements: the mean
+    of the last ``points`` values minus the mean of the ``points`` values from the first measurement at or
+    after ``start`` on. An accuracy on a few hundred images moves by whole images; the averages make the
+    change continuous and steadier than :func:`change_after`'s two single readings. NaN when ``start`` is NaN
+    or fewer than ``points`` measurements lie at or after it."""
+    check_range("points", points, 1)
+    steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    if not math.isfinite(start):
+        return math.nan
+    first = int(np.searchsorted(steps, start))
+    if len(values) - first < points:
+        return math.nan
+    return float(values[-points:].mean() - values[first:first + points].mean())
+
+
+def log_ratio_change(steps: Sequence[int], near: Sequence[float], far: Sequence[float], start: float) -> float:
+    """How far log(near / far) moved from the first measurement at or after step ``start`` to the last one:
+    two LC curves measured at the same ``steps`` (around training points or at the decision boundary, and
+    around random points). Scale-free: thinning the regions by the same share everywhere multiplies both
+    curves alike and leaves it 0. NaN when ``start`` is NaN or after the last step, or an LC is not positive."""
+    steps = np.asarray(steps, dtype=float)
+    near, far = np.asarray(near, dtype=float), np.asarray(far, dtype=float)
+    if len(near) != len(steps) or len(far) != len(steps):
+        raise ValueError(f"both curves need one value per step: {len(steps)} steps, {len(near)} and {len(far)} values")
+    if not math.isfinite(start) or start > steps[-1]:
+        return math.nan
+    first = int(np.searchsorted(steps, start))
+    ends = near[[first, -1]], far[[first, -1]]
+    if (ends[0] <= 0).any() or (ends[1] <= 0).any():
+        return math.nan
+    return float(math.log(near[-1] / far[-1]) - math.log(near[first] / far[first]))
+
+
 def anchor_sets(x_train: torch.Tensor, x_test: torch.Tensor, count: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """The paper's three kinds of anchors: the first ``count`` training points, the first ``count`` test
     points and ``count`` points uniform in the training pixels' range (:func:`random_anchors`)."""
@@ -361,8 +414,10 @@ def monitors(model: nn.Module, anchors: dict[str, torch.Tensor], radius: float, 
              steps: Sequence[int] | None, x: torch.Tensor, y: torch.Tensor, eps: float,
              low: float | None = None, high: float | None = None, attack_steps: int = 10) -> list[Monitor]:
     """The two monitors of a run that follows LC through training, measured at the same ``steps``: LC
-    around each set of ``anchors`` (:func:`lc_monitor`) and the accuracy on the paper's PGD examples of
-    (``x``, ``y``): ``attack_steps`` steps of ε/4 inside the ℓ∞ ball of radius ``eps`` (:func:`robust_monitor`)."""
+    around each set of ``anchors`` (:func:`lc_monitor`) and the accuracy on PGD examples of (``x``, ``y``):
+    ``attack_steps`` steps of ε/4 inside the ℓ∞ ball of radius ``eps`` (:func:`robust_monitor`). The step ε/4 is
+    the ratio of the official CIFAR-10 config's commented-out setting (8/255, steps of 2/255); its active one is
+    ε = 50/255 with steps of 4/255 (ε/12.5)."""
     return [lc_monitor(model, anchors, radius, vertices, seed=seed, steps=steps),
             robust_monitor(model, x, y, eps, eps / 4, attack_steps, low, high, steps=steps)]
 
