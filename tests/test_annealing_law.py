@@ -129,3 +129,72 @@ def test_member_schedules_stacked_equal_separate_runs():
     etas = al.lr_values(al.lr_schedule("wsd", steps, **shared), steps, 5e-3)
     np.testing.assert_allclose(s1, np.cumsum(etas)[steps_ - 1])
     np.testing.assert_allclose(loss, stacked.curve("test", "loss", 1)[1][1:])
+
+
+def test_fit_does_not_depend_on_the_scale_of_the_areas():
+    """With λ = 0, S2 is one drop of the learning rate (≤ 10⁻³ here) and C must reach tens: the fit
+    still recovers the constants (it fits C in units of the largest S2)."""
+    steps, truth = 2000, dict(L0=1.5, A=0.8, alpha=0.6, C=20.0)
+    sampled = np.arange(50, steps + 1, 10)
+    curves = {}
+    for shape in ("constant", "cosine", "step"):
+        etas = al.lr_values(al.lr_schedule(shape, steps, warmup=20, milestones=(0.8,), factor=0.1), steps, 1e-3)
+        s1, s2 = al.areas(etas, 0.0, warmup=20)
+        curves[shape] = (s1[sampled - 1], s2[sampled - 1], al.law(s1[sampled - 1], s2[sampled - 1], **truth))
+    fitted = al.fit([curves["constant"], curves["cosine"]])
+    for key, value in truth.items():
+        assert getattr(fitted, key) == pytest.approx(value, rel=0.02), key
+    s1, s2, loss = curves["step"]
+    assert al.r2(loss, fitted(s1, s2)) > 0.999
+
+
+def test_window_scores_and_gap_factor():
+    steps = np.array([10, 20, 30, 40])
+    curve = (steps, None, None, np.array([1.0, 2.0, 3.0, 5.0]))
+    predicted = np.array([9.0, 2.0, 3.0, 4.0])
+    r2, error = al.window_scores(curve, predicted, after=15)            # steps 20, 30, 40 only
+    measured = np.array([2.0, 3.0, 5.0])
+    assert r2 == pytest.approx(1 - 1.0 / np.sum((measured - measured.mean()) ** 2))
+    assert error == pytest.approx((1 / 5) / 3)
+    assert al.window_scores(curve, predicted, after=15, until=30)[1] == 0.0
+    assert al.gap_factor(0.5) == 2.0 and al.gap_factor(2.0) == 2.0 and al.gap_factor(1.0) == 1.0
+    assert al.gap_factor(-0.3) == math.inf and al.gap_factor(0.0) == math.inf
+
+
+def test_mean_curve_and_fit_and_predict():
+    data = al.teacher_task(num_train=64, num_test=64, dim=8, hidden=16, classes=4, seed=0)
+    recipe = recipes.Recipe(data, lambda: models.MLP(8, 4, width=16, depth=1),
+                            dict(optimizer="adamw", lr=1e-2, batch_size=16, steps=40, eval_every=5,
+                                 batch_hook=al.TeacherStream(data, 0), progress=False))
+    h = al.sweep(recipe, [{"shape": s, "seed": k, "lr": 1e-2} for s in ("constant", "cosine", "step") for k in (1, 2)]
+                 + [{"shape": "step", "seed": 1, "lr": 1e-2, "milestones": (0.5,), "factor": 0.1}], warmup=4)
+    assert h.knobs[-1]["milestones"] == (0.5,) and h.knobs[-1]["factor"] == 0.1 and h.knobs[0]["factor"] == 0.1
+    steps, s1, s2, loss = al.mean_curve(h, "cosine", 0.9, start=10)
+    evaluated = h.curve("test", "loss", 2)[0]
+    assert steps.tolist() == evaluated[evaluated >= 10].tolist()
+    by_hand = np.mean([h.curve("test", "loss", i)[1][evaluated >= 10] for i in (2, 3)], axis=0)
+    np.testing.assert_allclose(loss, by_hand)
+    np.testing.assert_allclose(s2, al.curve_areas(h, 2, 0.9, start=10)[2])
+    law, curves, predicted = al.fit_and_predict(h, 0.9, ["constant", "cosine"], start=10, seeds=[1],
+                                                shapes=["constant", "cosine"])
+    np.testing.assert_allclose(curves["constant"][3], h.curve("test", "loss", 0)[1][evaluated >= 10])
+    np.testing.assert_allclose(predicted["cosine"], law(curves["cosine"][1], curves["cosine"][2]))
+    with pytest.raises(ValueError):
+        al.mean_curve(h, "wsd", 0.9)
+
+
+def test_passes_over_data():
+    data = al.teacher_task(num_train=64, num_test=16, dim=8, hidden=16, classes=4, seed=0)
+    recipe = recipes.Recipe(data, lambda: models.MLP(8, 4, width=16, depth=1), dict(batch_size=16, steps=8))
+    assert al.passes_over_data(recipe) == 2.0
+
+
+def test_decay_start_is_where_the_schedule_first_falls():
+    steps = 100
+    for shape, kw in (("cosine", {}), ("step", {"milestones": (0.7, 0.9)}), ("wsd", {"decay_fraction": 0.3}),
+                      ("constant", {})):
+        schedule = al.lr_schedule(shape, steps, warmup=10, **kw)
+        etas = al.lr_values(schedule, steps)
+        falls = np.flatnonzero(np.diff(etas) < 0)
+        first_fall = int(falls[0]) + 1 if len(falls) else steps      # η_{s+1} < η_s: the decay starts after step s
+        assert al.decay_start({"steps": steps, **schedule.settings}) == first_fall, shape

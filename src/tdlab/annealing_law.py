@@ -24,6 +24,12 @@ seen twice, the loss has an irreducible floor (the teacher's entropy), and the g
 that annealing removes is real. Several schedules train as members of one stacked engine call:
 :class:`MemberSchedules` returns one learning-rate multiplier per member, which the engine's
 flat optimizer multiplies into each member's learning rate.
+
+The chapter's plumbing lives here too: its two recipes (:func:`cpu_recipe`, :func:`paper_recipe`,
+and :func:`passes_over_data`, how many times a recipe reads its data), the law fitted on some
+schedules' mean curves and predicting the others (:func:`mean_curve`, :func:`fit_and_predict`),
+the scores over a window of steps (:func:`window_scores`, from :func:`decay_start`) and of a predicted gap
+(:func:`gap_factor`), and the widget panel's three functions (:class:`LawPanel`).
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ from tdlab.engine import Batch
 
 SHAPES = ("constant", "cosine", "step", "wsd")
 PARAMETERS = ("L0", "A", "alpha", "C")
+SCHEDULE_KEYS = ("shape", "decay_fraction", "milestones", "factor")     # a member's own schedule settings
 
 
 # ----------------------------------------------------------------- schedules
@@ -167,7 +174,9 @@ def fit(curves: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], delta: floa
 
     Minimises Σ Huber_δ(log L − log L̂) over (L0, A, α, C) with L-BFGS-B from every point of a
     grid of starting values (L0, A, C ≥ 0, α in (0, 3]), keeping the best — the fitting
-    procedure of the third-party reproduction (Huber δ = 10⁻³). ``annealing=False`` fixes C = 0:
+    procedure of the third-party reproduction (Huber δ = 10⁻³). A and C are fitted in units of the
+    median S1 and the largest S2, so that the fit does not depend on the scale of the areas (with
+    λ = 0, S2 is a single drop of the learning rate, and C must reach tens). ``annealing=False`` fixes C = 0:
     the plain power law in the forward area, L0 + A · S1^(−α) (the control without S2).
     """
     s1 = np.concatenate([np.asarray(c[0], dtype=float) for c in curves])
@@ -176,14 +185,15 @@ def fit(curves: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], delta: floa
     if np.any(loss <= 0) or np.any(s1 <= 0):
         raise ValueError("the law is fitted to positive losses at positive forward areas")
     low = float(loss.min())
-    grid = dict(starts or {"L0": [0.5 * low, 0.9 * low], "A": [0.1, 1.0], "alpha": [0.3, 1.0], "C": [0.0, 1.0]})
+    grid = dict(starts or {"L0": [0.5 * low, 0.9 * low], "A": [0.1, 1.0], "alpha": [0.3, 1.0], "C": [0.0, 0.1]})
     if not annealing:
         grid["C"] = [0.0]
     scale_s1 = float(np.median(s1))                               # A is fitted as A' = A · scale^(−α)
+    scale_s2 = float(np.abs(s2).max()) or 1.0                     # C is fitted as C' = C · max S2
 
     def objective(p):
         L0, A, alpha, C = p
-        predicted = L0 + A * np.power(s1 / scale_s1, -alpha) - C * s2
+        predicted = L0 + A * np.power(s1 / scale_s1, -alpha) - C * s2 / scale_s2
         if np.any(predicted <= 0):
             return 1e6
         return float(np.sum(_huber(np.log(loss) - np.log(predicted), delta)))
@@ -195,7 +205,7 @@ def fit(curves: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], delta: floa
         if best is None or result.fun < best.fun:
             best = result
     L0, A, alpha, C = (float(v) for v in best.x)
-    return Law(L0, A * scale_s1 ** alpha, alpha, C)
+    return Law(L0, A * scale_s1 ** alpha, alpha, C / scale_s2)
 
 
 def r2(measured: np.ndarray, predicted: np.ndarray) -> float:
@@ -287,20 +297,21 @@ class TeacherStream:
 def sweep(recipe, members: Sequence[dict], *, warmup: int = 0, decay_fraction: float = 0.2, floor: float = 0.0,
           milestones: Sequence[float] = (0.5, 0.75), factor: float = 0.1, **knobs):
     """Train ``recipe`` once per member, each under its own schedule, in as few engine calls as
-    the recipe allows (one, when the members differ only in ``shape``, ``decay_fraction`` and the
+    the recipe allows (one, when the members differ only in their schedule settings and the
     engine's per-member knobs: seed, lr, ...).
 
-    A member is a dict with ``shape`` (one of :data:`SHAPES`), optionally ``decay_fraction``, and
-    engine knobs (``seed``, ``lr``: the peak learning rate). The schedules' other settings are
-    shared (keywords); ``knobs`` go to ``recipe.sweep``. Every member's History knobs record its
-    ``shape``, ``decay_fraction``, ``warmup`` and ``floor`` (``schedule`` is its shape).
+    A member is a dict with ``shape`` (one of :data:`SHAPES`), optionally its own ``decay_fraction``,
+    ``milestones`` and ``factor``, and engine knobs (``seed``, ``lr``: the peak learning rate). The
+    schedules' other settings are shared (keywords); ``knobs`` go to ``recipe.sweep``. Every
+    member's History knobs record its schedule's settings (``schedule`` is its shape).
     """
     steps = recipe.steps
     members = [dict(m) for m in members]
     schedules = [lr_schedule(m.get("shape", "constant"), steps, warmup=warmup,
                              decay_fraction=m.get("decay_fraction", decay_fraction), floor=floor,
-                             milestones=milestones, factor=factor) for m in members]
-    engine_members = [{k: v for k, v in m.items() if k not in ("shape", "decay_fraction")} for m in members]
+                             milestones=m.get("milestones", milestones), factor=m.get("factor", factor))
+                 for m in members]
+    engine_members = [{k: v for k, v in m.items() if k not in SCHEDULE_KEYS} for m in members]
     device = recipe.dataset.device
     history = recipe.sweep(engine_members, schedule_name=MemberSchedules(schedules, device), **knobs)
     for k, schedule in zip(history.knobs, schedules):
@@ -340,3 +351,147 @@ def pair_agreement(measured: Sequence[float], predicted: Sequence[float],
         resolved += 1
         agreeing += int(np.sign(gap) == np.sign(predicted[i] - predicted[j]))
     return agreeing, resolved
+
+
+# ----------------------------------------------------------------- the chapter's recipes, fits and scores
+
+
+def cpu_recipe(seed: int = 0, steps: int = 3000, eval_every: int = 30):
+    """The chapter's CPU stand-in for pre-training: the online teacher task (32 → 256 tanh → 10
+    classes, temperature 0.3, labels drawn from its softmax, fresh batches of 128 every step from
+    :class:`TeacherStream`; 4096 held-out draws), an MLP 32 → 128 → 128 → 10, AdamW (β = 0.9,
+    0.999, no weight decay) at peak learning rate 10⁻³, ``steps`` steps."""
+    from tdlab import models, recipes
+    task = teacher_task(num_train=256, num_test=4096, dim=32, hidden=256, classes=10, temperature=0.3, seed=seed)
+    return recipes.Recipe(task, lambda: models.MLP(32, 10, width=128, depth=2),
+                          dict(optimizer="adamw", lr=1e-3, batch_size=128, steps=steps, eval_every=eval_every,
+                               batch_hook=TeacherStream(task, seed), progress=False))
+
+
+def paper_recipe(steps: int = 20_000, size: int = 480_000):
+    """A ~85M-parameter GPT-style decoder (12 blocks of width 768, context 512, near the
+    reproduction's 100M) on the bundled character corpus (:mod:`tdlab.text`, ``size``
+    characters), AdamW (β = 0.9, 0.95, weight decay 0.1), peak learning rate 2·10⁻⁴, batches of
+    64 windows, ``steps`` steps (a GPU). The corpus is far smaller than the paper's single pass
+    of text: :func:`passes_over_data` says how many times the recipe reads it."""
+    from tdlab import recipes, text, transformer
+    return recipes.Recipe(lambda: text.corpus(context=512, size=size),
+                          lambda: transformer.TinyTransformer(vocab=len(text.VOCAB), context=512, width=768,
+                                                              depth=12, heads=12),
+                          dict(optimizer="adamw", lr=2e-4, betas=(0.9, 0.95), weight_decay=0.1, batch_size=64,
+                               steps=steps, eval_every=100))
+
+
+def passes_over_data(recipe) -> float:
+    """How many times ``recipe`` reads its training set: steps × batch size / training examples
+    (for a text recipe, windows). Single-pass pre-training, the paper's setting, is ≤ 1."""
+    return recipe.steps * recipe.settings["batch_size"] / len(recipe.dataset.y_train)
+
+
+def mean_curve(history, shape: str, lam: float, start: int = 1, seeds: Sequence[int] | None = None):
+    """``(steps, S1, S2, L)`` of the schedule ``shape`` in a :func:`sweep` (optionally only the members
+    with these ``seeds``), from step ``start`` on; L is the mean of the members' held-out losses."""
+    members = [i for i, k in enumerate(history.knobs)
+               if k["schedule"] == shape and (seeds is None or k["seed"] in seeds)]
+    if not members:
+        raise ValueError(f"no member of schedule {shape!r}" + (f" with seeds {list(seeds)}" if seeds else ""))
+    parts = [curve_areas(history, i, lam, start=start) for i in members]
+    return parts[0][0], parts[0][1], parts[0][2], np.mean([p[3] for p in parts], axis=0)
+
+
+def fit_and_predict(history, lam: float, fit_on: Sequence[str], start: int = 1, seeds: Sequence[int] | None = None,
+                    annealing: bool = True, shapes: Sequence[str] | None = None):
+    """The law fitted on the mean curves of the schedules ``fit_on`` and its prediction of every
+    schedule of the sweep: ``(law, curves, predictions)``, ``curves[shape] = (steps, S1, S2, L)``.
+    ``annealing=False``: the control without the annealing term (C = 0)."""
+    shapes = list(shapes or dict.fromkeys(k["schedule"] for k in history.knobs))
+    curves = {shape: mean_curve(history, shape, lam, start, seeds) for shape in shapes}
+    fitted = fit([curves[shape][1:] for shape in fit_on], annealing=annealing)
+    return fitted, curves, {shape: fitted(c[1], c[2]) for shape, c in curves.items()}
+
+
+def window_scores(curve, predicted: np.ndarray, after: int = 0, until: float = math.inf) -> tuple[float, float]:
+    """R² and mean relative error of ``predicted`` against the measured loss of ``curve`` =
+    ``(steps, S1, S2, L)`` at the steps in (``after``, ``until``]."""
+    steps, loss = curve[0], curve[3]
+    keep = (steps > after) & (steps <= until)
+    return r2(loss[keep], predicted[keep]), mean_relative_error(loss[keep], predicted[keep])
+
+
+def decay_start(knobs: dict) -> int:
+    """The last step before a run's learning rate starts to fall, from its History knobs: the end
+    of warm-up (cosine), the first milestone (step), the start of the decay (WSD), the last step
+    (constant)."""
+    steps, shape = knobs["steps"], knobs["shape"]
+    if shape == "cosine":
+        return knobs["warmup"] + 1
+    if shape == "step":
+        return int(round(min(knobs["milestones"]) * steps))
+    if shape == "wsd":
+        return max(knobs["warmup"], steps - int(round(knobs["decay_fraction"] * steps)))
+    return steps
+
+
+def gap_factor(ratio: float) -> float:
+    """How many times a predicted gap misses the measured one: max(r, 1/r) for the ratio r of
+    predicted to measured gap; +inf when the prediction has the wrong sign or is a tie (r ≤ 0)."""
+    return math.inf if not ratio > 0 else max(ratio, 1 / ratio)
+
+
+class LawPanel:
+    """The chapter's widget panel: :meth:`run` trains one schedule (one seed) and :meth:`plot`
+    draws its held-out loss with the curve predicted by the law fitted on the ``fit_on`` runs of
+    ``fitted`` (refitted once per λ, kept). ``schedule`` holds the sweep's shared schedule
+    settings; a run's History knobs record the λ it is read with (``anneal_lambda``)."""
+
+    def __init__(self, recipe, fitted, *, fit_on: Sequence[str], seed: int, lam: float, start: int,
+                 schedule: dict, laws: dict | None = None, ylim: tuple[float, float] | None = None):
+        self.recipe, self.fitted, self.fit_on, self.seed = recipe, fitted, list(fit_on), seed
+        self.lam, self.start, self.schedule, self.ylim = lam, start, dict(schedule), ylim
+        self.laws = dict(laws or {})
+
+    def tag(self, history, lam: float | None = None):
+        """``history`` with every member's knobs recording the λ it is read with."""
+        for k in history.knobs:
+            k["anneal_lambda"] = self.lam if lam is None else lam
+        return history
+
+    def run(self, callback=None, schedule: str = "wsd", lr: float = 1e-3, decay_fraction: float = 0.2,
+            anneal_lambda: float | None = None):
+        settings = {**self.schedule, "decay_fraction": decay_fraction}
+        h = sweep(self.recipe, [{"shape": schedule, "seed": self.seed, "lr": lr, "decay_fraction": decay_fraction}],
+                  callback=callback, **settings)
+        return self.tag(h, anneal_lambda)
+
+    def law(self, history) -> tuple[Law, float]:
+        lam = history.knobs[0].get("anneal_lambda", self.lam)
+        if lam not in self.laws:
+            self.laws[lam] = fit_and_predict(self.fitted, lam, self.fit_on, self.start, shapes=self.fit_on)[0]
+        return self.laws[lam], lam
+
+    def summary(self, history) -> dict:
+        fitted, lam = self.law(history)
+        curve = curve_areas(history, 0, lam, start=self.start)
+        guess = fitted(curve[1], curve[2])
+        after = max(self.start, decay_start(history.knobs[0]))
+        out = {"final loss, measured": f"{curve[3][-1]:.4f}", "final loss, the law": f"{guess[-1]:.4f}",
+               "R² of the law, whole curve": f"{r2(curve[3], guess):.3f}"}
+        if np.sum(curve[0] > after) >= 2:                         # the decay: where a held-out run is new
+            decay_r2, decay_error = window_scores(curve, guess, after=after)
+            out.update({f"R² of the law after step {after} (the decay)": f"{decay_r2:.3f}",
+                        "mean relative error there": f"{decay_error:.2%}"})
+        return out
+
+    def plot(self, history):
+        import matplotlib.pyplot as plt
+        from tdlab import plots
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        steps, loss = history.curve("test", "loss")
+        ax.plot(steps, loss, color=plots.COLORBLIND[0], label="measured held-out loss")
+        if steps[-1] >= history.knobs[0]["steps"]:
+            fitted, lam = self.law(history)
+            s, s1, s2, _ = curve_areas(history, 0, lam, start=self.start)
+            ax.plot(s, fitted(s1, s2), color=plots.COLORBLIND[1], linestyle="--", label="the law (fitted above)")
+        ax.set(xlabel="training step", ylabel="cross-entropy", ylim=self.ylim)
+        ax.legend(fontsize=8)
+        return fig
