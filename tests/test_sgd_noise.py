@@ -140,3 +140,41 @@ def test_power_law_fits_each_seed():
     assert fit.slopes[2] == pytest.approx(expected)
     assert fit.slope == pytest.approx(np.mean(fit.slopes))
     assert fit.spread == pytest.approx(np.std(fit.slopes, ddof=1))
+
+
+def test_departure_and_optimum_temperature():
+    reference = torch.tensor([1.0, -1.0, 1.0, 1.0])
+    signs = torch.tensor([[1.0, -1.0, 1.0, 1.0], [1.0, 1.0, 1.0, -1.0], [-1.0, 1.0, -1.0, -1.0]])
+    assert sgd_noise.departure(signs, reference).tolist() == [0.0, 0.5, 1.0]
+    temps = [2.0**-8, 2.0**-6, 2.0**-4, 2.0**-2]
+    errors = [0.10, 0.05, 0.02, math.nan]                          # the hottest run diverged
+    assert sgd_noise.optimum_temperature(temps, errors, smooth=False) == 2.0**-4
+    assert sgd_noise.optimum_temperature(temps, errors, usable=[True, True, False, True], smooth=False) == 2.0**-6
+    assert math.isnan(sgd_noise.optimum_temperature(temps, errors, usable=[False] * 4))
+    # smoothed: each usable error averaged with its usable neighbours — a lucky single run is not the optimum
+    temps = [2.0**k for k in range(-10, -4)]
+    errors = [0.05, 0.01, 0.05, 0.03, 0.02, 0.03]           # means: .03, .0367, .03, .0333, .0267, .025
+    assert sgd_noise.optimum_temperature(temps, errors, smooth=False) == 2.0**-9
+    assert sgd_noise.optimum_temperature(temps, errors) == 2.0**-5
+    assert sgd_noise.optimum_temperature(temps[::-1], errors[::-1]) == 2.0**-5
+
+
+def test_each_seed_draws_its_own_nested_subsets(monkeypatch):
+    base = Dataset("digits-like", torch.arange(40.0).reshape(40, 1), torch.arange(40) % 10,
+                   torch.zeros(5, 1), torch.arange(5), 10)
+    monkeypatch.setattr(sgd_noise.datasets, "load", lambda name, **kw: base)
+    make = sgd_noise.parity_subsets("digits-like", seed=3)
+    small, large = make(train_size=8), make(train_size=16)
+    assert torch.equal(large.x_train[:8], small.x_train)                          # nested in P
+    assert torch.equal(make(train_size=8, subset_seed=3).x_train, small.x_train)  # the default is the seed given
+    assert not torch.equal(make(train_size=8, subset_seed=4).x_train, small.x_train)
+    members = sgd_noise.members([2.0], [2.0**-6], width=4, batch_size=2, seeds=[5, 6], own_subsets=True)
+    assert [(m["seed"], m["subset_seed"]) for m in members] == [(5, 5), (6, 6)]
+    assert "subset_seed" not in sgd_noise.members([2.0], [2.0**-6], width=4, batch_size=2, seeds=[5])[0]
+
+
+def test_phase_frame_labels_powers_of_two_and_blanks():
+    values = {(a, t): a * t for a in (1.0, 4.0) for t in (0.25, 0.5)}
+    frame = sgd_noise.phase_frame(values, [1.0, 4.0], [0.25, 0.5], blank={(4.0, 0.5): True})
+    assert list(frame.index) == ["$2^{0}$", "$2^{2}$"] and list(frame.columns) == ["$2^{-2}$", "$2^{-1}$"]
+    assert frame.iloc[0, 1] == 0.5 and math.isnan(frame.iloc[1, 1])

@@ -18,6 +18,11 @@ r"""SGD noise in the lazy and the feature-learning regimes: the α-trick of Sclo
 - :func:`crossover_temperature`, :func:`power_law` — reading T_c off a sweep (the temperature at which
   a measured change, the relative weight change in the chapter, reaches a level) and fitting
   T_c ∝ P^(−a) once per seed; :func:`fitted_at`, :func:`status`, :func:`centred_outputs` read single runs.
+- :func:`predicted_signs`, :func:`departure` — how far a trained classifier has moved from a reference
+  run's (the paper's T_c: where the noise starts to change the trained model); :func:`optimum_temperature`
+  — T_opt of a feature-learning row (the paper's T_opt ∝ α^k).
+- :data:`GRIDS` — the chapter's sweeps at each scale (``paper``: the README commands); :func:`phase_figure`,
+  :func:`one_run`, :func:`summary`, :func:`training_figure` — the chapter's phase diagram and widget panel.
 """
 from __future__ import annotations
 
@@ -217,15 +222,17 @@ def parity(data: Dataset, name: str | None = None) -> Dataset:
 
 
 def parity_subsets(name: str, seed: int = 0, **kwargs) -> Callable[..., Dataset]:
-    """A data maker for a :class:`~tdlab.recipes.Recipe` whose knob ``train_size`` (P) is the number of
-    training examples: the first P of one seeded permutation of the parity set (so the sets are nested),
-    the whole test set each time."""
+    """A data maker for a :class:`~tdlab.recipes.Recipe` with two knobs: ``train_size`` (P), the number of
+    training examples, and ``subset_seed``: the first P of the permutation that ``subset_seed`` draws (so one
+    seed's sets are nested in P), the whole test set each time. A member with its own ``subset_seed`` gets
+    its own training set, as the official code draws one per initialisation (``edm/__main__.py``:
+    ``seed_trainset = -seed_init - 2`` unless given)."""
     cache: dict = {}
 
-    def make(train_size: int | None = None) -> Dataset:
+    def make(train_size: int | None = None, subset_seed: int = seed) -> Dataset:
         if "full" not in cache:
             cache["full"] = parity(datasets.load(name, **kwargs))
-        return cache["full"].subset(train_size, seed=seed)
+        return cache["full"].subset(train_size, seed=subset_seed)
 
     return make
 
@@ -245,9 +252,12 @@ def recipe(name: str, in_features: int, width: int = 128, depth: int = 5, activa
 
 
 def members(alphas: Sequence[float], temperatures: Sequence[float], width: int, batch_size: int,
-            seeds: Sequence[int] = (0,), **knobs) -> list[dict]:
-    """Members for :func:`recipe`: every (α, T, seed), T set through the learning rate η = T h B."""
-    return [{"alpha": float(a), "lr": learning_rate(t, batch_size, width), "seed": int(s), **knobs}
+            seeds: Sequence[int] = (0,), own_subsets: bool = False, **knobs) -> list[dict]:
+    """Members for :func:`recipe`: every (α, T, seed), T set through the learning rate η = T h B. With
+    ``own_subsets`` each seed also draws its own training set (``subset_seed`` = seed; one engine call per
+    seed), as the official code does."""
+    return [{"alpha": float(a), "lr": learning_rate(t, batch_size, width), "seed": int(s),
+             **({"subset_seed": int(s)} if own_subsets else {}), **knobs}
             for a in alphas for t in temperatures for s in seeds]
 
 
@@ -257,6 +267,58 @@ def add_temperature(history, width: int):
     for knobs in history.knobs:
         knobs["temperature"] = temperature(knobs["lr"], knobs["batch_size"], width)
     return history
+
+
+@dataclass
+class Grids:
+    """The chapter's sweeps at one scale (:data:`GRIDS`): the data and network of :func:`recipe`, the (α, T)
+    phase diagram (one network per cell, ``phase_steps`` steps at P = ``phase_size``), the lazy sweep (α =
+    ``lazy_alpha``, ``temperatures`` × ``sizes`` × ``lazy_seeds`` networks, each seed its own training set,
+    :meth:`lazy_steps` steps); T_opt is read on the phase diagram's rows ``rich_alphas``."""
+
+    dataset: str
+    in_features: int
+    width: int
+    depth: int
+    batch_size: int
+    phase_size: int
+    phase_steps: int
+    alphas: list
+    phase_temperatures: list
+    sizes: list
+    temperatures: list
+    lazy_seeds: int
+    steps_per_point: float         # the lazy sweep trains max(min_steps, steps_per_point · P) steps
+    min_steps: int
+    rich_alphas: list              # the feature-learning rows of the phase diagram whose T_opt is read
+    lazy_alpha: float = 2.0**15    # the paper's α = 32768
+
+    def lazy_steps(self, size: int) -> int:
+        return int(max(self.min_steps, round(self.steps_per_point * size)))
+
+    def recipe(self, seed: int, **settings):
+        """:func:`recipe` at this scale, with training set and batch order drawn by ``seed``."""
+        return recipe(self.dataset, self.in_features, width=self.width, depth=self.depth,
+                      batch_size=self.batch_size, data_seed=seed, **settings)
+
+
+#: ``cpu``: digits parity, 3 hidden layers of 64. ``paper``: the official README commands (MNIST parity, 5
+#: hidden layers of 128; lazy sweep P = 1024 … 16384, T = 2^-13 … 2^2, five initialisations; phase diagram
+#: P = 1024, α = 2^-14 … 2^11, every η = 2^-15 … 2^15 as T = η/(hB); the README runs nine initialisations, a
+#: build one), a fixed budget of 200 000 steps in place of "until the hinge loss is zero or the wall-clock limit".
+GRIDS = {
+    "cpu": Grids("digits", 64, 64, 3, 16, phase_size=512, phase_steps=3000,
+                 alphas=[2.0**k for k in (-6, -4, -2, 0, 3, 15)],
+                 phase_temperatures=[2.0**k for k in range(-12, -2)],
+                 sizes=[128, 256, 512, 1024], temperatures=[2.0**k for k in (-12, -10, -8, -7, -6, -5, -4, -3)],
+                 lazy_seeds=5, steps_per_point=1.25, min_steps=160, rich_alphas=[2.0**k for k in (-6, -4, -2, 0)]),
+    "paper": Grids("mnist", 784, 128, 5, 16, phase_size=1024, phase_steps=200_000,
+                   alphas=[2.0**k for k in range(-14, 12)],
+                   phase_temperatures=[2.0**k / (128 * 16) for k in range(-15, 16)],
+                   sizes=[1024, 2048, 4096, 8192, 16384], temperatures=[2.0**k for k in range(-13, 3)],
+                   lazy_seeds=5, steps_per_point=0.0, min_steps=200_000,
+                   rich_alphas=[2.0**k for k in range(-14, 1, 2)]),
+}
 
 
 # ----------------------------------------------------------------- reading a sweep
@@ -345,3 +407,116 @@ def status(history, member: int) -> str:
     if history.diverged_at[member] is not None or not math.isfinite(history.final("test", "err", member)):
         return "diverged"
     return "fitted" if history.final("train", "unfit", member) == 0 else "not fitted"
+
+
+@torch.no_grad()
+def predicted_signs(history, build: Callable[[], nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """sign F(w, x) of every member of ``history`` on the inputs ``x``, shape (E, N): the trained
+    classifier, read from the final models against their initial ones (:func:`centred_outputs`)."""
+    return torch.stack([torch.sign(centred_outputs(history, m, build, x)) for m in range(history.num_members)])
+
+
+def departure(signs: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+    """The fraction of inputs that each row of ``signs`` (E, N) classifies differently from ``reference``
+    (N,): how far a trained function has moved from the reference run's (0: the same classifier)."""
+    return (signs != reference).float().mean(-1).cpu().numpy()
+
+
+def optimum_temperature(temperatures: Sequence[float], errors: Sequence[float],
+                        usable: Sequence[bool] | None = None, smooth: bool = True) -> float:
+    """T_opt: the temperature of the lowest test error among the ``usable`` runs (fitted, not diverged; all
+    finite ones if None), NaN if none is: the paper's optimum of the feature-learning regime, T_opt ∝ α^k.
+    With ``smooth`` each usable run's error is first averaged with its usable neighbours on the (sorted)
+    grid, so that one network's luck at one temperature does not pick the optimum."""
+    order = np.argsort(np.asarray(temperatures, dtype=float))
+    t, e = np.asarray(temperatures, dtype=float)[order], np.asarray(errors, dtype=float)[order]
+    keep = np.isfinite(e) & (np.ones(len(e), bool) if usable is None else np.asarray(usable, bool)[order])
+    if not keep.any():
+        return math.nan
+    if smooth:
+        e = np.array([np.mean([e[j] for j in (i - 1, i, i + 1) if 0 <= j < len(e) and keep[j]]) if keep[i]
+                      else math.nan for i in range(len(e))])
+    index = np.nonzero(keep)[0]
+    return float(t[index[np.argmin(e[index])]])
+
+
+# ----------------------------------------------------------------- the chapter's figures and panel
+
+
+def power_of_two(value: float) -> str:
+    """``value`` as a power of two in mathtext (``$2^{-12}$``), for axis labels and titles."""
+    return f"$2^{{{math.log2(value):g}}}$" if value > 0 else "0"
+
+
+def phase_frame(values: dict, alphas: Sequence[float], temperatures: Sequence[float], show=float,
+                blank: dict | None = None):
+    """A dict (α, T) → value as an α × T DataFrame of ``show(value)`` (rows α, columns T, labelled as powers
+    of two); the cells where ``blank`` is true are NaN."""
+    import pandas as pd
+
+    blank = blank or {}
+    return pd.DataFrame([[np.nan if blank.get((a, t)) else show(values[a, t]) for t in temperatures] for a in alphas],
+                        index=pd.Index([power_of_two(a) for a in alphas], name="output scale α"),
+                        columns=pd.Index([power_of_two(t) for t in temperatures], name="temperature T = η/(hB)"))
+
+
+def phase_figure(error: dict, change: dict, state: dict, alphas, temperatures, title: str):
+    """The (α, T) phase diagram as two heatmaps: the test error (%) and log₁₀ of the relative weight change,
+    each cell's value written in it with "not fitted" under it where the run did not fit; diverged cells
+    blank. ``state`` maps (α, T) to :func:`status`."""
+    import matplotlib.pyplot as plt
+
+    from tdlab import plots
+
+    diverged = {k: s == "diverged" for k, s in state.items()}
+
+    def text(values, show):
+        labels = {k: show(v) + ("\nnot fitted" if state[k] == "not fitted" else "") for k, v in values.items()}
+        return phase_frame(labels, alphas, temperatures, str, diverged).fillna("")
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    plots.heatmap(phase_frame(error, alphas, temperatures, lambda e: 100 * e, diverged), ax=axes[0],
+                  labels=text(error, lambda e: f"{100 * e:.1f}"), cmap="viridis", colorbar="test error (%)",
+                  blank="diverged", fontsize=8, title="test error after training")
+    plots.heatmap(phase_frame(change, alphas, temperatures, np.log10, diverged), ax=axes[1],
+                  labels=text(change, lambda c: f"{c:.0e}"), cmap="magma", vmin=-4, vmax=1, blank="diverged",
+                  colorbar=r"$\log_{10}\,\|w - w_0\| / \|w_0\|$", fontsize=8, title="relative weight change")
+    fig.suptitle(title, fontweight="bold")
+    return fig
+
+
+def summary(history) -> dict:
+    """The widget panel's readout of one run."""
+    return {"final test error": history.final("test", "err"), "final train error": history.final("train", "err"),
+            "points not fitted": history.final("train", "unfit"),
+            "‖w − w₀‖/‖w₀‖": history.final("weights", "change"), "fitted at step": fitted_at(history)}
+
+
+def training_figure(history):
+    """One run's training: the fraction of training points not yet fitted (y αF < 1), train and test error."""
+    import matplotlib.pyplot as plt
+
+    from tdlab import plots
+
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for (split, metric), label, color in ((("train", "unfit"), r"not fitted ($y\,\alpha F < 1$)", plots.COLORBLIND[2]),
+                                          (("train", "err"), "train error", plots.COLORBLIND[0]),
+                                          (("test", "err"), "test error", plots.COLORBLIND[1])):
+        ax.plot(*history.curve(split, metric), color=color, label=label)
+    ax.set(xlabel="training step", ylabel="fraction")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def one_run(recipe, width: int, seed: int, **defaults) -> Callable:
+    """The panel's ``run``: one network of ``recipe`` at knobs ``alpha``, ``temperature`` (T, set through the
+    learning rate η = T h B), ``train_size`` and ``batch_size``, from initialisation and training set ``seed``."""
+
+    def train(callback=None, **knobs):
+        knobs = {**defaults, **knobs}
+        temp = knobs.pop("temperature")
+        run = recipe(callback=callback, lr=learning_rate(temp, knobs["batch_size"], width), seed=seed,
+                     subset_seed=seed, **knobs)
+        return add_temperature(run, width)
+
+    return train
