@@ -118,3 +118,46 @@ def test_recipe_knobs_and_weight_distance():
     plain = recipe(batch_size=32, epochs=1)
     assert plain.knobs[0]["steps"] == 3 and plain.knobs[0]["step_lr"] == pytest.approx(0.05)
     assert all(m.ghost_batch_size is None for m in plain.models[0].modules() if isinstance(m, GhostBatchNorm))
+
+
+def test_at_equal_loss_interpolates_the_first_crossing():
+    steps, loss, acc = [0, 10, 20, 30], [2.0, 1.0, 0.5, 0.6], [0.1, 0.5, 0.7, 0.9]
+    a, s = large_batch.at_equal_loss(steps, loss, acc, 0.75)         # halfway between the 2nd and 3rd evaluation
+    assert a == pytest.approx(0.6) and s == pytest.approx(15.0)
+    assert large_batch.at_equal_loss(steps, loss, acc, 0.6)[0] == pytest.approx(0.5 + 0.8 * 0.2)   # first crossing
+    assert large_batch.at_equal_loss(steps, loss, acc, 3.0) == (0.1, 0.0)
+    assert all(np.isnan(large_batch.at_equal_loss(steps, loss, acc, 0.1)))                 # never reached
+
+
+def test_equal_loss_gap_compares_at_the_level_both_reach():
+    small = ([0, 10, 20], [2.0, 1.0, 0.4], [0.1, 0.6, 0.8])
+    large = ([0, 5], [2.0, 1.0], [0.1, 0.5])                          # stops at loss 1.0: the small batch had 0.6 there
+    assert large_batch.equal_loss_accuracies(small, large) == pytest.approx((0.6, 0.5))
+    assert large_batch.equal_loss_gap(small, large) == pytest.approx(0.1)
+    assert large_batch.equal_loss_gap(large, small) == pytest.approx(-0.1)   # the level is the higher final loss
+    assert large_batch.equal_loss_gap(small, small) == pytest.approx(0.0)
+
+
+def test_window_and_stages():
+    t, v = large_batch.window([0, 10, 20, 50, 60, 100], [0, 1, 2, 3, 4, 5], 100, 0.1, 0.5)
+    assert list(t) == [10, 20, 50] and list(v) == [1, 2, 3]
+    stages = large_batch.stages(32, 256, 5)
+    assert stages["small batch, equal compute"] == {"batch_size": 32, "epochs": 40}
+    rows = large_batch.stage_table(4000, 0.03, stages, 32)
+    assert rows["small batch"]["updates"] == 625 and rows["large batch"]["updates"] == 75
+    assert rows["+ regime adaptation"]["updates"] == 625 and rows["+ regime adaptation"]["epochs"] == "40"
+    assert rows["small batch, equal compute"]["updates"] == 5000
+    assert float(rows["+ √ lr"]["learning rate"]) == pytest.approx(0.03 * 8 ** 0.5, rel=1e-5)
+
+
+def test_distance_fits_on_a_log_curve():
+    from tdlab.history import History
+
+    h = History(knobs=[{"steps": 1000}])
+    for t in range(0, 1001, 10):
+        h.log(t, "train", "weight_distance", 1.0 + 2.0 * np.log(t) if t else 0.0)
+        h.log(t, "train", "weight_step", 0.5 if t else 0.0)
+    f = large_batch.distance_fits(h, 0, 0.02, 0.5)
+    assert f.t[0] == 20 and f.t[-1] == 500
+    assert f.power.beta == pytest.approx(0.0, abs=1e-9) and f.log.r2 == pytest.approx(1.0) and f.root.r2 < f.log.r2
+    assert f.control.beta == pytest.approx(0.5, abs=0.01)          # equal uncorrelated steps: √t

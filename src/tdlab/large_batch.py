@@ -243,3 +243,163 @@ def gap_closed(small: float, large: float, fixed: float) -> float:
     """The fraction of the large-batch gap a fix closes: (acc_fixed − acc_large) / (acc_small − acc_large)."""
     gap = small - large
     return (fixed - large) / gap if gap else math.nan
+
+
+# ----------------------------------------------------------------- the chapter's setups and comparisons
+
+
+def mnist1d_recipe(base_batch: int = 32, width: int = 128, depth: int = 3, lr: float = 0.03,
+                   milestones: Sequence[float] = (0.5, 0.75), evaluations: int = 125,
+                   first_layer: Sequence[str] = ("net.1.weight",)) -> Recipe:
+    """The chapter's CPU setup: MNIST-1D (4000 training sequences of length 40), an MLP of ``depth``
+    hidden layers of ``width`` units, each Linear → ghost (or plain) batch norm → ReLU (the shape of the
+    paper's F1, narrower and shallower); SGD with momentum 0.9 and weight decay 10⁻⁴ (the official
+    code's defaults), η₀ = ``lr`` for the small batch ``base_batch``, ÷10 at ``milestones`` of the run;
+    ‖w_t − w_0‖ of ``first_layer`` monitored (the official code's ``step_dist_n0``)."""
+    from tdlab import data
+
+    ds = data.load("mnist1d")
+    return recipe(lambda: ds, ds.num_train, lambda g: BatchNormMLP(40, 10, width, depth, g), base_batch=base_batch,
+                  optimizer="sgd", momentum=0.9, weight_decay=1e-4, lr=lr, milestones=milestones,
+                  evaluations=evaluations, monitors=[weight_distance(list(first_layer))])
+
+
+def mnist_f1_recipe(base_batch: int = 128, lr: float = 0.1, milestones: Sequence[float] = (0.25, 0.5, 0.75),
+                    evaluations: int = 50, first_layer: Sequence[str] = ("net.1.weight",)) -> Recipe:
+    """The paper's F1 on MNIST (Keskar et al. 2017's network, ``models/mnist_f1.py`` of the official
+    code): 784 → 5 × [512, batch norm, ReLU] → 10, SGD momentum 0.9, weight decay 10⁻⁴, η₀ = 0.1 for
+    B₀ = 128, ÷10 at a quarter, half and three quarters of the run (the official regime: epochs 10, 20, 30
+    of 40)."""
+    from tdlab import data
+
+    return recipe(lambda: data.load("mnist"), 60_000, lambda g: BatchNormMLP(784, 10, 512, 5, g),
+                  base_batch=base_batch, optimizer="sgd", momentum=0.9, weight_decay=1e-4, lr=lr,
+                  milestones=milestones, evaluations=evaluations, monitors=[weight_distance(list(first_layer))])
+
+
+def stages(small: int, large: int, epochs: float) -> dict[str, dict]:
+    """The chapter's settings, each a dict of :func:`recipe` knobs: the small batch B₀ and the large batch
+    B for ``epochs`` epochs; then, cumulatively, √ lr, ghost batch norm (ghost batches of B₀) and regime
+    adaptation (the columns of the paper's Table 1); the large batch with √ lr and regime adaptation but
+    plain batch norm (the official ``main_normal.py --lr_bb_fix --regime_bb_fix``), which isolates ghost
+    batch norm where both fit the training set; and the small batch trained for the adapted epochs
+    (B / B₀ times as many: the computation of the adapted large batch, and its epochs)."""
+    return {"small batch": dict(batch_size=small, epochs=epochs),
+            "large batch": dict(batch_size=large, epochs=epochs),
+            "+ √ lr": dict(batch_size=large, sqrt_scaling=True, epochs=epochs),
+            "+ ghost BN": dict(batch_size=large, sqrt_scaling=True, ghost_batch=small, epochs=epochs),
+            "+ regime adaptation": dict(batch_size=large, sqrt_scaling=True, ghost_batch=small, regime_adaptation=True,
+                                        epochs=epochs),
+            "plain BN, adapted": dict(batch_size=large, sqrt_scaling=True, regime_adaptation=True, epochs=epochs),
+            "small batch, equal compute": dict(batch_size=small, epochs=epochs * large / small)}
+
+
+def stage_table(num_train: int, lr: float, settings: dict[str, dict], small: int) -> dict[str, dict]:
+    """Per setting: its batch, ghost batch, the learning rate the optimizer uses, its epochs and updates."""
+    rows = {}
+    for name, s in settings.items():
+        e = s["epochs"] * (s["batch_size"] / small if s.get("regime_adaptation") else 1)
+        rows[name] = {"batch": s["batch_size"], "ghost batch": s.get("ghost_batch") or "—",
+                      "learning rate": f"{sqrt_lr(lr, s['batch_size'], small) if s.get('sqrt_scaling') else lr:g}",
+                      "epochs": f"{e:g}",
+                      "updates": regime_steps(s["epochs"], num_train, s["batch_size"], small,
+                                              s.get("regime_adaptation", False))}
+    return rows
+
+
+def at_equal_loss(steps, train_loss, test_acc, level: float) -> tuple[float, float]:
+    """The test accuracy of a run at the moment its training loss first falls to ``level``, and that
+    step, each linearly interpolated between the two evaluations around the crossing; (NaN, NaN) if the
+    loss never gets there. The comparison *at equal training loss*: a large batch that generalizes worse
+    has a lower test accuracy than the small batch had at the same training loss."""
+    steps, loss, acc = (np.asarray(a, dtype=float) for a in (steps, train_loss, test_acc))
+    below = np.flatnonzero(loss <= level)
+    if not len(below):
+        return math.nan, math.nan
+    i = int(below[0])
+    if i == 0:
+        return float(acc[0]), float(steps[0])
+    f = (loss[i - 1] - level) / (loss[i - 1] - loss[i])
+    return float(acc[i - 1] + f * (acc[i] - acc[i - 1])), float(steps[i - 1] + f * (steps[i] - steps[i - 1]))
+
+
+def window(steps, values, total: int, start: float, stop: float) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluations of a curve at steps t with start·total ≤ t ≤ stop·total and t > 0 (fractions of a
+    run of ``total`` updates: the high-learning-rate phase is ``stop`` = the first milestone)."""
+    steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    keep = (steps >= start * total) & (steps <= stop * total) & (steps > 0)
+    return steps[keep], values[keep]
+
+
+@dataclass
+class DistanceFits:
+    """The fits of ‖w_t − w_0‖ over one window: a + b log t (the paper's law), a + b √t (ordinary
+    diffusion), the free power law, and the free power law of the uncorrelated control."""
+
+    t: np.ndarray
+    d: np.ndarray
+    log: Fit
+    root: Fit
+    power: PowerFit
+    control: PowerFit
+
+
+def distance_fits(history, member: int, start: float, stop: float) -> DistanceFits:
+    """The log, √t and free power-law fits of one run's ‖w_t − w_0‖ (the :func:`weight_distance` monitor)
+    over the window [start, stop] of its updates, and the free power law of the walk of the same steps in
+    uncorrelated directions (:func:`uncorrelated_distance`) over the same window."""
+    total = history.knobs[member]["steps"]
+    steps, distance = history.curve("train", "weight_distance", member)
+    _, step = history.curve("train", "weight_step", member)
+    t, d = window(steps, distance, total, start, stop)
+    tu, du = window(steps, uncorrelated_distance(step), total, start, stop)
+    return DistanceFits(t, d, log_fit(t, d), linear_fit(np.sqrt(t), d), power_fit(t, d), power_fit(tu, du))
+
+
+def panel_summary(history) -> dict:
+    """The widget panel's readout of one run: its updates, learning rate, final accuracies and ‖w_t − w_0‖."""
+    knobs = history.knobs[0]
+    return {"updates": knobs["steps"], "learning rate used": f"{knobs['step_lr']:g}",
+            "final train accuracy": history.final("train", "acc"), "final test accuracy": history.final("test", "acc"),
+            "final ‖w_t − w_0‖ (first layer)": f"{history.final('train', 'weight_distance'):.2f}"}
+
+
+def panel_plot(history):
+    """The widget panel's figure of one run: training and test accuracy, and ‖w_t − w_0‖ of the first layer,
+    against the update step (log axes)."""
+    import matplotlib.pyplot as plt
+
+    from tdlab.plots import COLORBLIND
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    for split, color in (("train", COLORBLIND[0]), ("test", COLORBLIND[1])):
+        steps, values = history.curve(split, "acc")
+        ax.plot(steps[1:], 100 * values[1:], color=color, label=split)
+    ax.set(xscale="log", xlabel="update step", ylabel="accuracy (%)")
+    ax.legend(fontsize=8)
+    steps, distance = history.curve("train", "weight_distance")
+    ax2.plot(steps[1:], distance[1:], color=COLORBLIND[2])
+    ax2.set(xscale="log", xlabel="update step", ylabel="‖w_t − w_0‖ (first layer)")
+    return fig
+
+
+def equal_loss_accuracies(small, large) -> tuple[float, float]:
+    """Two runs compared at equal training loss, each given as ``(steps, training loss, test accuracy)``:
+    at the training loss both reach (the higher of their final ones), the small batch's test accuracy
+    and the large batch's (:func:`at_equal_loss`)."""
+    level = max(float(np.asarray(small[1])[-1]), float(np.asarray(large[1])[-1]))
+    return at_equal_loss(*small, level)[0], at_equal_loss(*large, level)[0]
+
+
+def equal_loss_gap(small, large) -> float:
+    """The generalization gap at equal training loss (:func:`equal_loss_accuracies`): the small batch's
+    test accuracy minus the large batch's. Positive: the large batch generalizes worse at the same fit;
+    about 0: a gap in final test accuracy is one of fit (under-fitting)."""
+    a, b = equal_loss_accuracies(small, large)
+    return a - b
+
+
+def loss_curves(history, member: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, training loss, test accuracy)`` of one member of a History, for :func:`equal_loss_gap`."""
+    steps, loss = history.curve("train", "loss", member)
+    return steps, loss, history.curve("test", "acc", member)[1]
