@@ -340,8 +340,12 @@ def tail_moves(values: Sequence[float], points: int) -> dict[str, float]:
     noise floor against which a phase of ``points`` measurements is read."""
     check_range("points", points, 2)
     tail = np.asarray(values, dtype=float)[-points:]
-    return {"fall": float(max(tail[i] - tail[i:].min() for i in range(len(tail)))),
-            "rise": float(max(tail[i:].max() - tail[i] for i in range(len(tail))))}
+    return {"fall": float(_falls(tail).max()), "rise": float(_falls(-tail).max())}
+
+
+def _falls(values: np.ndarray) -> np.ndarray:
+    """For each measurement, how far the curve falls below it later: values[i] − min(values[i:])."""
+    return values - np.minimum.accumulate(values[::-1])[::-1]
 
 
 def change_after(steps: Sequence[int], values: Sequence[float], step: float) -> float:
@@ -364,7 +368,7 @@ def largest_fall(steps: Sequence[int], values: Sequence[float], until: float) ->
     window = values[steps <= until]
     if len(window) == 0:
         raise ValueError(f"no measurement at or before step {until}")
-    falls = [window[i] - window[i:].min() for i in range(len(window))]
+    falls = _falls(window)
     i = int(np.argmax(falls))
     return {"fall": float(falls[i]), "share": float(falls[i] / window[i]) if window[i] > 0 else math.nan}
 
