@@ -198,3 +198,30 @@ def test_decay_start_is_where_the_schedule_first_falls():
         falls = np.flatnonzero(np.diff(etas) < 0)
         first_fall = int(falls[0]) + 1 if len(falls) else steps      # η_{s+1} < η_s: the decay starts after step s
         assert al.decay_start({"steps": steps, **schedule.settings}) == first_fall, shape
+
+
+def test_law_panel_summary_scores_the_decay_from_decay_start():
+    """LawPanel on a tiny two-run sweep (constant and cosine, the fitted runs): its summary of a WSD run
+    gives the law's final loss and scores the window after decay_start, as computed here by hand."""
+    data = al.teacher_task(num_train=64, num_test=64, dim=8, hidden=16, classes=4, seed=0)
+    recipe = recipes.Recipe(data, lambda: models.MLP(8, 4, width=16, depth=1),
+                            dict(optimizer="adamw", lr=1e-2, batch_size=16, steps=40, eval_every=5,
+                                 batch_hook=al.TeacherStream(data, 0), progress=False))
+    schedule = dict(warmup=4, decay_fraction=0.5)
+    fitted = al.sweep(recipe, [{"shape": s, "seed": 1, "lr": 1e-2} for s in ("constant", "cosine")], **schedule)
+    panel = al.LawPanel(recipe, fitted, fit_on=["constant", "cosine"], seed=1, lam=0.9, start=10, schedule=schedule)
+    run = panel.run(schedule="wsd", lr=1e-2, decay_fraction=0.5)
+    assert run.knobs[0]["anneal_lambda"] == 0.9
+    after = al.decay_start(run.knobs[0])
+    assert after == 20                                        # 40 steps, the last half decays
+    summary = panel.summary(run)
+    law = al.fit_and_predict(fitted, 0.9, ["constant", "cosine"], 10, shapes=["constant", "cosine"])[0]
+    curve = al.curve_areas(run, 0, 0.9, start=10)
+    guess = law(curve[1], curve[2])
+    decay_r2, decay_error = al.window_scores(curve, guess, after=after)
+    assert summary["final loss, measured"] == f"{curve[3][-1]:.4f}"
+    assert summary["final loss, the law"] == f"{guess[-1]:.4f}"
+    assert summary[f"R² of the law after step {after} (the decay)"] == f"{decay_r2:.3f}"
+    assert summary["mean relative error there"] == f"{decay_error:.2%}"
+    constant = panel.summary(panel.tag(fitted.select(schedule="constant")))   # no decay: no decay scores
+    assert not any("the decay" in key for key in constant)

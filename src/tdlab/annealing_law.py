@@ -493,5 +493,5 @@ class LawPanel:
             s, s1, s2, _ = curve_areas(history, 0, lam, start=self.start)
             ax.plot(s, fitted(s1, s2), color=plots.COLORBLIND[1], linestyle="--", label="the law (fitted above)")
         ax.set(xlabel="training step", ylabel="cross-entropy", ylim=self.ylim)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
         return fig
