@@ -178,3 +178,60 @@ def test_phase_frame_labels_powers_of_two_and_blanks():
     frame = sgd_noise.phase_frame(values, [1.0, 4.0], [0.25, 0.5], blank={(4.0, 0.5): True})
     assert list(frame.index) == ["$2^{0}$", "$2^{2}$"] and list(frame.columns) == ["$2^{-2}$", "$2^{-1}$"]
     assert frame.iloc[0, 1] == 0.5 and math.isnan(frame.iloc[1, 1])
+
+
+def test_fitted_window_interior_optimum_and_error_departure():
+    temps = [2.0**k for k in range(-10, -4)]
+    errors = [0.05, 0.04, 0.02, 0.03, 0.04, 0.06]
+    assert sgd_noise.fitted_window(temps, [False, True, True, True, True, False]) == (2.0**-9, 2.0**-6)
+    assert all(math.isnan(v) for v in sgd_noise.fitted_window(temps, [False] * 6))
+    # the smoothed minimum at 2^-8 has both neighbours usable: interior
+    assert sgd_noise.interior_optimum(temps, errors, [True] * 6, smooth=False)
+    # the same row cut at 2^-8 (the hotter runs unusable): the optimum is the window's edge
+    assert not sgd_noise.interior_optimum(temps, errors, [True, True, True, False, False, False], smooth=False)
+    # falling to the hottest usable run: the edge, and the grid's end is never interior
+    assert not sgd_noise.interior_optimum(temps, [0.05, 0.04, 0.02, 0.01, 0.005, 0.001], [True] * 6)
+    assert not sgd_noise.interior_optimum(temps, [0.0] * 6, [False] * 6)
+    # the test error below T_c minus at T >= 4 T_c, by hand
+    assert sgd_noise.error_departure(errors, temps, 2.0**-8) == pytest.approx(
+        np.mean([0.05, 0.04]) - np.mean([0.04, 0.06]))
+    assert math.isnan(sgd_noise.error_departure(errors, temps, 2.0**-5))
+
+
+def test_lazy_arrays_against_the_history(monkeypatch):
+    class Grid:                      # a stand-in History: two seeds × one P × two temperatures, two evaluations each
+        knobs = [{"train_size": 8, "seed": s, "temperature": t} for s in (3, 4) for t in (0.1, 0.2)]
+        records = [{"member": m, "step": step, "split": split, "metric": metric, "value": base * (m + 1) * step}
+                   for step in (1, 2) for m in range(4)
+                   for split, metric, base in (("weights", "change", 0.005), ("test", "err", 0.05), ("train", "unfit", 0.0))]
+
+        def find(self, **k):
+            return next(i for i, kn in enumerate(self.knobs) if all(kn[a] == b for a, b in k.items()))
+
+    outputs = {0: torch.tensor([1.0, 1, -1]), 1: torch.tensor([1.0, -1, -1]), 2: torch.ones(3), 3: torch.ones(3)}
+    monkeypatch.setattr(sgd_noise, "centred_outputs", lambda grid, m, build, x: outputs[m])
+    out = sgd_noise.lazy_arrays(Grid(), [8], [3, 4], [0.1, 0.2], None, None)
+    assert out["weights"].shape == (2, 1, 2) and out["weights"][1, 0, 1] == pytest.approx(0.04)   # the final step's
+    assert out["errors"][0, 0, 1] == pytest.approx(0.2) and (out["unfit"] == 0).all()
+    assert np.allclose(out["moved"][:, 0], [[0, 1 / 3], [0, 0]])
+
+
+def test_the_figures_draw_every_curve_and_mark_the_unfitted_run():
+    import matplotlib
+    matplotlib.use("Agg")
+    temps, sizes, seeds = [2.0**-8, 2.0**-6, 2.0**-4], [64, 128], [0, 1]
+    rng = np.random.default_rng(0)
+    arrays = {"weights": rng.uniform(0.01, 0.1, (2, 2, 3)), "errors": rng.uniform(0.1, 0.2, (2, 2, 3)),
+              "moved": rng.uniform(0, 0.05, (2, 2, 3)), "unfit": np.zeros((2, 2, 3))}
+    arrays["unfit"][1, 0, 2] = 0.01
+    t_c = np.full((2, 2), 2.0**-6)
+    fig = sgd_noise.lazy_figure(arrays, sizes, temps, t_c, sgd_noise.power_law(sizes, t_c), 0.03, 2.0**15, seeds, 540,
+                                reordered=0.02)
+    marks = [line for line in fig.axes[2].lines if line.get_marker() == "x"]
+    assert len(marks) == 1 and np.allclose(marks[0].get_ydata(), [arrays["weights"][1, 0, 2]])
+    assert any(line.get_marker() == "D" for line in fig.axes[0].lines)
+    alphas = [2.0**-6, 1.0]
+    error = {(a, t): 0.1 for a in alphas for t in temps}
+    fig = sgd_noise.optimum_figure(error, {a: [True, True, False] for a in alphas}, alphas, temps,
+                                   np.array([2.0**-8, 2.0**-6]), np.array([2.0**-6, 2.0**-6]), 0.33, 0.0, "t")
+    assert len(fig.axes[0].lines) >= 4 and len(fig.axes[0].lines[0].get_xdata()) == 2   # the usable runs only

@@ -334,8 +334,8 @@ def centred_outputs(history, member: int, build: Callable[[], nn.Module], x: tor
 
 
 def crossover_temperature(temperatures: Sequence[float], values: Sequence[float], level: float) -> float:
-    """T_c: the temperature at which ``values`` (a change against the coldest run, 0 there) first reaches
-    ``level``, interpolated linearly in (log T, value) between the two grid points around the crossing;
+    """T_c: the temperature at which ``values`` (a quantity that grows with T, such as the relative weight
+    change ‖w − w₀‖/‖w₀‖ the chapter passes) first reaches ``level``, interpolated linearly in (log T, value) between the two grid points around the crossing;
     ``inf`` if it never does within the grid, the lowest T if it already does there."""
     t = np.asarray(temperatures, dtype=float)
     v = np.asarray(values, dtype=float)
@@ -418,7 +418,8 @@ def predicted_signs(history, build: Callable[[], nn.Module], x: torch.Tensor) ->
 
 def departure(signs: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
     """The fraction of inputs that each row of ``signs`` (E, N) classifies differently from ``reference``
-    (N,): how far a trained function has moved from the reference run's (0: the same classifier)."""
+    (N,), or from the same row of ``reference`` (E, N): how far a trained function has moved from the
+    reference run's (0: the same classifier)."""
     return (signs != reference).float().mean(-1).cpu().numpy()
 
 
@@ -438,6 +439,56 @@ def optimum_temperature(temperatures: Sequence[float], errors: Sequence[float],
                       else math.nan for i in range(len(e))])
     index = np.nonzero(keep)[0]
     return float(t[index[np.argmin(e[index])]])
+
+
+def fitted_window(temperatures: Sequence[float], usable: Sequence[bool]) -> tuple[float, float]:
+    """The coldest and the hottest temperature of a row whose run is ``usable`` (fitted, not diverged): the
+    window inside which :func:`optimum_temperature` can put T_opt; (NaN, NaN) if none is."""
+    t = np.asarray(temperatures, dtype=float)[np.asarray(usable, bool)]
+    return (float(t.min()), float(t.max())) if len(t) else (math.nan, math.nan)
+
+
+def interior_optimum(temperatures: Sequence[float], errors: Sequence[float], usable: Sequence[bool],
+                     smooth: bool = True) -> bool:
+    """Whether a row's T_opt (:func:`optimum_temperature`) is an interior minimum: both of its neighbours on
+    the sorted grid are usable runs, so the error rises on both sides, rather than the optimum being the
+    edge of the fitted window (where the error may still fall until training breaks)."""
+    t = np.sort(np.asarray(temperatures, dtype=float))
+    ok = np.asarray(usable, bool)[np.argsort(np.asarray(temperatures, dtype=float))]
+    best = optimum_temperature(temperatures, errors, usable, smooth)
+    if not math.isfinite(best):
+        return False
+    i = int(np.nonzero(t == best)[0][0])
+    return 0 < i < len(t) - 1 and bool(ok[i - 1]) and bool(ok[i + 1])
+
+
+def error_departure(errors: Sequence[float], temperatures: Sequence[float], t_c: float) -> float:
+    """The test error's departure at T_c: the mean of ``errors`` (one per temperature, e.g. a seed mean)
+    below ``t_c`` minus their mean at T ≥ 4 T_c (positive: the error falls once the noise matters); NaN if
+    either region is empty."""
+    t, e = np.asarray(temperatures, dtype=float), np.asarray(errors, dtype=float)
+    below, above = e[t < t_c], e[t >= 4 * t_c]
+    return float(below.mean() - above.mean()) if len(below) and len(above) else math.nan
+
+
+def lazy_arrays(grid, sizes: Sequence[int], seeds: Sequence[int], temperatures: Sequence[float],
+                build: Callable[[], nn.Module], x_test: torch.Tensor) -> dict:
+    """The lazy sweep's final measurements as arrays indexed [seed, P, T]: ``weights`` (‖w − w₀‖/‖w₀‖),
+    ``errors`` (test error), ``unfit`` (fraction of training points with y αF < 1 at the end) and ``moved``
+    (:func:`departure` of each temperature's classifier from the coldest one's, same seed and P)."""
+    last = {(r["member"], r["split"], r["metric"]): r["value"] for r in grid.records}   # one pass: the final values
+
+    def final(split, metric):
+        return np.array([[[last[grid.find(train_size=p, seed=s, temperature=t), split, metric]
+                           for t in temperatures] for p in sizes] for s in seeds])
+
+    def moved(p, s):
+        order = [grid.find(train_size=p, seed=s, temperature=t) for t in temperatures]
+        signs = torch.stack([torch.sign(centred_outputs(grid, m, build, x_test)) for m in order])
+        return departure(signs, signs[0])
+
+    return {"weights": final("weights", "change"), "errors": final("test", "err"),
+            "unfit": final("train", "unfit"), "moved": np.array([[moved(p, s) for p in sizes] for s in seeds])}
 
 
 # ----------------------------------------------------------------- the chapter's figures and panel
@@ -462,8 +513,8 @@ def phase_frame(values: dict, alphas: Sequence[float], temperatures: Sequence[fl
 
 def phase_figure(error: dict, change: dict, state: dict, alphas, temperatures, title: str):
     """The (α, T) phase diagram as two heatmaps: the test error (%) and log₁₀ of the relative weight change,
-    each cell's value written in it with "not fitted" under it where the run did not fit; diverged cells
-    blank. ``state`` maps (α, T) to :func:`status`."""
+    each cell's value (the weight change as its log₁₀) written in it with "n.f." (not fitted) under it where
+    the run did not fit; diverged cells blank, marked "div.". ``state`` maps (α, T) to :func:`status`."""
     import matplotlib.pyplot as plt
 
     from tdlab import plots
@@ -471,17 +522,93 @@ def phase_figure(error: dict, change: dict, state: dict, alphas, temperatures, t
     diverged = {k: s == "diverged" for k, s in state.items()}
 
     def text(values, show):
-        labels = {k: show(v) + ("\nnot fitted" if state[k] == "not fitted" else "") for k, v in values.items()}
+        labels = {k: show(v) + ("\nn.f." if state[k] == "not fitted" else "") for k, v in values.items()}
         return phase_frame(labels, alphas, temperatures, str, diverged).fillna("")
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
     plots.heatmap(phase_frame(error, alphas, temperatures, lambda e: 100 * e, diverged), ax=axes[0],
                   labels=text(error, lambda e: f"{100 * e:.1f}"), cmap="viridis", colorbar="test error (%)",
-                  blank="diverged", fontsize=8, title="test error after training")
+                  blank="div.", fontsize=9, title="test error after training (%)")
     plots.heatmap(phase_frame(change, alphas, temperatures, np.log10, diverged), ax=axes[1],
-                  labels=text(change, lambda c: f"{c:.0e}"), cmap="magma", vmin=-4, vmax=1, blank="diverged",
-                  colorbar=r"$\log_{10}\,\|w - w_0\| / \|w_0\|$", fontsize=8, title="relative weight change")
+                  labels=text(change, lambda c: f"{np.log10(c):.1f}"), cmap="magma", vmin=-4, vmax=1, blank="div.",
+                  colorbar=r"$\log_{10}\,\|w - w_0\| / \|w_0\|$", fontsize=9,
+                  title=r"relative weight change ($\log_{10}$ in the cells)")
     fig.suptitle(title, fontweight="bold")
+    return fig
+
+
+def optimum_figure(error: dict, usable: dict, alphas, temperatures, t_opt, edge, k: float, k_edge: float, title: str):
+    """The feature-learning side: left, each row's test error (%) against T over its usable runs (``usable``
+    maps α to one bool per temperature), dotted at its T_opt; right, T_opt and the fitted window's hot edge
+    against α on log–log axes with their slopes ``k`` and ``k_edge``, and the paper's k = 1/2 through the
+    first T_opt (for D = 3 hidden layers)."""
+    import matplotlib.pyplot as plt
+
+    from tdlab import plots
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    for i, a in enumerate(alphas):
+        ts = [t for t, u in zip(temperatures, usable[a]) if u]
+        axes[0].plot(ts, [100 * error[a, t] for t in ts], "o-", color=plots.COLORBLIND[i], label=f"α = {power_of_two(a)}")
+        axes[0].axvline(t_opt[i], color=plots.COLORBLIND[i], ls=":", lw=1.2)
+    axes[0].set(xscale="log", xlabel="temperature T", ylabel="test error (%)",
+                title=f"{title}\n(dotted: $T_{{opt}}$, the minimum after neighbour averaging)")
+    axes[1].plot(alphas, t_opt, "o-", color="k", label=f"$T_{{opt}}$: log–log slope k = {k:.2f}")
+    axes[1].plot(alphas, edge, "s--", color="0.55", label=f"edge: the hottest T that still fits (slope {k_edge:.2f})")
+    axes[1].plot(alphas, t_opt[0] * (np.asarray(alphas) / alphas[0]) ** 0.5, color=plots.COLORBLIND[3], lw=1,
+                 label="the paper's k = (D − 1)/(D + 1) = 1/2")
+    axes[1].set(xscale="log", yscale="log", xlabel="output scale α", ylabel="temperature T",
+                title="the optimum temperature against α")
+    for ax in axes:
+        plots.legend_below(ax, columns=2)
+    return fig
+
+
+def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLaw, level: float, alpha: float,
+                seeds, images: int, reordered: float | None = None):
+    """The lazy sweep (``arrays`` of :func:`lazy_arrays`): top, the test images classified differently from
+    the coldest run (with ``reordered``, the mean disagreement of two batch orders at the coldest T and the
+    largest P) and the test error, seed mean ± std, dotted at each P's T_c (geometric mean of ``t_c`` [seed,
+    P]); bottom left, the weight change (mean, band lowest to highest, × a run not fitted) and the level;
+    bottom right, T_c per seed against P with the power-law ``fit``."""
+    import matplotlib.pyplot as plt
+
+    from tdlab import plots
+
+    weights, temps = arrays["weights"], np.asarray(temperatures, dtype=float)
+    colors = dict(zip(sizes, plt.cm.viridis(np.linspace(0.05, 0.85, len(sizes)))))
+    tc_mean = np.exp(np.log(t_c).mean(axis=0))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
+    for j, p in enumerate(sizes):
+        for ax, values in ((axes[0, 0], 100 * arrays["moved"][:, j]), (axes[0, 1], 100 * arrays["errors"][:, j])):
+            ax.errorbar(temps, values.mean(0), yerr=values.std(0), fmt="o-", color=colors[p], capsize=2, label=f"P = {p}")
+            ax.axvline(tc_mean[j], color=colors[p], ls=":", lw=1.2)
+        axes[1, 0].plot(temps, weights[:, j].mean(0), "o-", color=colors[p], label=f"P = {p}")
+        axes[1, 0].fill_between(temps, weights[:, j].min(0), weights[:, j].max(0), color=colors[p], alpha=0.2, linewidth=0)
+    late = np.nonzero(arrays["unfit"] > 0)
+    if len(late[0]):
+        axes[1, 0].plot(temps[late[2]], weights[late], "x", color="k", ms=9, mew=1.5, ls="none", label="a run not fitted")
+    if reordered is not None:
+        axes[0, 0].plot([temps[0]], [100 * reordered], "D", color="k", ms=8, ls="none",
+                        label=f"P = {sizes[-1]}: two batch orders, same T")
+    axes[0, 0].axhline(100 / images, color="0.4", ls="--", lw=1, label="one test image")
+    axes[0, 0].set(xscale="log", xlabel="temperature T", ylabel="test images classified differently (%)",
+                   title="the trained model against the coldest run's\n(seed mean ± std; dotted: the weight-change $T_c$)")
+    axes[0, 1].set(xscale="log", xlabel="temperature T", ylabel="test error (%)",
+                   title="test error (seed mean ± std; dotted: $T_c$)")
+    axes[1, 0].axhline(level, color="k", ls="--", lw=1, label=f"level {level:.0%} (defines $T_c$)")
+    axes[1, 0].set(xscale="log", yscale="log", xlabel="temperature T", ylabel=r"$\|w - w_0\| / \|w_0\|$",
+                   title=f"weight change at the end (α = {power_of_two(alpha)})\nmean of {len(seeds)} seeds, band: lowest to highest")
+    for i, s in enumerate(seeds):
+        axes[1, 1].plot(sizes, t_c[i], "o", color=plots.COLORBLIND[i], alpha=0.8, label=f"seed {s}")
+    grid_p = np.geomspace(sizes[0], sizes[-1], 50)
+    axes[1, 1].plot(grid_p, fit(grid_p), "k-", lw=1.5, label=f"fit: slope {fit.slope:.2f} ± {fit.spread:.2f}")
+    axes[1, 1].set(xscale="log", yscale="log", xlabel="training-set size P", ylabel="$T_c$",
+                   title="the weight-change $T_c$ against P")
+    axes[1, 1].set_xticks(sizes, [str(p) for p in sizes])
+    axes[1, 1].xaxis.set_minor_locator(plt.NullLocator())
+    for ax in axes.flat:
+        plots.legend_below(ax, columns=3)
     return fig
 
 
