@@ -339,3 +339,61 @@ def test_relative_share_of_the_margin_map_ignores_temperature():
     assert shares[0.2] == shares[1.0] == shares[5.0]
     cold, hot = (augment.occlusion_map(_Linear(t), x, y, size=1, score="margin") for t in (0.5, 1.0))
     torch.testing.assert_close(cold, 2 * hot)
+
+
+# ----------------------------------------------------------------- one hook per member
+
+
+def _mixing_recipe(model):
+    from tdlab import recipes
+    clean = data.digits().subset(200)
+    if model == "mlp":
+        clean = clean.replace(x_train=clean.x_train.flatten(1), x_test=clean.x_test.flatten(1))
+        make = lambda: models.MLP(64, 10, width=32, depth=1)  # noqa: E731
+    else:
+        make = lambda: models.CNN2d(1, 10, channels=4, image_size=8)  # noqa: E731
+
+    @recipes.per_member
+    def mixing(mixup_alpha=1.0, mixup_stop_after=40):
+        return {"batch_hook": augment.mixup(mixup_alpha, 10, stop_after=mixup_stop_after, seed=3)}
+
+    return recipes.Recipe(clean, make, dict(loss="soft_ce", lr=3e-3, batch_size=50, steps=40, eval_every=10,
+                                            progress=False, seed=0), (mixing,))
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_per_member_hooks_train_each_member_as_it_would_alone(model):
+    """ERM, mixup, early-stopped mixup and mixup at another seed in one engine call: every member's
+    curve is the curve of its own run (the MLP's stacked products, the CNN's vmap), and each
+    member's knobs name its own hook."""
+    recipe = _mixing_recipe(model)
+    members = [{"mixup_alpha": 0.0}, {}, {"mixup_stop_after": 20}, {"seed": 1}]
+    together = recipe.sweep(members)
+    assert len(together.knobs) == 4
+    for m, member in enumerate(members):
+        alone = recipe.sweep([member])
+        for split in ("test", "train"):
+            np.testing.assert_allclose(together.curve(split, "loss", m)[1], alone.curve(split, "loss")[1],
+                                       rtol=2e-4, atol=1e-6)
+        assert together.knobs[m]["mixup_alpha"] == alone.knobs[0]["mixup_alpha"]
+        assert together.knobs[m]["mixup_stop_after"] == alone.knobs[0]["mixup_stop_after"]
+        assert together.knobs[m]["seed"] == alone.knobs[0]["seed"]
+
+
+def test_per_member_hooks_stack_inputs_and_make_every_target_soft_when_one_is():
+    batch = _batch((6, 5), classes=4)
+    batch.y = batch.y.expand(3, -1)
+    hook = augment.per_member([None, augment.mixup(1.0, 4, seed=0), augment.mixup(1.0, 4, seed=0, stop_after=0)])
+    out = hook(batch)
+    assert out.per_member and out.x.shape == (3, 6, 5) and out.y.shape == (3, 6, 4)
+    assert torch.equal(out.x[0], batch.x) and torch.equal(out.x[2], batch.x)
+    torch.testing.assert_close(out.y[0], torch.nn.functional.one_hot(batch.y[0], 4).to(out.y.dtype))
+    alone = augment.mixup(1.0, 4, seed=0)(_batch((6, 5), classes=4))
+    torch.testing.assert_close(out.x[1], alone.x)
+    # no member changes its batch: the batch comes back as it was
+    plain = augment.per_member([None, augment.mixup(0.0, 4)])
+    two = _batch((6, 5), classes=4)
+    two.y = two.y.expand(2, -1)
+    assert plain(two) is two
+    with pytest.raises(ValueError, match="2 hooks for a batch of 3"):
+        augment.per_member([None, None])(batch)

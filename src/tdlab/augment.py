@@ -9,6 +9,8 @@
   switch-off step (early-stopped mixup) and a label coefficient λ' = g(λ).
 - :func:`cutout` — one zeroed square per image.
 - :func:`compose` — several hooks in a row (crop and flip, then mix).
+- :func:`per_member` — one hook per member of a stacked sweep (ERM, mixup and early-stopped
+  mixup trained together), their batches stacked member by member.
 
 Every hook carries its ``settings`` (names prefixed by the hook: ``mixup_alpha``,
 ``cutmix_prob``, ...), which the training loop records in the run's History; a hook
@@ -301,6 +303,53 @@ def compose(*hooks):
         return batch
 
     hook.settings = {k: v for h in chain for k, v in (getattr(h, "settings", None) or {}).items()}
+    return hook
+
+
+def per_member(hooks: list, settings: list[dict] | None = None):
+    """One batch hook for E members trained together, member m's batch made by ``hooks[m]``.
+
+    Each hook sees the shared batch with member m's targets (1, B) and returns its own; the inputs
+    are stacked to (E, B, ...) (``Batch.per_member``; the engine then runs member m on its own
+    inputs), the targets to (E, B), or to soft targets (E, B, C) when any member's are soft (the
+    others' as one-hot rows). A step on which every hook returns the shared inputs and integer
+    targets unchanged returns the batch as it came. ``None`` entries leave their member's batch
+    as it is. What :class:`tdlab.recipes.Recipe` builds for a derivation marked
+    :func:`tdlab.recipes.per_member`: each member then mixes exactly as it would trained alone (its
+    own hook, its own draws) and the members share one engine call instead of one each.
+
+    ``settings`` (one dict per member) join each hook's own ``settings`` in its member's knobs.
+    """
+    settings = settings or [{} for _ in hooks]
+    if len(settings) != len(hooks):
+        raise ValueError(f"{len(hooks)} hooks but settings for {len(settings)} members")
+    member_settings = [{**(getattr(h, "settings", None) or {}), **extra} for h, extra in zip(hooks, settings)]
+
+    def hook(batch):
+        if batch.per_member:
+            raise ValueError("per_member hooks take a shared batch (inputs (B, ...)), not one already per member")
+        if batch.y.shape[0] != len(hooks):
+            raise ValueError(f"{len(hooks)} hooks for a batch of {batch.y.shape[0]} members")
+        outs = []
+        for m, h in enumerate(hooks):
+            own = dataclasses.replace(batch, y=batch.y[m:m + 1])
+            outs.append(own if h is None else h(own))
+        if all(o.x is batch.x and not o.y.is_floating_point() for o in outs):
+            return batch                                   # no member changed its batch this step
+        soft = [o.y for o in outs if o.y.is_floating_point()]
+        classes = soft[0].shape[-1] if soft else None
+        y = torch.cat([soft_labels(o.y, classes, soft[0].dtype) if soft else o.y for o in outs])
+        return dataclasses.replace(batch, x=torch.stack([o.x for o in outs]), y=y, per_member=True)
+
+    def member(index: int):
+        """Member ``index``'s own hook, its knobs its ``settings`` (members trained one at a time)."""
+        own = hooks[index] if hooks[index] is not None else (lambda batch: batch)
+        own.settings = member_settings[index]
+        return own
+
+    hook.settings = {}
+    hook.member_settings = member_settings
+    hook.member = member
     return hook
 
 

@@ -29,6 +29,7 @@ is marked diverged and frozen (its updates are zeroed) while the others go on.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -55,12 +56,17 @@ SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
 
 @dataclass
 class Batch:
-    """What a ``batch_hook`` receives and returns: inputs, targets (E, B), dataset indices, step."""
+    """What a ``batch_hook`` receives and returns: inputs, targets (E, B), dataset indices, step.
+
+    ``x`` is shared by the members, (B, ...), unless ``per_member`` is set: then it is (E, B, ...),
+    one batch of inputs per member (what :func:`tdlab.augment.per_member` returns when members
+    mix their batches differently)."""
 
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor
     step: int
+    per_member: bool = False
 
 
 @dataclass
@@ -239,8 +245,13 @@ class Stacked:
         self.models, self.count, self.hyper = models, len(models), hyper
         self.flat, self.params, self.buffers = stack(models)
         self.base = models[0]
+        each = torch.vmap(lambda p, b, x: functional_call(self.base, (p, b), (x,)),
+                          in_dims=(0, 0, 0), randomness="different")      # inputs (E, B, ...): one batch each
+        self._forward_each = lambda x: each(self.params, self.buffers, x)
         if has_stacked_forward(self.base):     # batched matrix products: measured faster than vmap
             self._forward = lambda x: self.base.forward_stacked(self.params, x)
+            if "per_member" in inspect.signature(self.base.forward_stacked).parameters:
+                self._forward_each = lambda x: self.base.forward_stacked(self.params, x, per_member=True)
         else:
             call = torch.vmap(lambda p, b, x: functional_call(self.base, (p, b), (x,)),
                               in_dims=(0, 0, None), randomness="different")
@@ -250,8 +261,9 @@ class Stacked:
         self.layout = flat_layout([(name, tuple(p.shape[1:])) for name, p in self.params.items()])
         self.grad: torch.Tensor | None = None                      # the last step's (E, P) gradient
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward(x)                                    # (E, B, C)
+    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """Logits (E, B, C) of inputs shared (B, ...) or, with ``per_member``, one batch per member (E, B, ...)."""
+        return self._forward_each(x) if per_member else self._forward(x)
 
     def step(self, losses: torch.Tensor, factor: float, active: torch.Tensor | None) -> None:
         grads = torch.autograd.grad(losses.sum(), self.leaves, allow_unused=True)
@@ -296,8 +308,8 @@ class Single:
             self.base_lrs = [group["lr"] for group in self.torch_optimizer.param_groups]
         self.grad: torch.Tensor | None = None                      # the last step's (1, P) gradient (flat buffer only)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).unsqueeze(0)                          # (1, B, C)
+    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        return self.model(x[0] if per_member else x).unsqueeze(0)  # (1, B, C)
 
     def step(self, losses: torch.Tensor, factor: float, active: torch.Tensor | None) -> None:
         if self.torch_optimizer is None:
@@ -351,7 +363,8 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
       ``with_label_noise(data, noise, noise_rate, noise_seed)``; ``data`` must then hold clean labels. ``None`` trains on ``data`` as it is.
     - ``batch_size=None`` trains full batch; ``schedule_name``: see :func:`schedule`.
     - ``batch_hook(Batch) -> Batch`` may change inputs/targets per step (mixup, CutMix, ...);
-      its ``settings`` attribute, if any, is recorded in the knobs.
+      its ``settings`` attribute, if any, is recorded in the knobs, and its ``member_settings``
+      (one dict per member: :func:`tdlab.augment.per_member`), if any, in each member's knobs.
     - ``step_hook(StepState)`` is called after every optimizer step with the flat parameters, the
       step's gradient and the optimizer (sparse masks: :mod:`tdlab.sparsity`); named optimizers
       only. Its ``settings`` attribute, if any, is recorded in the knobs, and its
@@ -407,13 +420,13 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
         return _loop(models, settings, stacked=True, description=description, **common)
     if len(settings) == 1:
         return _loop(models, settings, stacked=False, description=description, **common)
-    if getattr(step_hook, "member_settings", None) is not None:    # one member at a time: each its own hook
-        hooks = [step_hook.member(i) for i in range(len(settings))]
-    else:
-        hooks = [step_hook] * len(settings)
+    # one member at a time: a hook with settings per member gives each member its own
+    hooks = {name: [hook.member(i) for i in range(len(settings))]
+             if getattr(hook, "member_settings", None) is not None else [hook] * len(settings)
+             for name, hook in (("step_hook", step_hook), ("batch_hook", batch_hook))}
     return concat([_loop([m], [s], stacked=False, description=f"{description} ({i + 1}/{len(settings)})",
-                         **{**common, "step_hook": hook})
-                   for i, (m, s, hook) in enumerate(zip(models, settings, hooks))])
+                         **{**common, "step_hook": hooks["step_hook"][i], "batch_hook": hooks["batch_hook"][i]})
+                   for i, (m, s) in enumerate(zip(models, settings))])
 
 
 def _build(model, settings: dict, device) -> nn.Module:
@@ -480,10 +493,11 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
                                     data_seed, schedule_name) for s in settings])
     if step_hook is not None:
         history.knobs = [{**k, **(getattr(step_hook, "settings", {}) or {})} for k in history.knobs]
-        per_member = getattr(step_hook, "member_settings", None)
+    for name, hook in (("batch_hook", batch_hook), ("step_hook", step_hook)):
+        per_member = getattr(hook, "member_settings", None)
         if per_member is not None:
             if len(per_member) != count:
-                raise ValueError(f"the step_hook has settings for {len(per_member)} members, the run has {count}")
+                raise ValueError(f"the {name} has settings for {len(per_member)} members, the run has {count}")
             history.knobs = [{**k, **m} for k, m in zip(history.knobs, per_member)]
     if sequence:
         y_train = y_train.reshape(y_train.shape[0], -1)            # (N, T) per window; rows picked below
@@ -523,7 +537,7 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
         if batch_hook is not None:
             batch = batch_hook(batch)
         loss_fn.at_step(step, steps, epoch_length)                        # training progress (PS-KD's α_t)
-        losses = loss_fn(tokens(stepper.forward(batch.x)), batch.y, batch.index)   # (E,)
+        losses = loss_fn(tokens(stepper.forward(batch.x, batch.per_member)), batch.y, batch.index)   # (E,)
         if not (all_active and bool(torch.isfinite(losses).all())):   # one check per step when all is well
             finite = torch.isfinite(losses)
             for member in torch.nonzero(active & ~finite).flatten().tolist():

@@ -72,8 +72,10 @@ class MLP(nn.Module):
     def forward(self, x):
         return self.net(x)
 
-    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """E MLPs of this shape at once: ``params[name]`` stacked to ``(E, ...)``, ``x`` shared → ``(E, B, C)``.
+    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor,
+                        per_member: bool = False) -> torch.Tensor:
+        """E MLPs of this shape at once: ``params[name]`` stacked to ``(E, ...)``, ``x`` shared (B, ...) or,
+        with ``per_member``, one batch per member (E, B, ...) → ``(E, B, C)``.
 
         Each layer is one batched matrix product for all members, computed feature-major,
         hᵀ ← b + W hᵀ (``baddbmm``), so that the gradient of every W comes out in W's own
@@ -82,7 +84,8 @@ class MLP(nn.Module):
         ``vmap(functional_call)``, whose batched outputs come out strided.
         """
         members = next(iter(params.values())).shape[0]
-        h = x.flatten(1).t().expand(members, -1, -1)              # (E, features, B)
+        h = (x.flatten(2).transpose(1, 2) if per_member            # (E, features, B)
+             else x.flatten(1).t().expand(members, -1, -1))
         for index, layer in enumerate(self.net):
             if isinstance(layer, nn.Flatten):
                 continue

@@ -25,7 +25,7 @@ from typing import Callable
 from torch import nn
 
 from tdlab import data as datasets
-from tdlab import kernels, models
+from tdlab import augment, kernels, models
 from tdlab.config import env_scale
 from tdlab.data import Dataset
 from tdlab.engine import KNOBS, run
@@ -48,6 +48,9 @@ class Recipe:
       ``loss``, ``noise_rate``, ...), plus ``seed``, the default member seed.
     - ``derive``: functions ``f(knob=default, ...) -> {engine setting: value}``; a knob named in
       a derivation's signature goes to it (and, if it is also an engine setting, to the engine).
+      Members whose derivation knobs differ train in separate engine calls, except for a
+      derivation marked :func:`per_member` (one that makes only a ``batch_hook``): members that
+      differ only in its knobs train in one call, each with its own hook.
     """
 
     data: Dataset | Callable[[], Dataset]
@@ -107,13 +110,15 @@ class Recipe:
         unknown -= self.knob_names()
         if unknown:
             raise ValueError(f"unknown knob {sorted(unknown)[0]!r}; this recipe takes {sorted(self.knob_names())}")
-        derived = {p for f in self._derivations() for p in _parameters(f)}
+        derived = {p for f in self._derivations() if not _is_per_member(f) for p in _parameters(f)}
+        hook_knobs = {p for f in self.derive if _is_per_member(f) for p in _parameters(f)} - derived
         groups: dict[tuple, list[int]] = {}
         resolved = []
         for index, member in enumerate(members):
             full = {**self.settings, **knobs, **member}
-            # what a derivation reads must be the same for all members of one engine call
-            per_member = (set(KNOBS) | set(self._loss_hyperparameters(full))) - derived
+            # what a derivation reads must be the same for all members of one engine call (a
+            # per_member derivation's knobs excepted: each member gets its own hook)
+            per_member = ((set(KNOBS) | set(self._loss_hyperparameters(full))) - derived) | hook_knobs
             shared = {k: v for k, v in full.items() if k not in per_member}
             resolved.append((full, per_member, shared))
             groups.setdefault(_key(shared), []).append(index)
@@ -144,8 +149,13 @@ class Recipe:
         loss_names = set(self._loss_names(shared))
         settings = {k: v for k, v in shared.items() if k in ENGINE_SETTINGS or k == "seed" or k in loss_names}
         tags = {k: v for k, v in shared.items() if k not in settings}
+        hook_knobs = set()
         for derivation in self.derive:
             names = _parameters(derivation)
+            if _is_per_member(derivation):
+                hook_knobs |= set(names)
+                self._member_hooks(derivation, fulls, settings, tags)
+                continue
             bound = inspect.signature(derivation).bind(**{k: v for k, v in shared.items() if k in names})
             bound.apply_defaults()
             tags.update(bound.arguments)           # the History records the knobs as the chapter names them
@@ -162,10 +172,49 @@ class Recipe:
                 tags.setdefault(name, parameter.default)
         data = self._data(shared)
         seed = settings.pop("seed", 0)
-        members = [{k: v for k, v in full.items() if k in per_member} for full in fulls]
+        members = [{k: v for k, v in full.items() if k in per_member - hook_knobs} for full in fulls]
         members = [{"seed": seed, **m} for m in members]
         tags.update(settings.pop("tags", {}) or {})
         return run(self.model, data, members, tags=tags, **settings)
+
+
+    @staticmethod
+    def _member_hooks(derivation: Callable, fulls: list[dict], settings: dict, tags: dict) -> None:
+        """The batch hook of a per_member derivation for one engine call: the derivation's hook where
+        every member has the same knobs (recorded as tags), else one hook per member
+        (:func:`tdlab.augment.per_member`, each member's knobs in its own History entry)."""
+        signature, names = inspect.signature(derivation), _parameters(derivation)
+        arguments = []
+        for full in fulls:
+            bound = signature.bind(**{k: v for k, v in full.items() if k in names})
+            bound.apply_defaults()
+            arguments.append(dict(bound.arguments))
+        if all(_key(a) == _key(arguments[0]) for a in arguments):
+            made = [derivation(**arguments[0])]
+            tags.update(arguments[0])
+        else:
+            made = [derivation(**a) for a in arguments]
+        if any(set(m) != {"batch_hook"} for m in made):
+            raise ValueError(f"a per_member derivation must return only a batch_hook; {derivation.__name__} returned "
+                             f"{sorted(made[0])}")
+        if "batch_hook" in settings:
+            raise ValueError("two derivations make a batch_hook; compose them in one")
+        settings["batch_hook"] = (made[0]["batch_hook"] if len(made) == 1
+                                  else augment.per_member([m["batch_hook"] for m in made], arguments))
+
+
+def per_member(derivation: Callable[..., dict]) -> Callable[..., dict]:
+    """Mark a derivation that makes only a ``batch_hook`` (mixup on or off, its switch-off step, ...)
+    as one whose knobs may differ between the members of one engine call: ERM, mixup and
+    early-stopped mixup then train together, each member with its own hook
+    (:func:`tdlab.augment.per_member`), instead of one engine call each. Every member's batches
+    are what its hook alone would make."""
+    derivation.per_member = True
+    return derivation
+
+
+def _is_per_member(function: Callable) -> bool:
+    return bool(getattr(function, "per_member", False))
 
 
 def _parameters(function: Callable) -> tuple[str, ...]:
