@@ -78,7 +78,6 @@ def test_log_fit_recovers_a_known_curve():
     line = large_batch.linear_fit(x, np.array([1.0, 2, 2, 4]))
     slope, intercept = np.polyfit(x, [1.0, 2, 2, 4], 1)
     assert line.slope == pytest.approx(slope) and line.intercept == pytest.approx(intercept)
-    assert large_batch.gap_closed(0.8, 0.6, 0.7) == pytest.approx(0.5)
 
 
 def test_power_fit_finds_the_exponent():
@@ -141,12 +140,14 @@ def test_equal_loss_gap_compares_at_the_level_both_reach():
 def test_window_and_stages():
     t, v = large_batch.window([0, 10, 20, 50, 60, 100], [0, 1, 2, 3, 4, 5], 100, 0.1, 0.5)
     assert list(t) == [10, 20, 50] and list(v) == [1, 2, 3]
-    stages = large_batch.stages(32, 256, 5)
-    assert stages["small batch, equal compute"] == {"batch_size": 32, "epochs": 40}
+    stages = large_batch.stages(32, 256, 5, 40)
+    assert stages["small batch, long run"] == {"batch_size": 32, "epochs": 40}
     rows = large_batch.stage_table(4000, 0.03, stages, 32)
     assert rows["small batch"]["updates"] == 625 and rows["large batch"]["updates"] == 75
-    assert rows["+ regime adaptation"]["updates"] == 625 and rows["+ regime adaptation"]["epochs"] == "40"
-    assert rows["small batch, equal compute"]["updates"] == 5000
+    assert rows["large batch, long run"]["updates"] == 600 and rows["large batch, long run"]["epochs"] == "40"
+    assert rows["plain BN, long run"]["ghost batch"] == "—" and rows["large batch, long run"]["ghost batch"] == 32
+    assert rows["+ regime adaptation"]["updates"] == 5000 and rows["+ regime adaptation"]["epochs"] == "320"
+    assert rows["small batch, long run"]["updates"] == 5000
     assert float(rows["+ √ lr"]["learning rate"]) == pytest.approx(0.03 * 8 ** 0.5, rel=1e-5)
 
 
