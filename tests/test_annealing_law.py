@@ -131,16 +131,26 @@ def test_member_schedules_stacked_equal_separate_runs():
     np.testing.assert_allclose(loss, stacked.curve("test", "loss", 1)[1][1:])
 
 
-def test_fit_does_not_depend_on_the_scale_of_the_areas():
-    """With λ = 0, S2 is one drop of the learning rate (≤ 10⁻³ here) and C must reach tens: the fit
-    still recovers the constants (it fits C in units of the largest S2)."""
-    steps, truth = 2000, dict(L0=1.5, A=0.8, alpha=0.6, C=20.0)
+LAW_TRUTH = dict(L0=1.5, A=0.8, alpha=0.6, C=20.0)
+
+
+def _law_curves(truth: dict, steps: int = 2000) -> dict:
+    """(S1, S2, loss) sampled every 10 steps from step 50 for the constant, cosine and step (×0.1 at 80%)
+    schedules (λ = 0, peak 10⁻³, 20 warm-up steps), the loss exactly the law with ``truth``."""
     sampled = np.arange(50, steps + 1, 10)
     curves = {}
     for shape in ("constant", "cosine", "step"):
         etas = al.lr_values(al.lr_schedule(shape, steps, warmup=20, milestones=(0.8,), factor=0.1), steps, 1e-3)
         s1, s2 = al.areas(etas, 0.0, warmup=20)
         curves[shape] = (s1[sampled - 1], s2[sampled - 1], al.law(s1[sampled - 1], s2[sampled - 1], **truth))
+    return curves
+
+
+def test_fit_does_not_depend_on_the_scale_of_the_areas():
+    """With λ = 0, S2 is one drop of the learning rate (≤ 10⁻³ here) and C must reach tens: the fit
+    still recovers the constants (it fits C in units of the largest S2)."""
+    truth = LAW_TRUTH
+    curves = _law_curves(truth)
     fitted = al.fit([curves["constant"], curves["cosine"]])
     for key, value in truth.items():
         assert getattr(fitted, key) == pytest.approx(value, rel=0.02), key
@@ -225,3 +235,37 @@ def test_law_panel_summary_scores_the_decay_from_decay_start():
     assert summary["mean relative error there"] == f"{decay_error:.2%}"
     constant = panel.summary(panel.tag(fitted.select(schedule="constant")))   # no decay: no decay scores
     assert not any("the decay" in key for key in constant)
+
+
+def test_share_of_fit():
+    """By hand; then on curves drawn from the law itself: the prediction of a held-out step schedule is as
+    good as fitting it (share 1), and the C = 0 control, put in the prediction's place, gains nothing (0)."""
+    assert al.share_of_fit(0.3, 1.0, 0.2) == pytest.approx(0.7 / 0.8)
+    assert al.share_of_fit(1.0, 1.0, 0.2) == 0.0 and al.share_of_fit(0.2, 1.0, 0.2) == 1.0
+    assert al.share_of_fit(1.2, 1.0, 0.2) == pytest.approx(-0.25)
+    assert math.isnan(al.share_of_fit(0.3, 0.2, 0.2))
+    truth = LAW_TRUTH
+    curves = _law_curves(truth)
+    s1, s2, loss = curves["step"]
+    error = lambda law: al.mean_relative_error(loss[-40:], law(s1, s2)[-40:])     # noqa: E731
+    predicted = error(al.fit([curves["constant"], curves["cosine"]]))
+    control = error(al.fit([curves["constant"], curves["cosine"]], annealing=False))
+    fitted = error(al.fit(list(curves.values())))
+    assert control > 100 * max(predicted, fitted)
+    assert al.share_of_fit(predicted, control, fitted) == pytest.approx(1.0, abs=0.01)
+    assert al.share_of_fit(control, control, fitted) == 0.0
+
+
+def test_characters_read_and_stdlib_characters():
+    from tdlab import text
+    recipe = recipes.Recipe(lambda: text.corpus(context=16, size=4096), lambda: models.MLP(16, 4),
+                            dict(batch_size=8, steps=10))
+    assert al.characters_read(recipe) == 10 * 8 * 16
+    bundled = sum((text.stdlib_dir() / name).stat().st_size for name in text.STDLIB_FILES)
+    total = al.stdlib_characters()
+    assert total > 10 * bundled                                   # the bundled modules are a small part
+    one_test_file = next((text.stdlib_dir() / "test").glob("test_*.py"), None)
+    if one_test_file is not None:                                 # test suites are left out
+        everything = sum(f.stat().st_size for f in text.stdlib_dir().rglob("*.py")
+                         if "site-packages" not in f.parts)
+        assert total < everything - one_test_file.stat().st_size

@@ -475,3 +475,13 @@ def test_every_chapter_has_a_committed_seed_table_that_keeps_the_rules(name):
     table = seed_tables.load(name, "cpu", ROOT / "book")
     assert table is not None, f"{name}: no committed seed table; run `make seeds CHAPTER={name}`"
     assert seed_tables.problems(table) == []
+
+
+def test_seed_count_counts_the_committed_row(book):
+    assert claims.seed_count("A ends above B") == "—"                                # no table yet
+    write_table(book, gain_entry(values=[-0.1, 0.0, 0.3, 0.6, 0.2, -0.2, 0.7, 0.1, 0.05, 0.9]))
+    assert claims.seed_count("A ends") == "7 of 10"                                  # > 0, not ≥ 0
+    assert claims.seed_count("A ends", bound=0.5) == "3 of 10"
+    assert claims.seed_count("A ends", bound=0.5, below=True) == "7 of 10"
+    assert claims.seed_count("A ends", below=True) == "2 of 10"
+    assert claims.seed_count("no such row") == "—"

@@ -26,10 +26,12 @@ that annealing removes is real. Several schedules train as members of one stacke
 flat optimizer multiplies into each member's learning rate.
 
 The chapter's plumbing lives here too: its two recipes (:func:`cpu_recipe`, :func:`paper_recipe`,
-and :func:`passes_over_data`, how many times a recipe reads its data), the law fitted on some
+:func:`passes_over_data`, how many times a recipe reads its data, and :func:`characters_read` against
+:func:`stdlib_characters`, all the source text on disk), the law fitted on some
 schedules' mean curves and predicting the others (:func:`mean_curve`, :func:`fit_and_predict`),
-the scores over a window of steps (:func:`window_scores`, from :func:`decay_start`) and of a predicted gap
-(:func:`gap_factor`), and the widget panel's three functions (:class:`LawPanel`).
+the scores over a window of steps (:func:`window_scores`, from :func:`decay_start`), of a prediction
+against the law's own in-sample fit (:func:`share_of_fit`) and of a predicted gap (:func:`gap_factor`),
+and the widget panel's three functions (:class:`LawPanel`).
 """
 from __future__ import annotations
 
@@ -388,6 +390,27 @@ def passes_over_data(recipe) -> float:
     return recipe.steps * recipe.settings["batch_size"] / len(recipe.dataset.y_train)
 
 
+def stdlib_characters() -> int:
+    """The size in bytes (about the characters: the sources are nearly all ASCII) of every ``.py`` file of
+    this Python's standard library, its test suites (``test``/``tests``/``idle_test`` folders, ``test_*.py``)
+    and ``site-packages`` left out: the most source text on disk offline, against which the bundled corpus
+    (:data:`tdlab.text.STDLIB_FILES`, a cut of a few modules) is small."""
+    import os
+    from tdlab import text
+    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+    total = 0
+    for folder, subfolders, files in os.walk(text.stdlib_dir()):
+        subfolders[:] = [d for d in subfolders if d not in skip]        # not walked at all: the walk stays cheap
+        total += sum(os.path.getsize(os.path.join(folder, f)) for f in files
+                     if f.endswith(".py") and not f.startswith("test_"))
+    return total
+
+
+def characters_read(recipe) -> int:
+    """How many characters a text recipe reads: steps × batch size × context (its windows' length)."""
+    return recipe.steps * recipe.settings["batch_size"] * int(recipe.dataset.x_train.shape[-1])
+
+
 def mean_curve(history, shape: str, lam: float, start: int = 1, seeds: Sequence[int] | None = None):
     """``(steps, S1, S2, L)`` of the schedule ``shape`` in a :func:`sweep` (optionally only the members
     with these ``seeds``), from step ``start`` on; L is the mean of the members' held-out losses."""
@@ -416,6 +439,20 @@ def window_scores(curve, predicted: np.ndarray, after: int = 0, until: float = m
     steps, loss = curve[0], curve[3]
     keep = (steps > after) & (steps <= until)
     return r2(loss[keep], predicted[keep]), mean_relative_error(loss[keep], predicted[keep])
+
+
+def share_of_fit(error_predicted: float, error_control: float, error_fitted: float) -> float:
+    """How much of what fitting a curve would gain over a control a prediction already gains:
+    (e_control − e_predicted) / (e_control − e_fitted), for errors over the same window.
+
+    ``error_fitted`` is the law's error when the curve itself is among the curves it is fitted on (its
+    in-sample error: as good as the law gets there), ``error_control`` the control's (the law with C = 0,
+    which cannot follow a decay). 1: the prediction is as good as a fit; 0: no better than the control;
+    below 0: worse. NaN when the fit does not beat the control (nothing to gain). The paper's claim that a
+    law fitted on one or two curves "accurately" predicts other schedules (abstract) read against the
+    law's own ceiling instead of a bare R², which also grows with the size of the decay."""
+    gain = error_control - error_fitted
+    return float((error_control - error_predicted) / gain) if gain > 0 else math.nan
 
 
 def decay_start(knobs: dict) -> int:

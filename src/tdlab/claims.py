@@ -247,6 +247,17 @@ def shown(words: str, value: float, *, unit: str = "", control: str | None = Non
     return claim
 
 
+def seed_count(start: str, bound: float = 0.0, below: bool = False) -> str:
+    """On how many of the committed table's seeds the row whose words begin with ``start`` is above
+    ``bound`` (``below=True``: below it): ``"N of M"``; ``"—"`` without a table at this scale (the paper
+    scale) or without that row. For prose that cites a count over the seeds instead of typing it."""
+    mine = table()
+    entry = next((e for e in mine.entries if e.words.startswith(start)), None) if mine is not None else None
+    if entry is None:
+        return "—"
+    return f"{sum((v < bound) if below else (v > bound) for v in entry.values)} of {len(entry.values)}"
+
+
 def unchecked() -> list[str]:
     """The claims the running chapter's committed table lists but this kernel has not checked."""
     mine = table()
