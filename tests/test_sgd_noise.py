@@ -235,3 +235,50 @@ def test_the_figures_draw_every_curve_and_mark_the_unfitted_run():
     fig = sgd_noise.optimum_figure(error, {a: [True, True, False] for a in alphas}, alphas, temps,
                                    np.array([2.0**-8, 2.0**-6]), np.array([2.0**-6, 2.0**-6]), 0.33, 0.0, "t")
     assert len(fig.axes[0].lines) >= 4 and len(fig.axes[0].lines[0].get_xdata()) == 2   # the usable runs only
+
+
+def test_departure_leaves_out_unfitted_runs_and_names_its_arms():
+    temps = [2.0**k for k in range(-10, -4)]
+    errors = np.array([[0.05, 0.04, 0.02, 0.03, 0.04, 0.06], [0.07, 0.02, 0.02, 0.03, 0.02, 0.10]])
+    unfit = np.zeros_like(errors)
+    unfit[1, 5] = 0.01                                    # one run not fitted: left out of its seed mean
+    fitted = sgd_noise.fitted_errors(errors, unfit)
+    assert math.isnan(fitted[1, 5]) and np.isfinite(np.delete(fitted.ravel(), 11)).all()
+    assert sgd_noise.departure_arms(temps, 2.0**-8) == ([2.0**-10, 2.0**-9], [2.0**-6, 2.0**-5])
+    mean = np.nanmean(fitted, 0)
+    assert mean[5] == pytest.approx(0.06)
+    by_hand = np.mean([0.06, 0.03]) - np.mean([0.03, 0.06])
+    assert sgd_noise.error_departure(mean, temps, 2.0**-8) == pytest.approx(by_hand)
+    # an arm whose only run is NaN is empty: NaN
+    assert math.isnan(sgd_noise.error_departure([0.1, 0.1, 0.1, 0.1, np.nan, np.nan], temps, 2.0**-7))
+
+
+def test_paper_rows_carry_the_build_and_the_table():
+    rows = sgd_noise.paper_rows(
+        eta_hot="2^7", change_alpha=1500.0, change_temp=400.0, eta_ratio=512.0, lazy="α = 2^15", small="2^-6",
+        cold="2^-12", hot="2^-3", k=0.61, k_edge=0.5, window="α = 2^-6 … 2^0", interior=2, rows=4, k_range="K",
+        edge_range="E", interior_range="I", k_minus_edge="+0.11 (D)", slope_t=0.9, slope_p=0.3, largest=1024,
+        reordered=0.021, reorder_range="R", pair=0.022, pair_range="Q", departures=[0.01, -0.002], sizes=[128, 1024],
+        departure_counts=["5 of 10", "10 of 10"], departure_range="DR", departure_verdict="V", tc_slope=-0.27,
+        tc_spread=0.05, networks=5, level=0.03)
+    assert len(rows) == 6 and rows.index[-1] == "T_c ∝ P^(−a)"
+    text = " ".join(rows["this build"])
+    for piece in ("×1500", "×400", "k = 0.61", "slope 0.50", "+0.11 (D)", "+1.00, -0.20 points at P = 128, 1024",
+                  "positive on 5 of 10, 10 of 10 seeds", "2.1%", "2.2%", "slope -0.27 ± 0.05", "3% weight change",
+                  "a factor 8 in P", "not seen to track P"):
+        assert piece in text, piece
+
+
+def test_optimum_figure_draws_edge_optima_open():
+    import matplotlib
+    matplotlib.use("Agg")
+    temps, alphas = [2.0**-8, 2.0**-6, 2.0**-4], [2.0**-6, 1.0]
+    error = {(a, t): 0.1 for a in alphas for t in temps}
+    fig = sgd_noise.optimum_figure(error, {a: [True, True, False] for a in alphas}, alphas, temps,
+                                   np.array([2.0**-8, 2.0**-6]), np.array([2.0**-6, 2.0**-6]), 0.33, 0.0, "t",
+                                   interior=[True, False])
+    lines = fig.axes[1].lines
+    filled = [ln for ln in lines if ln.get_marker() == "o" and ln.get_markerfacecolor() != "white"]
+    hollow = [ln for ln in lines if ln.get_marker() == "o" and ln.get_markerfacecolor() == "white"]
+    assert len(filled) == 1 and np.allclose(filled[0].get_xdata(), [2.0**-6])
+    assert len(hollow) == 1 and np.allclose(hollow[0].get_xdata(), [1.0])

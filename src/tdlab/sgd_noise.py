@@ -462,13 +462,28 @@ def interior_optimum(temperatures: Sequence[float], errors: Sequence[float], usa
     return 0 < i < len(t) - 1 and bool(ok[i - 1]) and bool(ok[i + 1])
 
 
+def departure_arms(temperatures: Sequence[float], t_c: float) -> tuple[list[float], list[float]]:
+    """The two arms of :func:`error_departure`: the temperatures below ``t_c`` and those at T ≥ 4 T_c. On a
+    whole-octave grid the hot arm is the same one or two grid points for every T_c within an octave, so a
+    departure read this way cannot show a shift that follows T_c(P)."""
+    t = [float(v) for v in temperatures]
+    return [v for v in t if v < t_c], [v for v in t if v >= 4 * t_c]
+
+
 def error_departure(errors: Sequence[float], temperatures: Sequence[float], t_c: float) -> float:
-    """The test error's departure at T_c: the mean of ``errors`` (one per temperature, e.g. a seed mean)
-    below ``t_c`` minus their mean at T ≥ 4 T_c (positive: the error falls once the noise matters); NaN if
-    either region is empty."""
+    """The test error's departure at T_c: the mean of ``errors`` (one per temperature, e.g. a seed mean over
+    the fitted runs) below ``t_c`` minus their mean at T ≥ 4 T_c (positive: the error falls once the noise
+    matters); NaN entries (runs not fitted) are left out of both arms; NaN if either arm is then empty."""
     t, e = np.asarray(temperatures, dtype=float), np.asarray(errors, dtype=float)
-    below, above = e[t < t_c], e[t >= 4 * t_c]
+    ok = np.isfinite(e)
+    below, above = e[ok & (t < t_c)], e[ok & (t >= 4 * t_c)]
     return float(below.mean() - above.mean()) if len(below) and len(above) else math.nan
+
+
+def fitted_errors(errors: np.ndarray, unfit: np.ndarray) -> np.ndarray:
+    """``errors`` with every run that has not fitted its training set (``unfit`` > 0) set to NaN, so that
+    seed means (``np.nanmean``) and :func:`error_departure` read the fitted runs only."""
+    return np.where(np.asarray(unfit) > 0, np.nan, np.asarray(errors, dtype=float))
 
 
 def lazy_arrays(grid, sizes: Sequence[int], seeds: Sequence[int], temperatures: Sequence[float],
@@ -489,6 +504,48 @@ def lazy_arrays(grid, sizes: Sequence[int], seeds: Sequence[int], temperatures: 
 
     return {"weights": final("weights", "change"), "errors": final("test", "err"),
             "unfit": final("train", "unfit"), "moved": np.array([[moved(p, s) for p in sizes] for s in seeds])}
+
+
+def paper_rows(*, eta_hot: str, change_alpha: float, change_temp: float, eta_ratio: float, lazy: str, small: str,
+               cold: str, hot: str, k: float, k_edge: float, window: str, interior: int, rows: int, k_range: str,
+               edge_range: str, interior_range: str, k_minus_edge: str, slope_t: float, slope_p: float, largest: int,
+               reordered: float, reorder_range: str, pair: float, pair_range: str, departures: Sequence[float],
+               sizes: Sequence[int], departure_counts: Sequence[str], departure_range: str, departure_verdict: str,
+               tc_slope: float, tc_spread: float, networks: int, level: float):
+    """The chapter's ours-vs-the-paper table: one row per claim of the paper (Sclocchi, Geiger & Wyart 2023),
+    with this build's numbers and the committed table's ten-seed ranges (strings) beside them. A DataFrame
+    indexed by the paper's claim."""
+    import pandas as pd
+
+    per_p = ", ".join(f"{100 * d:+.2f}" for d in departures)
+    counts = ", ".join(departure_counts)
+    return pd.DataFrame({
+        "the paper": ["(α, T) phase diagram: noise hurts or helps depending on the regime; raising T and lowering α "
+                      "can have opposite effects on performance",
+                      "lowering α or raising T both leave the lazy regime",
+                      "feature-learning regime: the test error is best at T_opt ∝ α^k, k = (D − 1)/(D + 1)",
+                      "lazy regime: relative weight change grows as a power of T and of P",
+                      "lazy regime: below T_c the trained model is unchanged (v2); above, the model leaves the kernel "
+                      "regime and the test error changes",
+                      "T_c ∝ P^(−a)"],
+        "this build": [
+            f"not tested here: at small α the hottest cells diverge or end unfitted (η = T·h·B up to {eta_hot}), a "
+            "step-size limit, and no arm has the same η without the noise",
+            f"weight change ×{change_alpha:.0f} from {lazy} to {small}, ×{change_temp:.0f} from T = {cold} to {hot} "
+            f"(η ×{eta_ratio:.0f}: a larger step, not the noise alone)",
+            f"not decided here: k = {k:.2f} over {window} (the paper's argument: 1/2 for D = 3; {k_range}), but T_opt "
+            f"is read inside a fitted window whose hot edge has slope {k_edge:.2f} ({edge_range}); k minus the edge "
+            f"slope: {k_minus_edge}; {interior} of {rows} rows have an interior optimum ({interior_range})",
+            f"log–log slope in T {slope_t:.2f} (five coldest T, P = {largest}), in P {slope_p:.2f} (coldest T)",
+            f"the paper's test-error T_c is not seen to track P here. Test error (fitted runs) below T_c minus at "
+            f"T ≥ 4 T_c: {per_p} points at P = {', '.join(map(str, sizes))}, positive on {counts} seeds; its arms are "
+            f"the same grid temperatures at every P. At P = {largest}: {departure_range}; {departure_verdict}. "
+            f"Below T_c the model is not unchanged: two batch orders at the coldest T disagree on "
+            f"{100 * reordered:.1f}% of the test images ({reorder_range}), the two coldest T on {100 * pair:.1f}% "
+            f"({pair_range})",
+            f"T_c read from a {level:.0%} weight change: slope {tc_slope:.2f} ± {tc_spread:.2f} over P = {sizes[0]} … "
+            f"{sizes[-1]} ({networks} networks; a factor {sizes[-1] // sizes[0]} in P)"],
+    }).set_index("the paper")
 
 
 # ----------------------------------------------------------------- the chapter's figures and panel
@@ -525,35 +582,42 @@ def phase_figure(error: dict, change: dict, state: dict, alphas, temperatures, t
         labels = {k: show(v) + ("\nn.f." if state[k] == "not fitted" else "") for k, v in values.items()}
         return phase_frame(labels, alphas, temperatures, str, diverged).fillna("")
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
     plots.heatmap(phase_frame(error, alphas, temperatures, lambda e: 100 * e, diverged), ax=axes[0],
                   labels=text(error, lambda e: f"{100 * e:.1f}"), cmap="viridis", colorbar="test error (%)",
-                  blank="div.", fontsize=9, title="test error after training (%)")
+                  blank="div.", fontsize=10, title="test error after training (%)")
     plots.heatmap(phase_frame(change, alphas, temperatures, np.log10, diverged), ax=axes[1],
                   labels=text(change, lambda c: f"{np.log10(c):.1f}"), cmap="magma", vmin=-4, vmax=1, blank="div.",
-                  colorbar=r"$\log_{10}\,\|w - w_0\| / \|w_0\|$", fontsize=9,
+                  colorbar=r"$\log_{10}\,\|w - w_0\| / \|w_0\|$", fontsize=10,
                   title=r"relative weight change ($\log_{10}$ in the cells)")
     fig.suptitle(title, fontweight="bold")
     return fig
 
 
-def optimum_figure(error: dict, usable: dict, alphas, temperatures, t_opt, edge, k: float, k_edge: float, title: str):
+def optimum_figure(error: dict, usable: dict, alphas, temperatures, t_opt, edge, k: float, k_edge: float, title: str,
+                   interior: Sequence[bool] | None = None):
     """The feature-learning side: left, each row's test error (%) against T over its usable runs (``usable``
     maps α to one bool per temperature), dotted at its T_opt; right, T_opt and the fitted window's hot edge
     against α on log–log axes with their slopes ``k`` and ``k_edge``, and the paper's k = 1/2 through the
-    first T_opt (for D = 3 hidden layers)."""
+    first T_opt (for D = 3 hidden layers). With ``interior`` (one bool per row, :func:`interior_optimum`) a
+    T_opt that is an interior minimum is drawn filled and one on the window's edge open."""
     import matplotlib.pyplot as plt
 
     from tdlab import plots
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     for i, a in enumerate(alphas):
         ts = [t for t, u in zip(temperatures, usable[a]) if u]
         axes[0].plot(ts, [100 * error[a, t] for t in ts], "o-", color=plots.COLORBLIND[i], label=f"α = {power_of_two(a)}")
         axes[0].axvline(t_opt[i], color=plots.COLORBLIND[i], ls=":", lw=1.2)
     axes[0].set(xscale="log", xlabel="temperature T", ylabel="test error (%)",
                 title=f"{title}\n(dotted: $T_{{opt}}$, the minimum after neighbour averaging)")
-    axes[1].plot(alphas, t_opt, "o-", color="k", label=f"$T_{{opt}}$: log–log slope k = {k:.2f}")
+    inner = np.ones(len(alphas), bool) if interior is None else np.asarray(interior, bool)
+    axes[1].plot(alphas, t_opt, "-", color="k", label=f"$T_{{opt}}$: log–log slope k = {k:.2f}")
+    axes[1].plot(np.asarray(alphas)[inner], np.asarray(t_opt)[inner], "o", color="k", ms=8, ls="none",
+                 label="$T_{opt}$ an interior minimum")
+    axes[1].plot(np.asarray(alphas)[~inner], np.asarray(t_opt)[~inner], "o", mfc="white", mec="k", ms=8, mew=1.5,
+                 ls="none", label="$T_{opt}$ on the window's edge")
     axes[1].plot(alphas, edge, "s--", color="0.55", label=f"edge: the hottest T that still fits (slope {k_edge:.2f})")
     axes[1].plot(alphas, t_opt[0] * (np.asarray(alphas) / alphas[0]) ** 0.5, color=plots.COLORBLIND[3], lw=1,
                  label="the paper's k = (D − 1)/(D + 1) = 1/2")
@@ -570,7 +634,8 @@ def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLa
     the coldest run (with ``reordered``, the mean disagreement of two batch orders at the coldest T and the
     largest P) and the test error, seed mean ± std, dotted at each P's T_c (geometric mean of ``t_c`` [seed,
     P]); bottom left, the weight change (mean, band lowest to highest, × a run not fitted) and the level;
-    bottom right, T_c per seed against P with the power-law ``fit``."""
+    bottom right, T_c per seed against P with the power-law ``fit``. The test-error panel averages the fitted runs
+    only (:func:`fitted_errors`, as the departure does) and marks the runs left out with ×."""
     import matplotlib.pyplot as plt
 
     from tdlab import plots
@@ -578,16 +643,21 @@ def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLa
     weights, temps = arrays["weights"], np.asarray(temperatures, dtype=float)
     colors = dict(zip(sizes, plt.cm.viridis(np.linspace(0.05, 0.85, len(sizes)))))
     tc_mean = np.exp(np.log(t_c).mean(axis=0))
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5), layout="constrained")
     for j, p in enumerate(sizes):
-        for ax, values in ((axes[0, 0], 100 * arrays["moved"][:, j]), (axes[0, 1], 100 * arrays["errors"][:, j])):
-            ax.errorbar(temps, values.mean(0), yerr=values.std(0), fmt="o-", color=colors[p], capsize=2, label=f"P = {p}")
+        fitted = 100 * fitted_errors(arrays["errors"][:, j], arrays["unfit"][:, j])   # the departure's runs
+        for ax, values in ((axes[0, 0], 100 * arrays["moved"][:, j]), (axes[0, 1], fitted)):
+            with np.errstate(all="ignore"):
+                ax.errorbar(temps, np.nanmean(values, 0), yerr=np.nanstd(values, 0), fmt="o-", color=colors[p],
+                            capsize=2, label=f"P = {p}")
             ax.axvline(tc_mean[j], color=colors[p], ls=":", lw=1.2)
         axes[1, 0].plot(temps, weights[:, j].mean(0), "o-", color=colors[p], label=f"P = {p}")
         axes[1, 0].fill_between(temps, weights[:, j].min(0), weights[:, j].max(0), color=colors[p], alpha=0.2, linewidth=0)
     late = np.nonzero(arrays["unfit"] > 0)
     if len(late[0]):
         axes[1, 0].plot(temps[late[2]], weights[late], "x", color="k", ms=9, mew=1.5, ls="none", label="a run not fitted")
+        axes[0, 1].plot(temps[late[2]], 100 * arrays["errors"][late], "x", color="k", ms=9, mew=1.5, ls="none",
+                        label="a run not fitted (left out)")
     if reordered is not None:
         axes[0, 0].plot([temps[0]], [100 * reordered], "D", color="k", ms=8, ls="none",
                         label=f"P = {sizes[-1]}: two batch orders, same T")
@@ -595,7 +665,7 @@ def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLa
     axes[0, 0].set(xscale="log", xlabel="temperature T", ylabel="test images classified differently (%)",
                    title="the trained model against the coldest run's\n(seed mean ± std; dotted: the weight-change $T_c$)")
     axes[0, 1].set(xscale="log", xlabel="temperature T", ylabel="test error (%)",
-                   title="test error (seed mean ± std; dotted: $T_c$)")
+                   title="test error (fitted runs: seed mean ± std;\ndotted: the weight-change $T_c$)")
     axes[1, 0].axhline(level, color="k", ls="--", lw=1, label=f"level {level:.0%} (defines $T_c$)")
     axes[1, 0].set(xscale="log", yscale="log", xlabel="temperature T", ylabel=r"$\|w - w_0\| / \|w_0\|$",
                    title=f"weight change at the end (α = {power_of_two(alpha)})\nmean of {len(seeds)} seeds, band: lowest to highest")
@@ -607,8 +677,8 @@ def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLa
                    title="the weight-change $T_c$ against P")
     axes[1, 1].set_xticks(sizes, [str(p) for p in sizes])
     axes[1, 1].xaxis.set_minor_locator(plt.NullLocator())
-    for ax in axes.flat:
-        plots.legend_below(ax, columns=3)
+    for ax, columns in zip(axes.flat, (2, 2, 3, 3)):     # two columns above, so that the top legends do not meet
+        plots.legend_below(ax, columns=columns)
     return fig
 
 
