@@ -1,7 +1,8 @@
 """Large-batch training as Hoffer, Hubara & Soudry (NeurIPS 2017) fix it: "Train longer, generalize better".
 
-Three changes turn a large-batch run into one that generalizes like the small-batch run it
-replaces (official code: eladhoffer/bigBatch, ``main_gbn.py``):
+Three changes that, the paper says, turn a large-batch run into one that generalizes like the
+small-batch run it replaces (official code: eladhoffer/bigBatch, ``main_gbn.py``); the book's chapter
+measures which of them do at its scale:
 
 - :func:`sqrt_lr` — the learning rate scaled with the square root of the batch ratio,
   η = η₀ √(B / B₀) (Sec. 3, Eq. 6): the covariance of the update then matches small batches;
