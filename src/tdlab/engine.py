@@ -245,17 +245,17 @@ class Stacked:
         self.models, self.count, self.hyper = models, len(models), hyper
         self.flat, self.params, self.buffers = stack(models)
         self.base = models[0]
-        each = torch.vmap(lambda p, b, x: functional_call(self.base, (p, b), (x,)),
-                          in_dims=(0, 0, 0), randomness="different")      # inputs (E, B, ...): one batch each
-        self._forward_each = lambda x: each(self.params, self.buffers, x)
-        if has_stacked_forward(self.base):     # batched matrix products: measured faster than vmap
-            self._forward = lambda x: self.base.forward_stacked(self.params, x)
-            if "per_member" in inspect.signature(self.base.forward_stacked).parameters:
-                self._forward_each = lambda x: self.base.forward_stacked(self.params, x, per_member=True)
-        else:
+
+        def vmapped(inputs_dim):              # E members: inputs shared (None) or one batch each (0)
             call = torch.vmap(lambda p, b, x: functional_call(self.base, (p, b), (x,)),
-                              in_dims=(0, 0, None), randomness="different")
-            self._forward = lambda x: call(self.params, self.buffers, x)
+                              in_dims=(0, 0, inputs_dim), randomness="different")
+            return lambda x: call(self.params, self.buffers, x)
+
+        stacked_forward = has_stacked_forward(self.base)  # batched matrix products: measured faster than vmap
+        self._forward = (lambda x: self.base.forward_stacked(self.params, x)) if stacked_forward else vmapped(None)
+        each = stacked_forward and "per_member" in inspect.signature(self.base.forward_stacked).parameters
+        self._forward_each = ((lambda x: self.base.forward_stacked(self.params, x, per_member=True)) if each
+                              else vmapped(0))
         self.leaves = list(self.params.values())
         self.optimizer = FlatOptimizer(optimizer, self.flat, betas=betas, eps=eps, nesterov=nesterov)
         self.layout = flat_layout([(name, tuple(p.shape[1:])) for name, p in self.params.items()])

@@ -149,11 +149,9 @@ class Recipe:
         loss_names = set(self._loss_names(shared))
         settings = {k: v for k, v in shared.items() if k in ENGINE_SETTINGS or k == "seed" or k in loss_names}
         tags = {k: v for k, v in shared.items() if k not in settings}
-        hook_knobs = set()
         for derivation in self.derive:
             names = _parameters(derivation)
             if _is_per_member(derivation):
-                hook_knobs |= set(names)
                 self._member_hooks(derivation, fulls, settings, tags)
                 continue
             bound = inspect.signature(derivation).bind(**{k: v for k, v in shared.items() if k in names})
@@ -172,11 +170,12 @@ class Recipe:
                 tags.setdefault(name, parameter.default)
         data = self._data(shared)
         seed = settings.pop("seed", 0)
-        members = [{k: v for k, v in full.items() if k in per_member - hook_knobs} for full in fulls]
+        # the engine takes its own knobs and the loss's per member; a per_member derivation's other knobs made the hooks
+        engine_knobs = set(KNOBS) | set(self._loss_hyperparameters(shared))
+        members = [{k: v for k, v in full.items() if k in per_member & engine_knobs} for full in fulls]
         members = [{"seed": seed, **m} for m in members]
         tags.update(settings.pop("tags", {}) or {})
         return run(self.model, data, members, tags=tags, **settings)
-
 
     @staticmethod
     def _member_hooks(derivation: Callable, fulls: list[dict], settings: dict, tags: dict) -> None:
