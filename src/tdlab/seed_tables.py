@@ -306,3 +306,55 @@ def compare(table: Table, checked: list[dict]) -> list[str]:
             found.append(f"“{c['words']}”: threshold {c['threshold']:g} here, {e.threshold:g} in the seed table")
     found += [f"“{e.words}” is in the seed table but was not checked" for e in table.entries if e.words not in names]
     return found
+
+
+DRIFT_REL, DRIFT_ABS = 1e-3, 2e-4   # a unit or so of the table's 4th significant digit: rounding, not drift
+
+
+def differences(table: Table, record: dict) -> dict[str, float]:
+    """Per claim a run's record measured, the largest absolute difference between its value (and its
+    control's value) and the table's at the record's seed, both rounded as the table stores them; NaN
+    where one side has a number and the other none. Claims the table does not list are left out
+    (:func:`compare` names them), and so is everything when the table has no column for that seed.
+
+    Where a build trains the same engine calls as ``make seeds`` (the same members in each call; the nulls'
+    runs in calls of their own) with the same torch thread count on the machine that made the table, its
+    seed 0 gives the table's seed-0 values; another processor, thread count or call width can change the
+    rounding (which of them does depends on the model), and noisy training can grow it into points.
+    """
+    seed = record.get("seed")
+    if seed not in table.seeds:
+        return {}
+    column = table.seeds.index(seed)
+    found = {}
+    for c in record.get("claims", []):
+        e = table.find(c["words"])
+        if e is None:
+            continue
+        pairs = [(c.get("value"), e.values)]
+        if e.control_values is not None or c.get("control_value") is not None:
+            pairs.append((c.get("control_value"), e.control_values))
+        gaps = []
+        for mine, theirs in pairs:
+            a = math.nan if mine is None else _round(float(mine))
+            b = math.nan if theirs is None or column >= len(theirs) else float(theirs[column])
+            if not (math.isnan(a) and math.isnan(b)):      # NaN on both sides (no share to take) agrees
+                gaps.append(abs(a - b))                     # NaN when only one side has a number
+        found[c["words"]] = math.nan if any(math.isnan(g) for g in gaps) else max(gaps, default=0.0)
+    return found
+
+
+def drift(table: Table, record: dict, rel_tol: float = DRIFT_REL, abs_tol: float = DRIFT_ABS) -> list[str]:
+    """What a build should *warn* about, never fail on: the claims whose values in ``record`` differ from
+    the table's at the same seed by more than rounding (:func:`differences`; ``rel_tol`` of the table's
+    value or ``abs_tol``, whichever is larger). Processors differ — CI runs on another CPU — and a result
+    that depends on the processor is not a claim, so this is a report, not a rule."""
+    seed = record.get("seed")
+    found = []
+    for words, diff in differences(table, record).items():
+        e, column = table.find(words), table.seeds.index(seed)
+        scale = abs(e.values[column]) if column < len(e.values) and math.isfinite(e.values[column]) else 0.0
+        if math.isnan(diff) or diff > max(rel_tol * scale, abs_tol):
+            found.append(f"“{words}”: seed {seed} differs from the table's seed {seed} by "
+                         + ("a missing number" if math.isnan(diff) else f"{diff:.4g}"))
+    return found
