@@ -256,6 +256,59 @@ def test_share_of_fit():
     assert al.share_of_fit(control, control, fitted) == 0.0
 
 
+def _law_history(truth: dict, lam: float, steps: int = 2000, every: int = 10) -> "history.History":
+    """A History of constant, cosine and step (×0.1 at 80%) runs, no training: seeds 1 and 2 of each log the
+    law with ``truth`` at this λ times (1 ± 0.002) — their mean is the law — the step run's also times a
+    wiggle 1 + 0.01 sin(step / 50) the law cannot follow; a seed 9 constant run logs nonsense (left out)."""
+    from tdlab import history
+    settings = dict(steps=steps, warmup=20, decay_fraction=0.2, floor=0.0, milestones=(0.8,), factor=0.1,
+                    lr=1e-3)
+    members = [(shape, seed) for shape in ("constant", "cosine", "step") for seed in (1, 2)] + [("constant", 9)]
+    h = history.History(knobs=[{**settings, "shape": shape, "schedule": shape, "seed": seed}
+                               for shape, seed in members])
+    for i, (shape, seed) in enumerate(members):
+        etas = al.lr_values(al.lr_schedule(shape, steps, warmup=20, milestones=(0.8,), factor=0.1), steps, 1e-3)
+        s1, s2 = naive_areas(etas, lam, warmup=20)
+        for step in range(every, steps + 1, every):
+            loss = al.law(s1[step - 1], s2[step - 1], **truth) * (1 + (0.002 if seed == 1 else -0.002))
+            if shape == "step":
+                loss *= 1 + 0.01 * math.sin(step / 50)
+            h.log(step, "test", "loss", 7.0 if seed == 9 else loss, i)
+    return h
+
+
+def test_fit_shares_against_a_fit_by_hand():
+    """fit_shares on law curves with a wiggle on the held-out step run, against the three fits and the share
+    computed here from the definitions (naive areas, mean relative error and the share's formula by hand)."""
+    truth, lam, start, after = LAW_TRUTH, 0.9, 50, 1600
+    h = _law_history(truth, lam)
+    got = al.fit_shares(h, lam, ["constant", "cosine"], ["step"], start=start, seeds=[1, 2], after=after)
+    sampled = np.arange(start, 2001, 10)
+    curves = {}
+    for shape in ("constant", "cosine", "step"):
+        etas = al.lr_values(al.lr_schedule(shape, 2000, warmup=20, milestones=(0.8,), factor=0.1), 2000, 1e-3)
+        s1, s2 = naive_areas(etas, lam, warmup=20)
+        loss = al.law(s1[sampled - 1], s2[sampled - 1], **truth)
+        if shape == "step":
+            loss = loss * (1 + 0.01 * np.sin(sampled / 50))
+        curves[shape] = (s1[sampled - 1], s2[sampled - 1], loss)
+    s1, s2, loss = curves["step"]
+    late = sampled > after
+    error = lambda law: float(np.mean(np.abs(law(s1, s2)[late] - loss[late]) / loss[late]))   # noqa: E731
+    predicted = error(al.fit([curves["constant"], curves["cosine"]]))
+    control = error(al.fit([curves["constant"], curves["cosine"]], annealing=False))
+    fitted = error(al.fit([curves["constant"], curves["cosine"], curves["step"]]))
+    step = got["step"]
+    assert step["predicted"] == pytest.approx(predicted, rel=1e-6)
+    assert step["control"] == pytest.approx(control, rel=1e-6)
+    assert step["fitted"] == pytest.approx(fitted, rel=1e-6)
+    assert step["share"] == pytest.approx((control - predicted) / (control - fitted), rel=1e-6)
+    assert control > fitted and 0 < step["share"] <= 1.01          # the wiggle: neither fit is exact
+    other = al.fit_shares(h, 0.0, ["constant", "cosine"], ["step"], start=start, seeds=[1, 2], after=after)
+    assert other["step"]["control"] == pytest.approx(control, rel=1e-6)   # C = 0 does not see λ
+    assert other["step"]["fitted"] != pytest.approx(fitted, rel=1e-3)    # each λ its own in-sample fit
+
+
 def test_characters_read_and_stdlib_characters():
     from tdlab import text
     recipe = recipes.Recipe(lambda: text.corpus(context=16, size=4096), lambda: models.MLP(16, 4),
@@ -269,3 +322,8 @@ def test_characters_read_and_stdlib_characters():
         everything = sum(f.stat().st_size for f in text.stdlib_dir().rglob("*.py")
                          if "site-packages" not in f.parts)
         assert total < everything - one_test_file.stat().st_size
+    sentence = al.text_limit(recipe)                             # 10 × 8 × 16 = 1280 characters
+    windows = len(recipe.dataset.y_train)
+    assert sentence.startswith(f"the paper recipe reads 1,280 characters: its corpus ({windows} windows of 16) "
+                               f"{80 / windows:.0f} times")
+    assert f"({total:,} characters) {1280 / total:.0f} times" in sentence

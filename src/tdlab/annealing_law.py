@@ -27,10 +27,11 @@ flat optimizer multiplies into each member's learning rate.
 
 The chapter's plumbing lives here too: its two recipes (:func:`cpu_recipe`, :func:`paper_recipe`,
 :func:`passes_over_data`, how many times a recipe reads its data, and :func:`characters_read` against
-:func:`stdlib_characters`, all the source text on disk), the law fitted on some
-schedules' mean curves and predicting the others (:func:`mean_curve`, :func:`fit_and_predict`),
+:func:`stdlib_characters`, the standard library's sources, in one sentence by :func:`text_limit`), the law
+fitted on some schedules' mean curves and predicting the others (:func:`mean_curve`, :func:`fit_and_predict`),
 the scores over a window of steps (:func:`window_scores`, from :func:`decay_start`), of a prediction
-against the law's own in-sample fit (:func:`share_of_fit`) and of a predicted gap (:func:`gap_factor`),
+against the law's own in-sample fit (:func:`share_of_fit`; at one λ for each held-out schedule,
+:func:`fit_shares`) and of a predicted gap (:func:`gap_factor`),
 and the widget panel's three functions (:class:`LawPanel`).
 """
 from __future__ import annotations
@@ -393,8 +394,10 @@ def passes_over_data(recipe) -> float:
 def stdlib_characters() -> int:
     """The size in bytes (about the characters: the sources are nearly all ASCII) of every ``.py`` file of
     this Python's standard library, its test suites (``test``/``tests``/``idle_test`` folders, ``test_*.py``)
-    and ``site-packages`` left out: the most source text on disk offline, against which the bundled corpus
-    (:data:`tdlab.text.STDLIB_FILES`, a cut of a few modules) is small."""
+    and ``site-packages`` left out: a fixed amount of local text against which the bundled corpus
+    (:data:`tdlab.text.STDLIB_FILES`, a cut of a few modules) is small. It is not all the source text on
+    disk: the installed packages' sources (``site-packages``, left out) are larger, by how much depends on
+    the install."""
     import os
     from tdlab import text
     skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -409,6 +412,16 @@ def stdlib_characters() -> int:
 def characters_read(recipe) -> int:
     """How many characters a text recipe reads: steps × batch size × context (its windows' length)."""
     return recipe.steps * recipe.settings["batch_size"] * int(recipe.dataset.x_train.shape[-1])
+
+
+def text_limit(recipe) -> str:
+    """One sentence on how far a text ``recipe`` is from single-pass pre-training: the characters it reads
+    (:func:`characters_read`), how many times it reads its corpus (:func:`passes_over_data`) and how many
+    times it would read the standard library's sources (:func:`stdlib_characters`)."""
+    read, everything = characters_read(recipe), stdlib_characters()
+    return (f"the paper recipe reads {read:,} characters: its corpus ({len(recipe.dataset.y_train)} windows of "
+            f"{int(recipe.dataset.x_train.shape[-1])}) {passes_over_data(recipe):.0f} times, all the standard "
+            f"library's sources on disk ({everything:,} characters) {read / everything:.0f} times: not single-pass")
 
 
 def mean_curve(history, shape: str, lam: float, start: int = 1, seeds: Sequence[int] | None = None):
@@ -453,6 +466,28 @@ def share_of_fit(error_predicted: float, error_control: float, error_fitted: flo
     law's own ceiling instead of a bare R², which also grows with the size of the decay."""
     gain = error_control - error_fitted
     return float((error_control - error_predicted) / gain) if gain > 0 else math.nan
+
+
+def fit_shares(history, lam: float, fit_on: Sequence[str], held_out: Sequence[str], start: int = 1,
+               seeds: Sequence[int] | None = None, after: int = 0) -> dict[str, dict[str, float]]:
+    """:func:`share_of_fit` of each held-out schedule at one λ, every error a mean relative error over the
+    steps after ``after`` of the schedule's mean curve (:func:`window_scores`):
+    ``{shape: {"predicted": e, "control": e, "fitted": e, "share": share}}``.
+
+    - ``predicted``: the law fitted on ``fit_on`` at this λ (:func:`fit_and_predict`);
+    - ``control``: the same fit with C = 0 (no annealing term: it does not depend on λ);
+    - ``fitted``: the law at this λ fitted on ``fit_on`` and the schedule itself, its in-sample fit — so a
+      λ is read against its own ceiling, not another λ's."""
+    shapes = list(dict.fromkeys([*fit_on, *held_out]))
+    _, curves, predicted = fit_and_predict(history, lam, fit_on, start, seeds, shapes=shapes)
+    control = fit_and_predict(history, lam, fit_on, start, seeds, annealing=False, shapes=shapes)[2]
+    out = {}
+    for shape in held_out:
+        inside = fit_and_predict(history, lam, [*fit_on, shape], start, seeds, shapes=shapes)[2][shape]
+        errors = {name: window_scores(curves[shape], p, after=after)[1]
+                  for name, p in (("predicted", predicted[shape]), ("control", control[shape]), ("fitted", inside))}
+        out[shape] = {**errors, "share": share_of_fit(errors["predicted"], errors["control"], errors["fitted"])}
+    return out
 
 
 def decay_start(knobs: dict) -> int:
