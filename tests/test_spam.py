@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlab import data, engine, models, optim, spikes, train
+from tdlab import data, engine, flat, models, optim, spikes, train
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +250,155 @@ def test_spike_ratio_and_rejections():
     with pytest.raises(ValueError):
         optim.spam(lr=1e-3, threshold=-1)
     assert optim.spam(lr=1e-3, delta_t=0, threshold=0).name == "adam"
+
+
+# ----------------------------------------------------------------- SPAM stacked on the flat (E, P) buffer
+
+FLAT_MEMBERS = [   # Adam; SPAM; resets only; clipping only — different ΔT, θ, warm-up, β₂, lr, decay, gradients
+    dict(delta_t=0, threshold=0.0, warmup_steps=5, beta2=0.99, lr=0.01, wd=0.0, seed=0),
+    dict(delta_t=12, threshold=20.0, warmup_steps=5, beta2=0.99, lr=0.02, wd=0.1, seed=1),
+    dict(delta_t=9, threshold=0.0, warmup_steps=3, beta2=0.999, lr=0.005, wd=0.0, seed=2),
+    dict(delta_t=0, threshold=8.0, warmup_steps=0, beta2=0.95, lr=0.01, wd=0.05, seed=3),
+]
+
+
+def _member_stream(seed, steps=40, shapes=(5, 3)):
+    """A gradient stream with spikes, and one entry whose gradient is 0 for 15 steps (v = 0 there)."""
+    stream = gradient_stream(steps, list(shapes), seed=seed)
+    for k in range(15):
+        stream[k][0][0] = 0.0
+    return stream
+
+
+def test_flat_spam_equals_separate_spam_runs():
+    """E members of FlatSPAM with their own ΔT, θ, warm-up, β₂, lr and decay against E runs of optim.SPAM
+    (the torch.optim reference), in float64 over 40 steps: several resets, clipping, zero-v entries; and the
+    flat spike observer against each run's SpikeLog."""
+    shapes, steps = (5, 3), 40
+    gen = torch.Generator().manual_seed(7)
+    start = [torch.randn(sum(shapes), generator=gen, dtype=torch.float64) for _ in FLAT_MEMBERS]
+    streams = [_member_stream(m["seed"], steps, shapes) for m in FLAT_MEMBERS]
+    layout = engine.flat_layout([("a", (shapes[0],)), ("b", (shapes[1],))])
+    tracker = spikes.SpikeTracker(threshold=4.0, min_updates=3)
+    rule = optim.SPAMRule.per_member(
+        [optim.flat_spam(betas=(0.9, m["beta2"]), eps=1e-6, delta_t=m["delta_t"], threshold=m["threshold"],
+                         warmup_steps=m["warmup_steps"], grad_accu_steps=4, observer=tracker.new_flat)
+         for m in FLAT_MEMBERS])
+    flat = torch.stack(start).clone()
+    stepper = rule.flat(flat, layout)
+    lr = torch.tensor([m["lr"] for m in FLAT_MEMBERS], dtype=torch.float64)
+    wd = torch.tensor([m["wd"] for m in FLAT_MEMBERS], dtype=torch.float64)
+    trajectory = []
+    for k in range(steps):
+        stepper.step(torch.stack([torch.cat(s[k]) for s in streams]), lr, wd, None)
+        trajectory.append(flat.clone())
+    for e, m in enumerate(FLAT_MEMBERS):
+        log = spikes.SpikeLog(4.0, min_updates=3)
+        params = list(start[e].split(list(shapes)))
+        opt, want = run_spam(params, streams[e], lr=m["lr"], betas=(0.9, m["beta2"]), eps=1e-6,
+                             weight_decay=m["wd"], delta_t=m["delta_t"], threshold=m["threshold"],
+                             warmup_steps=m["warmup_steps"], grad_accu_steps=4, observer=log)
+        for k in range(steps):
+            assert torch.allclose(trajectory[k][e], torch.cat(want[k]), atol=1e-12, rtol=1e-10), (e, k + 1)
+        ours = tracker.logs[e]
+        assert ours.counts == log.counts and ours.clipped == log.clipped and ours.first_seen == log.first_seen
+        assert ours.per_tensor == log.per_tensor
+        assert ours.max_ratio == pytest.approx(log.max_ratio, rel=1e-9)
+    logs = tracker.logs
+    assert sum(logs[1].clipped) > 0 and sum(logs[3].clipped) > 0 and sum(logs[0].clipped) == 0   # clipping happened
+    assert all(log.total() > 0 for log in logs) and sum(logs[3].first_seen) > 0                # spikes, v = 0 entries
+    assert stepper.updates.tolist() == [40, 5, 5, 40]         # the last resets at step 36 (ΔT = 12 and ΔT = 9)
+
+
+def test_flat_spam_without_resets_and_clipping_is_flat_adam():
+    """ΔT = 0, θ = 0 and no decay: tdlab.flat's Adam, up to ε's place (SPAM adds ε to √v, Adam to √v̂: with
+    ε = 10⁻³⁰ both are negligible)."""
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(3, 8, generator=gen, dtype=torch.float64)
+    a, b = start.clone(), start.clone()
+    spam = optim.flat_spam(betas=(0.9, 0.99), eps=1e-30, delta_t=0, threshold=0.0).flat(a, {})
+    adam = flat.FlatOptimizer("adam", b, betas=(0.9, 0.99), eps=1e-30)
+    lr, zero = torch.tensor([1e-2, 3e-3, 1e-3], dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    for _ in range(30):
+        grad = torch.randn(3, 8, generator=gen, dtype=torch.float64)
+        spam.step(grad, lr, zero, zero)
+        adam.step(grad, lr, zero, zero)
+    assert torch.allclose(a, b, atol=1e-12, rtol=0) and not torch.allclose(a, start)
+
+
+def _spam_digits_recipe(digits, tracker):
+    mlp = lambda: models.MLP(64, 10, width=16, depth=1)   # noqa: E731
+    return spikes.spam_recipe(digits, mlp, tracker, lr=1e-2, delta_t=30, threshold=5.0, warmup_steps=5,
+                              batch_size=32, steps=60, eval_every=20, progress=False)
+
+
+ENGINE_MEMBERS = [{"delta_t": 0, "threshold": 0.0, "seed": 0}, {"delta_t": 30, "threshold": 5.0, "seed": 0},
+                  {"delta_t": 0, "threshold": 5.0, "seed": 1, "lr": 3e-3},
+                  {"delta_t": 20, "threshold": 0.0, "seed": 2, "warmup_steps": 10, "beta2": 0.99}]
+
+
+def test_spam_recipe_trains_its_members_in_one_stacked_call(digits, monkeypatch):
+    """The recipe's members (different ΔT, θ, warm-up, β₂, lr, seed) in one engine call, stacked, equal
+    one-at-a-time runs of the torch.optim SPAM to rounding; the spike logs (in member order) and the
+    monitor's numbers are each run's."""
+    from tdlab import recipes
+    calls = []
+    real_run = recipes.run
+    monkeypatch.setattr(recipes, "run", lambda *a, **k: calls.append(k) or real_run(*a, **k))
+    tracker = spikes.SpikeTracker(threshold=8.0, min_updates=3)
+    history = _spam_digits_recipe(digits, tracker).sweep(ENGINE_MEMBERS)
+    assert len(calls) == 1 and isinstance(calls[0]["optimizer"], optim.SPAMRule) and len(tracker.logs) == 4
+    for member, m in enumerate(ENGINE_MEMBERS):
+        knobs = {"lr": 1e-2, "warmup_steps": 5, "beta2": 0.999, **m}
+        reference = spikes.SpikeTracker(threshold=8.0, min_updates=3)
+        alone = engine.run(lambda: models.MLP(64, 10, width=16, depth=1), digits, [{"seed": m["seed"]}],
+                           batch_size=32, steps=60, eval_every=20, monitors=[reference.monitor], progress=False,
+                           optimizer=optim.spam(lr=knobs["lr"], betas=(0.9, knobs["beta2"]), delta_t=knobs["delta_t"],
+                                                threshold=knobs["threshold"], warmup_steps=knobs["warmup_steps"],
+                                                observer=reference.new))
+        got, want = history.models[member], alone.models[0]
+        for p, q in zip(got.parameters(), want.parameters()):
+            assert torch.allclose(p, q, atol=1e-5, rtol=0), member
+        for split in ("train", "test"):
+            assert history.curve(split, "loss", member)[1] == pytest.approx(alone.curve(split, "loss")[1], abs=1e-5)
+        ours, theirs = tracker.logs[member], reference.logs[0]
+        assert (ours.counts, ours.clipped, ours.first_seen, ours.per_tensor) == (
+            theirs.counts, theirs.clipped, theirs.first_seen, theirs.per_tensor), member
+        assert ours.max_ratio == pytest.approx(theirs.max_ratio, rel=1e-4)
+        assert history.final("train", "spikes_total", member) == theirs.total()
+        assert history.final("train", "clipped", member) == sum(theirs.clipped)
+        assert {k: history.knobs[member][k] for k in knobs} == knobs
+        assert history.knobs[member]["optimizer"] == ("spam" if m["delta_t"] or m["threshold"] else "adam")
+    assert sum(tracker.logs[1].clipped) > 0 and sum(tracker.logs[0].clipped) == 0
+    assert sum(log.total() for log in tracker.logs) > 0
+
+
+def test_spam_recipe_one_run_and_members_one_at_a_time(digits):
+    """A panel's one run (the flat buffer of one member), and members trained one at a time (batched=False):
+    the same numbers as the stacked call."""
+    tracker = spikes.SpikeTracker(threshold=8.0, min_updates=3)
+    recipe = _spam_digits_recipe(digits, tracker)
+    stacked = recipe.sweep(ENGINE_MEMBERS[:2])
+    one = recipe(**ENGINE_MEMBERS[1])
+    apart = recipe.but(batched=False).sweep(ENGINE_MEMBERS[:2])
+    assert len(tracker.logs) == 2 + 1 + 2
+    assert one.num_members == 1 and one.knobs[0]["delta_t"] == 30 and one.knobs[0]["optimizer"] == "spam"
+    assert tracker.logs[2].counts == tracker.logs[1].counts and tracker.logs[2].clipped == tracker.logs[1].clipped
+    for member in range(2):
+        assert apart.knobs[member]["delta_t"] == stacked.knobs[member]["delta_t"]
+        assert apart.final("test", "loss", member) == pytest.approx(stacked.final("test", "loss", member), abs=1e-5)
+        assert tracker.logs[3 + member].clipped == tracker.logs[member].clipped
+    assert one.final("test", "loss") == pytest.approx(stacked.final("test", "loss", 1), abs=1e-5)
+
+
+def test_spam_rule_rejections():
+    with pytest.raises(ValueError):
+        optim.flat_spam(delta_t=1)
+    with pytest.raises(ValueError):
+        optim.flat_spam(threshold=-1.0)
+    with pytest.raises(ValueError):                  # shared settings must agree
+        optim.SPAMRule.per_member([optim.flat_spam(eps=1e-6), optim.flat_spam(eps=1e-8)])
+    rule = optim.SPAMRule.per_member([optim.flat_spam(delta_t=0, threshold=0.0), optim.flat_spam()])
+    assert rule.member_settings == [{"optimizer": "adam"}, {"optimizer": "spam"}] and rule.name == "spam"
+    with pytest.raises(ValueError):                  # two settings for a call of three members
+        rule.flat(torch.zeros(3, 4), {})

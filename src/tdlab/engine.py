@@ -17,6 +17,11 @@ draw, and the loss's own coefficients — in one of two ways, through the same l
   statistics, parameters of mixed dtype) and optimizers other than the named ones (⊥Grad,
   any ``torch.optim`` factory), each member runs through the loop alone.
 
+Besides the named optimizers, a *flat rule* — an object whose ``flat(flat, layout)`` returns a
+stepper of the ``(E, P)`` buffer with :class:`~tdlab.flat.FlatOptimizer`'s ``step`` (SPAM:
+:func:`tdlab.optim.flat_spam`) — stacks too; its ``member_settings`` (one dict per member), if
+any, land in each member's knobs, and its ``member(i)`` is member i's rule alone.
+
 :func:`tdlab.train.train` is the one-member case, :func:`tdlab.sweep.sweep` the
 many-member one. All members see the same batches in the same order (``data_seed``), so a
 stacked run of E configurations equals E separate runs (the tests check it to 1e-5).
@@ -182,6 +187,19 @@ def make_optimizer(optimizer, parameters, lr: float, weight_decay: float, moment
     return torch.optim.AdamW(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
+def is_flat_rule(optimizer) -> bool:
+    """Whether ``optimizer`` is a flat rule: ``optimizer.flat(flat, layout)`` makes the stepper of a flat
+    ``(E, P)`` buffer (:class:`tdlab.optim.SPAMRule`), which the loop stacks like a named optimizer."""
+    return not isinstance(optimizer, str) and callable(getattr(optimizer, "flat", None))
+
+
+def flat_optimizer(optimizer, flat: torch.Tensor, layout: dict, betas, eps: float, nesterov: bool):
+    """The stepper of a flat buffer: a :class:`~tdlab.flat.FlatOptimizer` by name, or a flat rule's."""
+    if is_flat_rule(optimizer):
+        return optimizer.flat(flat, layout)
+    return FlatOptimizer(optimizer, flat, betas=betas, eps=eps, nesterov=nesterov)
+
+
 def optimizer_name(optimizer) -> str:
     """How a History names an optimizer: its name, a factory's ``name`` attribute, or its class."""
     if isinstance(optimizer, str):
@@ -257,8 +275,8 @@ class Stacked:
         self._forward_each = ((lambda x: self.base.forward_stacked(self.params, x, per_member=True)) if each
                               else vmapped(0))
         self.leaves = list(self.params.values())
-        self.optimizer = FlatOptimizer(optimizer, self.flat, betas=betas, eps=eps, nesterov=nesterov)
         self.layout = flat_layout([(name, tuple(p.shape[1:])) for name, p in self.params.items()])
+        self.optimizer = flat_optimizer(optimizer, self.flat, self.layout, betas, eps, nesterov)
         self.grad: torch.Tensor | None = None                      # the last step's (E, P) gradient
 
     def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
@@ -295,12 +313,12 @@ class Single:
                  nesterov: bool):
         self.model, self.hyper = model, hyper
         self.count = 1
-        if isinstance(optimizer, str) and flattenable(model):
+        if (isinstance(optimizer, str) or is_flat_rule(optimizer)) and flattenable(model):
             self.flat, self.params = flatten_(model)               # the parameters become views of one buffer
-            self.optimizer = FlatOptimizer(optimizer, self.flat, betas=betas, eps=eps, nesterov=nesterov)
             self.torch_optimizer = None
             self.layout = flat_layout([(name, tuple(p.shape)) for name, p in model.named_parameters()
                                        if p.requires_grad])
+            self.optimizer = flat_optimizer(optimizer, self.flat, self.layout, betas, eps, nesterov)
         else:
             self.torch_optimizer = make_optimizer(optimizer, model.parameters(), float(hyper["lr"]),
                                                   float(hyper["weight_decay"]), float(hyper["momentum"]),
@@ -358,7 +376,9 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     - ``loss``: a name of :data:`tdlab.losses.LOSSES` or a :class:`~tdlab.losses.Loss`; extra
       keyword arguments go to the loss (``lam=3, beta=0.7`` for ELR).
     - ``optimizer``: ``"sgd"`` (momentum, ``nesterov``), ``"adam"``, ``"adamw"`` (``betas``,
-      ``eps``), a factory ``params -> Optimizer`` or an optimizer object (one member at a time).
+      ``eps``), a flat rule (:func:`is_flat_rule`: SPAM, :func:`tdlab.optim.flat_spam`; stacked
+      like the named ones, its ``member_settings`` in each member's knobs), a factory
+      ``params -> Optimizer`` or an optimizer object (one member at a time).
     - ``noise_rate``, ``noise`` and ``noise_seed`` (knobs): each member trains on
       ``with_label_noise(data, noise, noise_rate, noise_seed)``; ``data`` must then hold clean labels. ``None`` trains on ``data`` as it is.
     - ``batch_size=None`` trains full batch; ``schedule_name``: see :func:`schedule`.
@@ -410,10 +430,14 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
                   monitors=monitors,
                   callback=callback, tags=tags or {}, show_progress=progress)
     models = [_build(model, s, data.device) for s in settings]
-    why_not = None if isinstance(optimizer, str) else "the optimizer is not one of the named ones"
+    flat_rule = is_flat_rule(optimizer)
+    why_not = None if isinstance(optimizer, str) or flat_rule else "the optimizer is not one of the named ones"
     why_not = why_not or stackable(models[0])
-    if step_hook is not None and (not isinstance(optimizer, str) or not flattenable(models[0])):
+    if step_hook is not None and (not (isinstance(optimizer, str) or flat_rule) or not flattenable(models[0])):
         raise ValueError("a step_hook needs one of the named optimizers and parameters of one dtype (a flat buffer)")
+    if flat_rule and not flattenable(models[0]):
+        raise ValueError(f"the optimizer {optimizer_name(optimizer)!r} steps a flat buffer: it needs parameters of "
+                         "one dtype on one device")
     if batched and why_not:
         raise ValueError(f"these members cannot be stacked: {why_not}")
     if batched or (batched is None and len(settings) > 1 and why_not is None):
@@ -423,9 +447,11 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     # one member at a time: a hook with settings per member gives each member its own
     hooks = {name: [hook.member(i) for i in range(len(settings))]
              if getattr(hook, "member_settings", None) is not None else [hook] * len(settings)
-             for name, hook in (("step_hook", step_hook), ("batch_hook", batch_hook))}
+             for name, hook in (("step_hook", step_hook), ("batch_hook", batch_hook),
+                                ("optimizer", optimizer if flat_rule else None))}
     return concat([_loop([m], [s], stacked=False, description=f"{description} ({i + 1}/{len(settings)})",
-                         **{**common, "step_hook": hooks["step_hook"][i], "batch_hook": hooks["batch_hook"][i]})
+                         **{**common, "step_hook": hooks["step_hook"][i], "batch_hook": hooks["batch_hook"][i],
+                            "optimizer": hooks["optimizer"][i] if flat_rule else optimizer})
                    for i, (m, s) in enumerate(zip(models, settings))])
 
 
@@ -493,7 +519,8 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
                                     data_seed, schedule_name) for s in settings])
     if step_hook is not None:
         history.knobs = [{**k, **(getattr(step_hook, "settings", {}) or {})} for k in history.knobs]
-    for name, hook in (("batch_hook", batch_hook), ("step_hook", step_hook)):
+    for name, hook in (("batch_hook", batch_hook), ("step_hook", step_hook),
+                       ("optimizer", optimizer if is_flat_rule(optimizer) else None)):
         per_member = getattr(hook, "member_settings", None)
         if per_member is not None:
             if len(per_member) != count:

@@ -49,8 +49,9 @@ class Recipe:
     - ``derive``: functions ``f(knob=default, ...) -> {engine setting: value}``; a knob named in
       a derivation's signature goes to it (and, if it is also an engine setting, to the engine).
       Members whose derivation knobs differ train in separate engine calls, except for a
-      derivation marked :func:`per_member` (one that makes only a ``batch_hook``): members that
-      differ only in its knobs train in one call, each with its own hook.
+      derivation marked :func:`per_member` (one that makes only a ``batch_hook``, or only an
+      ``optimizer`` that is a flat rule with a ``per_member`` join, SPAM's): members that differ
+      only in its knobs train in one call, each with its own hook or optimizer settings.
     """
 
     data: Dataset | Callable[[], Dataset]
@@ -181,7 +182,9 @@ class Recipe:
     def _member_hooks(derivation: Callable, fulls: list[dict], settings: dict, tags: dict) -> None:
         """The batch hook of a per_member derivation for one engine call: the derivation's hook where
         every member has the same knobs (recorded as tags), else one hook per member
-        (:func:`tdlab.augment.per_member`, each member's knobs in its own History entry)."""
+        (:func:`tdlab.augment.per_member`, each member's knobs in its own History entry). A derivation
+        that makes only an ``optimizer`` (a flat rule) is joined the same way, by the rule's own
+        ``per_member`` (:meth:`tdlab.optim.SPAMRule.per_member`)."""
         signature, names = inspect.signature(derivation), _parameters(derivation)
         arguments = []
         for full in fulls:
@@ -193,9 +196,13 @@ class Recipe:
             tags.update(arguments[0])
         else:
             made = [derivation(**a) for a in arguments]
+        if all(set(m) == {"optimizer"} and hasattr(m["optimizer"], "per_member") for m in made):
+            settings["optimizer"] = (made[0]["optimizer"] if len(made) == 1
+                                     else made[0]["optimizer"].per_member([m["optimizer"] for m in made], arguments))
+            return
         if any(set(m) != {"batch_hook"} for m in made):
-            raise ValueError(f"a per_member derivation must return only a batch_hook; {derivation.__name__} returned "
-                             f"{sorted(made[0])}")
+            raise ValueError(f"a per_member derivation must return only a batch_hook (or only an optimizer with a "
+                             f"per_member join); {derivation.__name__} returned {sorted(made[0])}")
         if "batch_hook" in settings:
             raise ValueError("two derivations make a batch_hook; compose them in one")
         settings["batch_hook"] = (made[0]["batch_hook"] if len(made) == 1
@@ -207,7 +214,9 @@ def per_member(derivation: Callable[..., dict]) -> Callable[..., dict]:
     as one whose knobs may differ between the members of one engine call: ERM, mixup and
     early-stopped mixup then train together, each member with its own hook
     (:func:`tdlab.augment.per_member`), instead of one engine call each. Every member's batches
-    are what its hook alone would make."""
+    are what its hook alone would make. A derivation that makes only an ``optimizer`` with a
+    ``per_member`` join (SPAM's ΔT and θ: :meth:`tdlab.optim.SPAMRule.per_member`) may be marked
+    too: each member then steps with its own settings, stacked."""
     derivation.per_member = True
     return derivation
 

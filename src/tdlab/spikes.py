@@ -21,8 +21,10 @@ with a small character-level Transformer nearly all such ratios fell in steps 1�
 
 - :class:`SpikeLog` — the observer a :class:`tdlab.optim.SPAM` calls for every parameter at every
   step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor.
-- :class:`SpikeTracker` — one SpikeLog per optimizer built (one per run of a sweep), and
-  :meth:`SpikeTracker.monitor`, which logs the current run's numbers at each evaluation.
+- :class:`FlatSpikeLog` — the same numbers for the E runs a :class:`tdlab.optim.FlatSPAM` steps
+  together, computed on the flat ``(E, P)`` gradient and v at once, one SpikeLog per run.
+- :class:`SpikeTracker` — one SpikeLog per run trained (in member order), and
+  :meth:`SpikeTracker.monitor`, which logs the numbers of the runs being trained at each evaluation.
 
 Adam is watched the same way: SPAM with resets and clipping off (``delta_t=0, threshold=0``) is
 Adam (the tests check it), and its observer sees Adam's own v.
@@ -87,12 +89,15 @@ class SpikeLog:
         self._step[1] = max(self._step[1], float(ratio.max()))
 
     def end_step(self, k: int) -> None:
-        count, largest, clipped, unseen = self._step
+        self.record(*self._step)
+        self._step[:] = [0, 0.0, 0, 0]
+
+    def record(self, count: int, largest: float, clipped: int, unseen: int) -> None:
+        """Append one step's numbers: spikes, the largest r, entries clipped, non-zero g with v = 0."""
         self.counts.append(count)
         self.max_ratio.append(largest)
         self.clipped.append(clipped)
         self.first_seen.append(unseen)
-        self._step[:] = [0, 0.0, 0, 0]
 
     @property
     def steps(self) -> int:
@@ -112,21 +117,82 @@ class SpikeLog:
         return np.flatnonzero(np.asarray(self.counts) > 0) + 1
 
 
-class SpikeTracker:
-    """One :class:`SpikeLog` per optimizer built: pass ``tracker.new`` as the ``observer`` of
-    :func:`tdlab.optim.spam`, and ``tracker.monitor`` to the run's ``monitors``.
+class FlatSpikeLog:
+    """The observer of a :class:`tdlab.optim.FlatSPAM`: for E members stepped together, the numbers each
+    member's :class:`SpikeLog` would get from :class:`tdlab.optim.SPAM` one at a time, computed on the
+    flat ``(E, P)`` gradient and v at once — the tensors are the ``layout``'s slices of a row
+    (``name -> (start, stop, shape)``, in the order of the model's parameters, which ``per_tensor`` counts).
+    """
 
-    The engine builds a member's optimizer just before its first evaluation and trains such members
-    one at a time, so the monitor reads the log of the run being trained (``tracker.current``).
+    def __init__(self, logs: list[SpikeLog], layout: dict[str, tuple[int, int, tuple[int, ...]]]):
+        self.logs = logs
+        spans = sorted(((start, stop) for start, stop, _ in layout.values()))
+        sizes = torch.tensor([stop - start for start, stop in spans])
+        self.tensor_of = torch.repeat_interleave(torch.arange(len(spans)), sizes)    # (P,) tensor index per entry
+        self.threshold = {log.threshold for log in logs}
+        self.min_updates = {max(1, log.min_updates) for log in logs}
+        if len(self.threshold) != 1 or len(self.min_updates) != 1:
+            raise ValueError("the members' spike logs must share a threshold and min_updates")
+        (self.threshold,), (self.min_updates,) = self.threshold, self.min_updates
+        self._step: torch.Tensor | None = None
+
+    def __call__(self, grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: torch.Tensor, beta2: torch.Tensor,
+                 clipped: torch.Tensor) -> None:
+        """One step: ``grad`` (E, P) before clipping, ``exp_avg_sq`` v before the update, ``updates`` (E,),
+        ``beta2`` (E, 1), ``clipped`` (E,) — as :meth:`SpikeLog.__call__` sees them, for every tensor at once."""
+        watched = (updates >= self.min_updates).unsqueeze(1)                     # (E, 1): v holds enough updates
+        n = updates.clamp(min=1).unsqueeze(1).to(beta2.dtype)
+        v_hat = exp_avg_sq / (1 - beta2 ** n).to(exp_avg_sq.dtype)              # Adam's bias-corrected v
+        g2 = grad.square()
+        ratio = torch.where(g2 == 0, torch.zeros_like(g2), g2 / v_hat)
+        finite = torch.isfinite(ratio)
+        unseen = (watched & ~finite).sum(1)
+        ratio = torch.where(watched & finite, ratio, torch.zeros_like(ratio))
+        spiked = ratio > self.threshold
+        per_tensor = torch.zeros(grad.shape[0], int(self.tensor_of[-1]) + 1, dtype=torch.float64,
+                                 device=grad.device)
+        per_tensor.index_add_(1, self.tensor_of.to(grad.device), spiked.to(torch.float64))
+        self._step = torch.cat([spiked.sum(1, keepdim=True).double(), ratio.amax(1, keepdim=True).double(),
+                                clipped.unsqueeze(1).double(), unseen.unsqueeze(1).double(), per_tensor], dim=1)
+
+    def end_step(self, k: int) -> None:
+        rows = self._step.tolist() if self._step is not None else [[0, 0.0, 0, 0] for _ in self.logs]
+        for log, row in zip(self.logs, rows):
+            count, largest, clipped, unseen = row[:4]
+            log.record(int(count), float(largest), int(clipped), int(unseen))
+            for index, spikes in enumerate(row[4:]):
+                if spikes:
+                    log.per_tensor[index] = log.per_tensor.get(index, 0) + int(spikes)
+        self._step = None
+
+
+class SpikeTracker:
+    """One :class:`SpikeLog` per member trained, in the order the members were trained.
+
+    Pass ``tracker.new_flat`` as the ``observer`` of :func:`tdlab.optim.flat_spam` (E members stacked
+    in one engine call: E logs, in member order), or ``tracker.new`` as that of
+    :func:`tdlab.optim.spam` (one log per optimizer built); and ``tracker.monitor`` to the run's
+    ``monitors``. The engine builds the optimizer of an engine call (or of one member trained alone)
+    just before its first evaluation, so the monitor reads the logs of the call being trained
+    (``tracker.group``).
     """
 
     def __init__(self, threshold: float = RATIO_THRESHOLD, min_updates: int = MIN_UPDATES):
         self.threshold, self.min_updates = threshold, min_updates
         self.logs: list[SpikeLog] = []
+        self.group: list[SpikeLog] = []           # the logs of the engine call being trained, in member order
 
     def new(self) -> SpikeLog:
+        """One log, for a :class:`tdlab.optim.SPAM` (one member)."""
         self.logs.append(SpikeLog(self.threshold, self.min_updates))
+        self.group = self.logs[-1:]
         return self.logs[-1]
+
+    def new_flat(self, layout: dict, members: int) -> FlatSpikeLog:
+        """``members`` logs, one per member of a :class:`tdlab.optim.FlatSPAM`, and their observer."""
+        self.group = [SpikeLog(self.threshold, self.min_updates) for _ in range(members)]
+        self.logs.extend(self.group)
+        return FlatSpikeLog(self.group, layout)
 
     @property
     def current(self) -> SpikeLog:
@@ -135,19 +201,22 @@ class SpikeTracker:
         return self.logs[-1]
 
     def monitor(self, ev) -> dict[tuple[str, str], list[float]]:
-        """Logs, for the run being trained: ``spikes`` (spikes in the steps since the last evaluation),
-        ``spikes_total`` (since the start), ``spike_ratio`` (the largest r so far), ``clipped`` (entries
-        SPAM clipped so far) — all under split ``train``."""
-        if ev.members != 1:
-            raise ValueError("the spike monitor watches one run at a time (an optimizer factory trains "
-                             "its members one by one)")
-        log = self.current
-        done = log.steps
-        previous, log.reported = log.reported, done
-        return {("train", "spikes"): [float(log.total(previous, done))],
-                ("train", "spikes_total"): [float(log.total())],
-                ("train", "spike_ratio"): [log.largest() if done else 0.0],
-                ("train", "clipped"): [float(sum(log.clipped))]}
+        """Logs, for each member of the call being trained: ``spikes`` (spikes in the steps since the last
+        evaluation), ``spikes_total`` (since the start), ``spike_ratio`` (the largest r so far), ``clipped``
+        (entries SPAM clipped so far) — all under split ``train``."""
+        if not self.group:
+            raise RuntimeError("no optimizer has been built with this tracker's observer")
+        if ev.members != len(self.group):
+            raise ValueError(f"the spike monitor watches {len(self.group)} runs, the evaluation has {ev.members}")
+        out = {("train", key): [] for key in ("spikes", "spikes_total", "spike_ratio", "clipped")}
+        for log in self.group:
+            done = log.steps
+            previous, log.reported = log.reported, done
+            out["train", "spikes"].append(float(log.total(previous, done)))
+            out["train", "spikes_total"].append(float(log.total()))
+            out["train", "spike_ratio"].append(log.largest() if done else 0.0)
+            out["train", "clipped"].append(float(sum(log.clipped)))
+        return out
 
 
 # ----------------------------------------------------------------- SPAM's step size after a reset
@@ -181,17 +250,19 @@ def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[f
 
 def spam_recipe(data, model, tracker: SpikeTracker, *, lr: float, delta_t: int, threshold: float,
                 warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, **settings):
-    """A :class:`tdlab.recipes.Recipe` training with :func:`tdlab.optim.spam`, its knobs ``lr``,
+    """A :class:`tdlab.recipes.Recipe` training with SPAM (:func:`tdlab.optim.flat_spam`), its knobs ``lr``,
     ``delta_t`` (ΔT; 0: no resets), ``threshold`` (θ; 0: no clipping), ``warmup_steps`` and ``beta2``
     (Adam: ``delta_t=0, threshold=0``), watched by ``tracker`` (its monitor is added to the run's).
-    Members that differ in these knobs train in separate engine calls, one at a time."""
+    Members that differ only in these knobs and their seed train stacked, in one engine call (the
+    SPAM knobs through a :func:`tdlab.recipes.per_member` derivation, ``lr`` as the engine's own knob)."""
     from tdlab import optim
-    from tdlab.recipes import Recipe
+    from tdlab.recipes import Recipe, per_member
 
-    def optimizer(lr: float = lr, delta_t: int = delta_t, threshold: float = threshold,
-                  warmup_steps: int = warmup_steps, beta2: float = betas[1]) -> dict:
-        return {"optimizer": optim.spam(lr=lr, betas=(betas[0], beta2), eps=eps, delta_t=delta_t,
-                                        threshold=threshold, warmup_steps=warmup_steps, observer=tracker.new)}
+    @per_member
+    def optimizer(delta_t: int = delta_t, threshold: float = threshold, warmup_steps: int = warmup_steps,
+                  beta2: float = betas[1]) -> dict:
+        return {"optimizer": optim.flat_spam(betas=(betas[0], beta2), eps=eps, delta_t=delta_t, threshold=threshold,
+                                             warmup_steps=warmup_steps, observer=tracker.new_flat)}
 
     monitors = [tracker.monitor, *settings.pop("monitors", ())]
-    return Recipe(data, model, {"monitors": monitors, **settings}, derive=(optimizer,))
+    return Recipe(data, model, {"monitors": monitors, "lr": lr, **settings}, derive=(optimizer,))
