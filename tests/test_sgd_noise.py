@@ -282,3 +282,143 @@ def test_optimum_figure_draws_edge_optima_open():
     hollow = [ln for ln in lines if ln.get_marker() == "o" and ln.get_markerfacecolor() == "white"]
     assert len(filled) == 1 and np.allclose(filled[0].get_xdata(), [2.0**-6])
     assert len(hollow) == 1 and np.allclose(hollow[0].get_xdata(), [1.0])
+
+
+def test_window_permutation_against_every_permutation():
+    import itertools
+    temps, alphas = [2.0**k for k in range(-6, -1)], [0.25, 1.0]
+    errors = [[0.05, 0.03, 0.04, 0.02, np.nan], [0.09, 0.06, 0.01, 0.08, 0.07]]
+    usable = [[False, True, True, True, False], [True, True, True, False, False]]
+
+    def slope(rows):                       # T_opt of every row (the same smoothing), then the log–log slope
+        t_opt = [sgd_noise.optimum_temperature(temps, e, u) for e, u in zip(rows, usable)]
+        return np.polyfit(np.log2(alphas), np.log2(t_opt), 1)[0]
+
+    def permuted(row, where, order):
+        out = list(row)
+        for i, j in zip(where, order):
+            out[i] = row[j]
+        return out
+
+    where = [[i for i, u in enumerate(row) if u] for row in usable]
+    exact = [slope([permuted(errors[0], where[0], a), permuted(errors[1], where[1], b)])   # all 3! × 3! equally likely
+             for a in itertools.permutations(where[0]) for b in itertools.permutations(where[1])]
+    values, counts = np.unique(np.round(exact, 9), return_counts=True)
+    draws = np.round(sgd_noise.window_permutation(alphas, temps, errors, usable, seed=0, shuffles=4000), 9)
+    assert set(draws) <= set(values)
+    assert np.allclose([np.mean(draws == v) for v in values], counts / counts.sum(), atol=0.03)
+    assert np.median(draws) == pytest.approx(np.median(np.repeat(values, counts)), abs=0.3)
+    again = sgd_noise.window_permutation(alphas, temps, errors, usable, seed=0, shuffles=50)
+    assert np.array_equal(again, sgd_noise.window_permutation(alphas, temps, errors, usable, seed=0, shuffles=50))
+    # a row with one usable run keeps its T_opt in every draw; the window is each row's own
+    one = [[False, False, True, False, False], usable[1]]
+    draws = sgd_noise.window_permutation(alphas, temps, errors, one, seed=1, shuffles=200)
+    row1 = {sgd_noise.optimum_temperature(temps, permuted(errors[1], where[1], b), usable[1])
+            for b in itertools.permutations(where[1])}
+    assert set(np.round(draws, 9)) <= {round(float(np.log2(t / temps[2]) / 2), 9) for t in row1}
+    assert sgd_noise.slope_through(alphas, [2.0**-8, 2.0**-7]) == pytest.approx(0.5)
+    assert math.isnan(sgd_noise.slope_through(alphas, [2.0**-8, math.nan]))
+
+
+def test_falls_with_size_and_signs_of_chosen_members():
+    values = np.array([[5.0, 3.0, 2.0], [4.0, 3.0, 1.0], [1.0, 4.0, 0.5]])      # [P, T]
+    assert sgd_noise.falls_with_size(values).tolist() == [True, False, True]
+
+
+def toy_grid():
+    return sgd_noise.Grids("toy-digits", 6, 8, 1, 4, phase_size=16, phase_steps=200, alphas=[2.0, 8.0, 2.0**15],
+                           phase_temperatures=[2.0**-6, 2.0**-4, 2.0**-2], sizes=[16, 32],
+                           temperatures=[2.0**-8, 2.0**-6, 2.0**-4], lazy_seeds=2, steps_per_point=4.0, min_steps=40,
+                           rich_alphas=[2.0, 8.0])
+
+
+def test_null_runs_train_the_twins_and_read_them(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(90, 6, generator=gen)
+    digits = (x[:, 0] > 0).long() * 2 + (x[:, 1] > 0).long()                      # parity: the sign of x₁
+    base = Dataset("toy-digits", x[:60], digits[:60], x[60:], digits[60:], 4)
+    monkeypatch.setattr(sgd_noise.datasets, "load", lambda name, **kw: base)
+    grid, seeds, below = toy_grid(), [100, 101], [2.0**-8, 2.0**-6]
+    recipe = grid.recipe(3, progress=False)
+    labels = []
+
+    def timed(label, train, *args, **kwargs):
+        labels.append(label)
+        return train(*args, **kwargs)
+
+    cold = np.array([[0.10, 0.20], [0.30, np.nan]])
+    out = sgd_noise.null_runs(recipe, grid, 3, seeds, below, cold, 0.001, timed=timed)
+    twin, sweep, again = (out["histories"][k] for k in ("twin", "twin_sweep", "again"))
+    assert labels == ["null run"] * 4                        # the phase twins, the sweep's two sizes, the second order
+    # the phase twins: networks 1003 and 1004 at the smallest rich α (the build's training set and batches)
+    assert sorted({(k["alpha"], k["seed"]) for k in twin.knobs}) == [(2.0, 1003), (2.0, 1004)]
+    assert all("subset_seed" not in k or k["subset_seed"] == 3 for k in twin.knobs)
+    # the lazy twins: other initialisations on each network's own training set
+    at_small = [k for k in sweep.knobs if k["train_size"] == 16]
+    assert sorted({(k["seed"], k["subset_seed"]) for k in at_small}) == [(2000, 100), (2001, 100), (2010, 101), (2011, 101)]
+    assert sorted({k["temperature"] for k in at_small}) == pytest.approx(sorted(grid.temperatures))
+    assert sorted({(k["seed"], k["subset_seed"]) for k in sweep.knobs if k["train_size"] == 32}) == [(2000, 100), (2010, 101)]
+    # the second batch order: the networks themselves on their own sets, data_seed 3 + 5000
+    assert sorted({(k["seed"], k["subset_seed"]) for k in again.knobs}) == [(100, 100), (101, 101)]
+    assert {k["data_seed"] for k in again.knobs} == {5003}
+
+    def value(h, split, metric, **want):                    # by scanning the knobs, not History.find
+        m = [i for i, k in enumerate(h.knobs) if all(k[a] == pytest.approx(b) for a, b in want.items())]
+        assert len(m) == 1
+        return h.final(split, metric, m[0])
+
+    tc = [[sgd_noise.crossover_temperature(grid.temperatures, [value(sweep, "weights", "change", train_size=16, seed=w,
+                                                                     temperature=t) for t in grid.temperatures], 0.001)
+           for w in (1000 + 10 * s, 1001 + 10 * s)] for s in seeds]
+    assert np.array_equal(out["twin_tc"], np.array(tc))
+    t_opt, edge = [], []
+    for w in (1003, 1004):
+        err = [value(twin, "test", "err", seed=w, temperature=t) for t in grid.phase_temperatures]
+        ok = [sgd_noise.status(twin, [i for i, k in enumerate(twin.knobs) if k["seed"] == w and
+                                      k["temperature"] == pytest.approx(t)][0]) == "fitted" for t in grid.phase_temperatures]
+        t_opt.append(sgd_noise.optimum_temperature(grid.phase_temperatures, err, ok))
+        edge.append(max([t for t, u in zip(grid.phase_temperatures, ok) if u], default=math.nan))
+    def slope(v):
+        return np.polyfit(np.log2(grid.rich_alphas), np.log2(v), 1)[0] if np.isfinite(v).all() else math.nan
+
+    assert out["twin_k"] == pytest.approx(slope(t_opt), nan_ok=True)
+    assert out["twin_edge"] == pytest.approx(slope(edge), nan_ok=True)
+    redrawn = np.array([[value(again, "test", "err", seed=s, temperature=t)
+                         if value(again, "train", "unfit", seed=s, temperature=t) == 0 else np.nan for t in below]
+                        for s in seeds])
+    assert np.isfinite(redrawn).any()                     # some runs of the toy fit: the null is a number
+    by_hand = np.nanmean([np.nanmean(cold[:, j]) for j in range(2)]) - np.nanmean(
+        [np.nanmean(redrawn[:, j]) for j in range(2)])
+    assert out["paired_null"] == pytest.approx(by_hand, nan_ok=True)
+    assert out["redrawn_error"] == pytest.approx(np.nanmean([np.nanmean(redrawn[:, j]) for j in range(2)]), nan_ok=True)
+    # predicted_signs of chosen members: the same as every member's, picked out
+    build = recipe.model
+    every = sgd_noise.predicted_signs(again, build, base.x_test.float())
+    assert torch.equal(sgd_noise.predicted_signs(again, build, base.x_test.float(), [2, 0]), every[[2, 0]])
+
+
+def test_the_figures_share_one_legend_for_p_and_colour_the_fitted_cells():
+    import matplotlib
+    matplotlib.use("Agg")
+    temps, sizes, seeds = [2.0**-8, 2.0**-6, 2.0**-4], [64, 128], [7, 8]
+    rng = np.random.default_rng(1)
+    arrays = {"weights": rng.uniform(0.01, 0.1, (2, 2, 3)), "errors": rng.uniform(0.1, 0.2, (2, 2, 3)),
+              "moved": rng.uniform(0, 0.05, (2, 2, 3)), "unfit": np.zeros((2, 2, 3))}
+    t_c = np.full((2, 2), 2.0**-6)
+    fig = sgd_noise.lazy_figure(arrays, sizes, temps, t_c, sgd_noise.power_law(sizes, t_c), 0.03, 2.0**15, seeds, 540,
+                                reordered=0.02)
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == ["P = 64", "P = 128"]
+    top_left = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert not any(t.startswith("P = 64") or t == "P = 128" for t in top_left) and "one test image" in top_left
+    assert fig.axes[1].get_legend() is None                      # nothing of its own to name: no run left out
+    assert [t.get_text() for t in fig.axes[3].get_legend().get_texts()][:2] == ["network 7", "network 8"]
+    assert "networks" in fig.axes[0].get_title() and "seed" not in fig.axes[0].get_title()
+    alphas = [0.25, 1.0]
+    error = {(0.25, temps[0]): 0.03, (0.25, temps[1]): 0.05, (0.25, temps[2]): 0.55,
+             (1.0, temps[0]): 0.08, (1.0, temps[1]): 0.04, (1.0, temps[2]): math.nan}
+    state = {(0.25, temps[0]): "fitted", (0.25, temps[1]): "fitted", (0.25, temps[2]): "not fitted",
+             (1.0, temps[0]): "not fitted", (1.0, temps[1]): "fitted", (1.0, temps[2]): "diverged"}
+    fig = sgd_noise.phase_figure(error, {k: 0.01 for k in error}, state, alphas, temps, "t")
+    mesh = fig.axes[0].collections[0]
+    assert mesh.get_clim() == pytest.approx((3.0, 5.0))          # the fitted cells' range, not the 55 % run's
+    assert int(np.ma.count_masked(mesh.get_array())) == 3        # not fitted twice and diverged once: grey

@@ -20,7 +20,11 @@ r"""SGD noise in the lazy and the feature-learning regimes: the α-trick of Sclo
   T_c ∝ P^(−a) once per seed; :func:`fitted_at`, :func:`status`, :func:`centred_outputs` read single runs.
 - :func:`predicted_signs`, :func:`departure` — how far a trained classifier has moved from a reference
   run's (the paper's T_c: where the noise starts to change the trained model); :func:`optimum_temperature`
-  — T_opt of a feature-learning row (the paper's T_opt ∝ α^k).
+  — T_opt of a feature-learning row (the paper's T_opt ∝ α^k), :func:`slope_through` its slope k, and
+  :func:`window_permutation` that slope with each row's test errors shuffled inside its fitted window (the
+  null of "k beyond the window").
+- :func:`null_runs` — the runs of the chapter's nulls (other initialisations, :func:`twin_seeds`, and a
+  second batch order) and the nulls read from them.
 - :data:`GRIDS` — the chapter's sweeps at each scale (``paper``: the README commands); :func:`phase_figure`,
   :func:`one_run`, :func:`summary`, :func:`training_figure` — the chapter's phase diagram and widget panel.
 """
@@ -410,10 +414,12 @@ def status(history, member: int) -> str:
 
 
 @torch.no_grad()
-def predicted_signs(history, build: Callable[[], nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """sign F(w, x) of every member of ``history`` on the inputs ``x``, shape (E, N): the trained
-    classifier, read from the final models against their initial ones (:func:`centred_outputs`)."""
-    return torch.stack([torch.sign(centred_outputs(history, m, build, x)) for m in range(history.num_members)])
+def predicted_signs(history, build: Callable[[], nn.Module], x: torch.Tensor,
+                    members: Sequence[int] | None = None) -> torch.Tensor:
+    """sign F(w, x) of the ``members`` of ``history`` (all of them if None) on the inputs ``x``, shape (E, N):
+    the trained classifier, read from the final models against their initial ones (:func:`centred_outputs`)."""
+    members = range(history.num_members) if members is None else members
+    return torch.stack([torch.sign(centred_outputs(history, m, build, x)) for m in members])
 
 
 def departure(signs: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
@@ -506,6 +512,112 @@ def lazy_arrays(grid, sizes: Sequence[int], seeds: Sequence[int], temperatures: 
             "unfit": final("train", "unfit"), "moved": np.array([[moved(p, s) for p in sizes] for s in seeds])}
 
 
+def falls_with_size(values: np.ndarray) -> np.ndarray:
+    """For each column of ``values`` [P, T] (rows in increasing P): whether it falls strictly from every P
+    to the next (e.g. the test images the trained classifier moves at one temperature, smaller at every
+    larger P)."""
+    return np.all(np.diff(np.asarray(values, dtype=float), axis=0) < 0, axis=0)
+
+
+def slope_through(alphas: Sequence[float], temperatures: Sequence[float]) -> float:
+    """The log–log slope k of ``temperatures`` against ``alphas`` (T ∝ α^k, least squares; the paper's
+    T_opt ∝ α^k, or the fitted window's hot edge); NaN if a temperature is missing (NaN: a row with no
+    usable run)."""
+    t = np.asarray(temperatures, dtype=float)
+    if not (np.isfinite(t).all() and (t > 0).all()):
+        return math.nan
+    return float(np.polyfit(np.log2(np.asarray(alphas, dtype=float)), np.log2(t), 1)[0])
+
+
+def window_permutation(alphas: Sequence[float], temperatures: Sequence[float], errors: Sequence[Sequence[float]],
+                       usable: Sequence[Sequence[bool]], seed: int, shuffles: int = 100,
+                       smooth: bool = True) -> np.ndarray:
+    """The within-window null of T_opt ∝ α^k: ``shuffles`` draws of a generator seeded by ``seed``, in each of
+    which every row's test errors (``errors[i]``, one per temperature, for the row α = ``alphas[i]``) are
+    permuted among that row's own ``usable`` temperatures, T_opt is read again (:func:`optimum_temperature`,
+    the same smoothing) and the slope k fitted (:func:`slope_through`). Returns the ``shuffles`` slopes.
+    Every row keeps its fitted window, so its hot edge's slope is unchanged, while T_opt is placed inside it
+    without the test error's help: k minus the edge slope on the real rows beyond this null is a T_opt that
+    the window alone does not place."""
+    rng = np.random.default_rng(seed)
+    rows = [(np.asarray(e, dtype=float), np.asarray(u, bool) & np.isfinite(np.asarray(e, dtype=float)))
+            for e, u in zip(errors, usable)]
+    slopes = []
+    for _ in range(shuffles):
+        t_opt = []
+        for e, ok in rows:
+            where, shuffled = np.nonzero(ok)[0], e.copy()
+            shuffled[where] = e[rng.permutation(where)]
+            t_opt.append(optimum_temperature(temperatures, shuffled, ok, smooth))
+        slopes.append(slope_through(alphas, t_opt))
+    return np.array(slopes)
+
+
+def twin_seeds(seed: int, count: int) -> list[int]:
+    """The initialisations that stand in for a network in the nulls of the lazy sweep: 1000 + 10 × ``seed`` + k,
+    k < ``count`` (another initialisation on the same training set and batches; none shared between seeds)."""
+    return [1000 + 10 * seed + k for k in range(count)]
+
+
+def _untimed(label: str, train: Callable, *args, **kwargs):
+    return train(*args, **kwargs)
+
+
+def null_runs(recipe, grid: "Grids", seed: int, seeds: Sequence[int], below: Sequence[float], cold_errors: np.ndarray,
+              level: float, timed: Callable = _untimed) -> dict:
+    """The runs of the chapter's nulls (trained by the seed runner, ``TDLAB_NULLS``, not on every build) and
+    the nulls read from them. ``recipe`` is the build's (its batch order ``seed``), ``seeds`` the lazy sweep's
+    networks, ``below`` the departure's below-T_c temperatures at the largest P and ``cold_errors`` [network,
+    T ∈ ``below``] the departure's cold arm there (fitted runs, NaN otherwise); ``timed`` wraps every training
+    call (:func:`tdlab.chapter.timed`). Returns:
+
+    - ``twin_tc`` [network, k]: the weight-change T_c (``level``) of ``len(grid.sizes)`` other initialisations
+      (:func:`twin_seeds`), each on that network's training set of the smallest P: the T_c's spread between
+      networks, which the effect's null fits against the sizes as labels;
+    - ``twin_k``, ``twin_edge``: the slopes of T_opt and of the fitted window's hot edge through
+      ``len(grid.rich_alphas)`` phase-diagram networks at the smallest α (``seed`` + 1000 + k, the build's
+      training set and batches), the k-th given the row α = ``rich_alphas[k]`` as its label;
+    - ``paired_null``: the departure's paired null at the largest P, the seed-mean test error of
+      ``cold_errors`` minus that of the same networks and training sets at the same temperatures with another
+      batch order (``seed`` + 5000): the noise redrawn, T unchanged;
+    - ``redrawn_error``: that seed-mean test error with the other batch order;
+    - ``histories``: the three trained Histories (``twin``, ``twin_sweep``, ``again``)."""
+    from tdlab import history as histories
+
+    rich, sizes, temps, width, batch = grid.rich_alphas, grid.sizes, grid.temperatures, grid.width, grid.batch_size
+    phase_run = recipe.but(steps=grid.phase_steps, eval_every=grid.phase_steps // 10)
+    rows = [seed + 1000 + k for k in range(len(rich))]
+    twin = add_temperature(timed("null run", phase_run.sweep, members(rich[:1], grid.phase_temperatures, width, batch,
+                                                                      rows), train_size=grid.phase_size), width)
+    twin_sweep = add_temperature(histories.concat([timed(
+        "null run", recipe.sweep, [m for s in seeds for m in (
+            members([grid.lazy_alpha], temps, width, batch, twin_seeds(s, len(sizes)), subset_seed=s) if p == sizes[0]
+            else members([grid.lazy_alpha], below, width, batch, twin_seeds(s, 1), subset_seed=s))],
+        train_size=p, steps=grid.lazy_steps(p), eval_every=grid.lazy_steps(p) // 10) for p in (sizes[0], sizes[-1])]),
+        width)
+    again = add_temperature(timed("null run", recipe.but(data_seed=seed + 5000).sweep, members(
+        [grid.lazy_alpha], below, width, batch, seeds, own_subsets=True), train_size=sizes[-1],
+        steps=grid.lazy_steps(sizes[-1]), eval_every=grid.lazy_steps(sizes[-1]) // 10), width)
+
+    def final(runs, split, metric, **knobs):
+        return runs.final(split, metric, runs.find(**knobs))
+
+    twin_tc = np.array([[crossover_temperature(temps, [final(twin_sweep, "weights", "change", train_size=sizes[0], seed=w,
+                                                             temperature=t) for t in temps], level)
+                         for w in twin_seeds(s, len(sizes))] for s in seeds])
+    windows = []                                          # per row: (test errors, usable) of its stand-in network
+    for w in rows:
+        found = [twin.find(alpha=rich[0], temperature=t, seed=w) for t in grid.phase_temperatures]
+        windows.append(([twin.final("test", "err", m) for m in found], [status(twin, m) == "fitted" for m in found]))
+    twin_k = slope_through(rich, [optimum_temperature(grid.phase_temperatures, e, u) for e, u in windows])
+    twin_edge = slope_through(rich, [fitted_window(grid.phase_temperatures, u)[1] for _, u in windows])
+    redrawn = fitted_errors(*(np.array([[final(again, split, metric, seed=s, temperature=t) for t in below] for s in seeds])
+                              for split, metric in (("test", "err"), ("train", "unfit"))))
+    paired = float(np.nanmean(np.nanmean(cold_errors, 0)) - np.nanmean(np.nanmean(redrawn, 0)))
+    return {"twin_tc": twin_tc, "twin_k": twin_k, "twin_edge": twin_edge, "paired_null": paired,
+            "redrawn_error": float(np.nanmean(np.nanmean(redrawn, 0))), "histories": {"twin": twin, "twin_sweep": twin_sweep, "again": again}}
+
+
 def paper_rows(*, eta_hot: str, change_alpha: float, change_temp: float, eta_ratio: float, lazy: str, small: str,
                cold: str, hot: str, k: float, k_edge: float, window: str, interior: int, rows: int, k_range: str,
                edge_range: str, interior_range: str, k_minus_edge: str, slope_t: float, slope_p: float, largest: int,
@@ -571,21 +683,29 @@ def phase_frame(values: dict, alphas: Sequence[float], temperatures: Sequence[fl
 def phase_figure(error: dict, change: dict, state: dict, alphas, temperatures, title: str):
     """The (α, T) phase diagram as two heatmaps: the test error (%) and log₁₀ of the relative weight change,
     each cell's value (the weight change as its log₁₀) written in it with "n.f." (not fitted) under it where
-    the run did not fit; diverged cells blank, marked "div.". ``state`` maps (α, T) to :func:`status`."""
+    the run did not fit; diverged cells blank, marked "div.". ``state`` maps (α, T) to :func:`status`. The
+    test error is coloured on the fitted runs only, its scale spanning their range, so that the few points
+    between them can be read by colour; a run that has not fitted or has diverged is left grey there (its
+    error, a run stopped before the paper's stopping point, keeps its number)."""
     import matplotlib.pyplot as plt
 
     from tdlab import plots
 
     diverged = {k: s == "diverged" for k, s in state.items()}
+    unfitted = {k: s != "fitted" for k, s in state.items()}
+    fitted = [100 * error[k] for k, s in state.items() if s == "fitted" and math.isfinite(error[k])]
+    low, high = (min(fitted), max(fitted)) if fitted else (None, None)
 
     def text(values, show):
         labels = {k: show(v) + ("\nn.f." if state[k] == "not fitted" else "") for k, v in values.items()}
         return phase_frame(labels, alphas, temperatures, str, diverged).fillna("")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
-    plots.heatmap(phase_frame(error, alphas, temperatures, lambda e: 100 * e, diverged), ax=axes[0],
-                  labels=text(error, lambda e: f"{100 * e:.1f}"), cmap="viridis", colorbar="test error (%)",
-                  blank="div.", fontsize=10, title="test error after training (%)")
+    plots.heatmap(phase_frame(error, alphas, temperatures, lambda e: 100 * e, unfitted), ax=axes[0],
+                  labels=text(error, lambda e: f"{100 * e:.1f}"), cmap="viridis", vmin=low, vmax=high,
+                  colorbar="test error of the fitted runs (%)", blank="div.", fontsize=10,
+                  title="test error (%; grey: not fitted or diverged)")
+    axes[0].set_facecolor("0.86")                       # the masked (not fitted, diverged) cells
     plots.heatmap(phase_frame(change, alphas, temperatures, np.log10, diverged), ax=axes[1],
                   labels=text(change, lambda c: f"{np.log10(c):.1f}"), cmap="magma", vmin=-4, vmax=1, blank="div.",
                   colorbar=r"$\log_{10}\,\|w - w_0\| / \|w_0\|$", fontsize=10,
@@ -630,28 +750,32 @@ def optimum_figure(error: dict, usable: dict, alphas, temperatures, t_opt, edge,
 
 def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLaw, level: float, alpha: float,
                 seeds, images: int, reordered: float | None = None):
-    """The lazy sweep (``arrays`` of :func:`lazy_arrays`): top, the test images classified differently from
-    the coldest run (with ``reordered``, the mean disagreement of two batch orders at the coldest T and the
-    largest P) and the test error, seed mean ± std, dotted at each P's T_c (geometric mean of ``t_c`` [seed,
-    P]); bottom left, the weight change (mean, band lowest to highest, × a run not fitted) and the level;
-    bottom right, T_c per seed against P with the power-law ``fit``. The test-error panel averages the fitted runs
-    only (:func:`fitted_errors`, as the departure does) and marks the runs left out with ×."""
+    """The lazy sweep (``arrays`` of :func:`lazy_arrays`, one row per network ``seeds``): top, the test images
+    classified differently from the coldest run (with ``reordered``, the mean disagreement of two batch orders
+    at the coldest T and the largest P) and the test error, mean ± std over the networks, dotted at each P's
+    T_c (geometric mean of ``t_c`` [network, P]); bottom left, the weight change (mean, band lowest to highest,
+    × a run not fitted) and the level; bottom right, T_c per network against P with the power-law ``fit``.
+    The test-error panel averages the fitted runs only (:func:`fitted_errors`, as the departure does) and
+    marks the runs left out with ×. One legend above the panels names the sizes P (the colours the first
+    three panels share); each panel keeps its own marks in a legend below it."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from tdlab import plots
 
     weights, temps = arrays["weights"], np.asarray(temperatures, dtype=float)
     colors = dict(zip(sizes, plt.cm.viridis(np.linspace(0.05, 0.85, len(sizes)))))
     tc_mean = np.exp(np.log(t_c).mean(axis=0))
+    networks = f"{len(seeds)} networks"
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5), layout="constrained")
     for j, p in enumerate(sizes):
         fitted = 100 * fitted_errors(arrays["errors"][:, j], arrays["unfit"][:, j])   # the departure's runs
         for ax, values in ((axes[0, 0], 100 * arrays["moved"][:, j]), (axes[0, 1], fitted)):
             with np.errstate(all="ignore"):
                 ax.errorbar(temps, np.nanmean(values, 0), yerr=np.nanstd(values, 0), fmt="o-", color=colors[p],
-                            capsize=2, label=f"P = {p}")
+                            capsize=2)
             ax.axvline(tc_mean[j], color=colors[p], ls=":", lw=1.2)
-        axes[1, 0].plot(temps, weights[:, j].mean(0), "o-", color=colors[p], label=f"P = {p}")
+        axes[1, 0].plot(temps, weights[:, j].mean(0), "o-", color=colors[p])
         axes[1, 0].fill_between(temps, weights[:, j].min(0), weights[:, j].max(0), color=colors[p], alpha=0.2, linewidth=0)
     late = np.nonzero(arrays["unfit"] > 0)
     if len(late[0]):
@@ -662,23 +786,28 @@ def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLa
         axes[0, 0].plot([temps[0]], [100 * reordered], "D", color="k", ms=8, ls="none",
                         label=f"P = {sizes[-1]}: two batch orders, same T")
     axes[0, 0].axhline(100 / images, color="0.4", ls="--", lw=1, label="one test image")
-    axes[0, 0].set(xscale="log", xlabel="temperature T", ylabel="test images classified differently (%)",
-                   title="the trained model against the coldest run's\n(seed mean ± std; dotted: the weight-change $T_c$)")
+    axes[0, 0].set(xscale="log", xlabel="temperature T", ylabel="images moved (%)",
+                   title=f"the trained model against the coldest run's\n(test images moved: mean ± std of {networks})")
     axes[0, 1].set(xscale="log", xlabel="temperature T", ylabel="test error (%)",
-                   title="test error (fitted runs: seed mean ± std;\ndotted: the weight-change $T_c$)")
+                   title=f"test error of the fitted runs\n(mean ± std of {networks})")
     axes[1, 0].axhline(level, color="k", ls="--", lw=1, label=f"level {level:.0%} (defines $T_c$)")
     axes[1, 0].set(xscale="log", yscale="log", xlabel="temperature T", ylabel=r"$\|w - w_0\| / \|w_0\|$",
-                   title=f"weight change at the end (α = {power_of_two(alpha)})\nmean of {len(seeds)} seeds, band: lowest to highest")
+                   title=f"weight change at the end (α = {power_of_two(alpha)})\nmean of {networks}, band: lowest to highest")
     for i, s in enumerate(seeds):
-        axes[1, 1].plot(sizes, t_c[i], "o", color=plots.COLORBLIND[i], alpha=0.8, label=f"seed {s}")
+        axes[1, 1].plot(sizes, t_c[i], "o", color=plots.COLORBLIND[i], alpha=0.8, label=f"network {s}")
     grid_p = np.geomspace(sizes[0], sizes[-1], 50)
     axes[1, 1].plot(grid_p, fit(grid_p), "k-", lw=1.5, label=f"fit: slope {fit.slope:.2f} ± {fit.spread:.2f}")
     axes[1, 1].set(xscale="log", yscale="log", xlabel="training-set size P", ylabel="$T_c$",
                    title="the weight-change $T_c$ against P")
     axes[1, 1].set_xticks(sizes, [str(p) for p in sizes])
     axes[1, 1].xaxis.set_minor_locator(plt.NullLocator())
-    for ax, columns in zip(axes.flat, (2, 2, 3, 3)):     # two columns above, so that the top legends do not meet
-        plots.legend_below(ax, columns=columns)
+    fig.legend([Line2D([], [], color=colors[p], marker="o") for p in sizes] + [Line2D([], [], color="0.3", ls=":")],
+               [f"P = {p}" for p in sizes] + ["the weight-change $T_c$ (top, in its P's colour)"],
+               loc="outside upper center", ncols=len(sizes) + 1, frameon=False,
+               title="training-set size P: the colours of the first three panels")
+    for ax, columns in zip(axes.flat, (2, 1, 2, 3)):     # each panel's own marks
+        if ax.get_legend_handles_labels()[0]:
+            plots.legend_below(ax, columns=columns)
     return fig
 
 
