@@ -189,12 +189,7 @@ class SPAM(torch.optim.Optimizer):
                  weight_decay: float = 0.0, delta_t: int = 500, threshold: float = 5000.0,
                  warmup_steps: int = 150, grad_accu_steps: int = 20, observer=None):
         _check_adam(lr, betas, eps, weight_decay)
-        check_range("SPAM reset interval ΔT", delta_t, 0)
-        if delta_t == 1:
-            raise ValueError("SPAM's reset interval ΔT must be 0 (no resets) or at least 2")
-        check_range("SPAM threshold θ", threshold, 0)
-        check_range("SPAM warm-up steps", warmup_steps, 0)
-        check_range("SPAM grad_accu_steps", grad_accu_steps, 0)
+        _check_spam(delta_t, threshold, warmup_steps, grad_accu_steps)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self.delta_t, self.threshold = int(delta_t), float(threshold)
         self.warmup_steps, self.grad_accu_steps = int(warmup_steps), int(grad_accu_steps)
