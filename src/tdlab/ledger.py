@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -192,6 +193,32 @@ def totals_markdown(chapters: list[str], root: Path | None = None) -> str:
             "[claims ledger](ledger.ipynb) lists every one.")
     if t["without a table"]:
         text += f" {t['without a table']} chapters have no committed table yet."
+    return text
+
+
+def times_markdown(folder: Path | None, chapters: list[str]) -> str:
+    """How long the chapters took in this build, from its records (the runner's wall time for each whole
+    notebook, :func:`tdlab.records.note_executed`): the median, the fastest and the slowest, with the torch
+    threads they ran with. Outside a build (no records), where those times come from."""
+    rows = [] if folder is None or not Path(folder).exists() else records.timing_table(Path(folder))
+    found = {r["chapter"]: r for r in rows if r["chapter"] in chapters and math.isfinite(r["notebook s"])}
+    if not found:
+        return ("Each chapter's time, whole notebook on this book's two-core CPU, is measured when the book is "
+                "built (`make book`) and printed here then.")
+    seconds = sorted(r["notebook s"] for r in found.values())
+    median = statistics.median(seconds)
+    slowest = max(found.values(), key=lambda r: r["notebook s"])
+    threads = sorted({r.get("threads") for r in records.load_all(Path(folder))
+                      if r.get("chapter") in found and r.get("threads")})
+    each = (f", with {'/'.join(map(str, threads))} torch thread{'' if threads == [1] else 's'} each"
+            if threads else "")
+    over = [c for c, r in found.items() if r["notebook s"] > records.NOTEBOOK_BUDGET_S]
+    text = (f"**How long a chapter takes**, measured in this build ({len(found)} of {len(chapters)} chapters, "
+            f"one at a time{each}): a median of {median:.0f} s for the whole notebook, "
+            f"from {seconds[0]:.0f} s to {seconds[-1]:.0f} s; the longest: *{chapter_title(slowest['chapter'])}*.")
+    if over:
+        text += (f" Over the book's budget of {records.NOTEBOOK_BUDGET_S} s per chapter: "
+                 + "; ".join(f"*{chapter_title(c)}*" for c in over) + ".")
     return text
 
 
