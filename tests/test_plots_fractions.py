@@ -113,3 +113,49 @@ def test_the_build_watch_records_a_problem_and_finish_fails(monkeypatch):
     finally:
         chapter._FIGURE_PROBLEMS.clear()
         plt.close("all")
+
+
+def test_a_character_the_font_lacks_is_caught_and_the_books_characters_are_not():
+    plots.set_style()
+    fig, ax = plt.subplots()
+    ax.set_title("‖w − w₀‖/‖w₀‖, β₂, g²/v̂, ⊥Grad, √r ≥ 50, λ′ ≈ ½, T_c ∝ P^−1 — “ours” · ✓")
+    ax.set_xlabel(r"$\alpha^{-1}$ (mathtext is not read)")
+    assert plots.missing_glyphs(fig) == []
+    ax.set_ylabel("smile 🙂")
+    (problem,) = plots.missing_glyphs(fig)
+    assert "🙂" in problem and "DejaVuSans" in problem
+    assert any("font lacks" in p for p in chapter.check_open_figures())
+    chapter._FIGURE_PROBLEMS.clear()
+    plt.close("all")
+
+
+def test_a_figures_smallest_text_is_recorded_and_projected_onto_the_page(tmp_path, monkeypatch, capsys):
+    import sys
+    from pathlib import Path
+
+    from tdlab import records
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import run_chapters
+
+    monkeypatch.setenv("TDLAB_RECORDS", str(tmp_path))
+    monkeypatch.setenv("TDLAB_SEED", "0")
+    monkeypatch.delenv("TDLAB_SCALE", raising=False)
+    records._open.clear()
+    records.set_chapter("01_part/fig")
+    records.start()
+    fig, ax = plt.subplots(figsize=(14, 3), dpi=100)
+    ax.set_title("wide", fontsize=12)
+    ax.text(0.5, 0.5, "tiny note", fontsize=7)
+    assert plots.smallest_text(fig) == (7.0, "tiny note")
+    chapter.note_figure(fig)
+    chapter.note_figure(fig)                                         # once per figure
+    (noted,) = records.current()["figures"]
+    assert noted["width_in"] == 14 and noted["smallest_pt"] == 7 and noted["title"] == "wide"
+    # 7 pt at 100 dpi is 9.7 px in the 1400 px image, shown at the page's width: scaled by 700/1400
+    assert abs(plots.legible_px(7, 14, 100, page_px=700) - 7 / 72 * 100 * 0.5) < 1e-9
+    assert plots.legible_px(12, 6, 100, page_px=700) == 12 / 72 * 100            # narrower than the page
+    rows = run_chapters.figures(tmp_path)
+    assert len(rows) == 1 and "1 with text under 9 CSS px" in capsys.readouterr().out
+    records._open.clear()
+    records.set_chapter("")
+    plt.close("all")

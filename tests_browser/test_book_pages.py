@@ -1,6 +1,7 @@
 """The static book in a real browser: pages load without script errors, and every chapter's
 kernel-free sweep explorer redraws its curves when a slider moves."""
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -42,6 +43,36 @@ def test_explorer_slider_redraws_the_figure(browser, book_server, chapter):
     assert after != before or "not trained" in note, f"{chapter}: moving the slider did not change the plotted data"
     browser.save_screenshot(str(SCREENS / f"{chapter.replace('/', '__')}-explorer-after.png"))
     assert not severe_errors(browser), f"{chapter}: JavaScript console errors: {severe_errors(browser)}"
+
+
+def test_the_pointer_shows_the_step_and_each_curves_value(browser, book_server):
+    """Over the explorer's plot the pointer shows the nearest evaluated step and every curve's value there."""
+    chapter = CHAPTERS[0]
+    browser.get(f"{book_server}/{chapter}.html")
+    explorer = WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "div[data-tdlab-explorer]"))
+    browser.execute_script("arguments[0].scrollIntoView()", explorer)
+    svg = explorer.find_element(By.CSS_SELECTOR, "svg")
+    ActionChains(browser).move_to_element(svg).perform()       # the plot's centre: a mid-run step
+    hover = explorer.find_element(By.CSS_SELECTOR, ".tdlab-hover")
+    WebDriverWait(browser, 10).until(lambda d: hover.text.startswith("step "))
+    labels = [e.text for e in explorer.find_elements(By.CSS_SELECTOR, "div > span")]
+    assert explorer.get_attribute("data-hover-step") in hover.text
+    assert all(label in hover.text for label in labels if label), (hover.text, labels)
+    assert not severe_errors(browser)
+
+
+def test_a_wide_figure_gets_the_page_width_the_legibility_report_assumes(browser, book_server):
+    """The build's report of each figure's smallest text on the page (tools/run_chapters.py figures) scales a
+    figure wider than tdlab.plots.PAGE_WIDTH_PX down to it: the page must give a figure that much."""
+    from tdlab import plots
+    browser.get(f"{book_server}/{CHAPTERS[0]}.html")
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "main img"))
+    sizes = browser.execute_script("return Array.from(document.querySelectorAll('main img'))"
+                                   ".filter(i => i.complete).map(i => [i.naturalWidth, i.clientWidth])")
+    wide = [(natural, shown) for natural, shown in sizes if natural > plots.PAGE_WIDTH_PX]
+    assert wide, f"{CHAPTERS[0]}: no figure wider than {plots.PAGE_WIDTH_PX} px to measure the page with"
+    assert all(abs(shown - plots.PAGE_WIDTH_PX) <= 2 for _, shown in wide), (wide, plots.PAGE_WIDTH_PX)
 
 
 def test_the_ledger_page_lists_claims(browser, book_server):

@@ -7,6 +7,7 @@ For every chapter (a path under book/ without .ipynb):
   renderer output that Jupyter Book does not know would vanish with only a warning);
 - the page carries no widget state and loads no widget manager (a progress bar or panel that
   rendered as a widget during the build), and no stderr output;
+- no table cell ends in an ellipsis the source did not write (pandas cut it);
 - the page has its kernel-free sweep explorer, and opens with the chapter's title, not the
   Colab install cell, followed by its status line (what of the paper it reproduces).
 Exits non-zero, naming the page and what is wrong.
@@ -43,10 +44,27 @@ def problems(site: Path, html_root: Path, chapter: str) -> list[str]:
     first_code, title = main.find('class="cell '), main.find("<h1")
     if title < 0 or (0 <= first_code < title):
         found.append("does not open with its title")
+    found += [f"a table cell is cut: “{cell}” (its source does not end so)" for cell in cut_cells(main, nb)]
     weight = len(page.encode())
     if weight > 1_500_000:
         found.append(f"weighs {weight / 1e6:.1f} MB (limit 1.5 MB of HTML)")
     return found
+
+
+ELLIPSES = ("...", "…")
+
+
+def cut_cells(main: str, nb) -> list[str]:
+    """Table cells of the page that end in an ellipsis the chapter's source did not write: pandas cuts long
+    text (and long tables, with a row of "...") unless told not to (:func:`tdlab.chapter.setup`)."""
+    source = "\n".join(c.source for c in nb.cells)
+    cut = []
+    for raw in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", main, flags=re.S):
+        text = re.sub(r"<[^>]+>", "", raw).strip()
+        text = text.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&#8230;", "…")
+        if text.endswith(ELLIPSES) and (not text.rstrip(".… ") or text[-25:] not in source):
+            cut.append(text[-60:])
+    return cut
 
 
 def main() -> int:

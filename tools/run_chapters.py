@@ -164,6 +164,23 @@ def timings(folder: Path) -> None:
         mean = total / count
         print(f"{count} chapters: {total:.0f} s of notebooks, {mean:.0f} s each on average; at that average, "
               f"22 chapters take {22 * mean / 60:.0f} min and 30 take {30 * mean / 60:.0f} min of execution")
+    figures(folder)
+
+
+def figures(folder: Path) -> list[dict]:
+    """Every figure a build recorded (:func:`tdlab.chapter.note_figure`) with its smallest text in CSS px on
+    the page (:func:`tdlab.plots.legible_px` at :data:`tdlab.plots.PAGE_WIDTH_PX`); prints the count under
+    :data:`tdlab.plots.LEGIBLE_PX` and the smallest ones."""
+    from tdlab import plots
+    rows = [{"chapter": r["chapter"], **f, "px": plots.legible_px(f["smallest_pt"], f["width_in"], f["dpi"])}
+            for r in records.load_all(folder) for f in r.get("figures", [])]
+    small = sorted((r for r in rows if r["px"] < plots.LEGIBLE_PX), key=lambda r: r["px"])
+    print(f"figures: {len(rows)} recorded; {len(small)} with text under {plots.LEGIBLE_PX:g} CSS px at the page's "
+          f"{plots.PAGE_WIDTH_PX} px (issue 35 item 1)")
+    for r in small[:12]:
+        print(f"  {r['px']:.1f} px  {r['chapter']}: “{r['title'] or 'untitled'}” ({r['width_in']:g} in wide, "
+              f"smallest text {r['smallest_pt']:g} pt: “{r['smallest_text']}”)")
+    return rows
 
 
 def projection(steps_file: Path, folder: Path, budget_min: float = 45.0) -> bool:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import pandas as pd
 
-from tdlab import claims, ledger, plots, records, seed_tables
+from tdlab import claims, ledger, plots, records, seed_tables, units
 from tdlab.config import env_scale, env_seed
 from tdlab.history import History
 
@@ -50,19 +50,41 @@ _FIGURE_PROBLEMS: list[str] = []
 
 
 def check_open_figures(*_) -> list[str]:
-    """Every open matplotlib figure read by :func:`tdlab.plots.fractions_on_percent_axes`; each new problem is
+    """Every open matplotlib figure read by :func:`tdlab.plots.fractions_on_percent_axes` and
+    :func:`tdlab.plots.missing_glyphs`; each new problem is
     printed and kept, and :func:`finish` then fails the chapter. Returns the problems found now."""
     import matplotlib.pyplot as plt
     found = []
     for number in plt.get_fignums():
-        for problem in plots.fractions_on_percent_axes(plt.figure(number)):
+        figure = plt.figure(number)
+        note_figure(figure)
+        for problem in plots.fractions_on_percent_axes(figure) + [
+                f"a character its font lacks (drawn as a box): {p}" for p in plots.missing_glyphs(figure)]:
             if problem not in _FIGURE_PROBLEMS:
                 _FIGURE_PROBLEMS.append(problem)
                 found.append(problem)
     if found:
         import sys
-        print("tdlab: a figure draws fractions on a percent axis — " + "; ".join(found), file=sys.stderr)
+        print("tdlab: a figure draws fractions on a percent axis or a character its font lacks — "
+              + "; ".join(found), file=sys.stderr)
     return found
+
+
+_NOTED: set[int] = set()
+
+
+def note_figure(figure) -> None:
+    """Record a figure's width, dpi and smallest text once (a build's record, ``figures``): the build's report
+    gives each figure's smallest text in CSS px on the page (:func:`tdlab.plots.legible_px`)."""
+    if id(figure) in _NOTED or records.current() is None:
+        return
+    _NOTED.add(id(figure))
+    points, text = plots.smallest_text(figure)
+    width_in = float(figure.get_size_inches()[0])   # the inline backend crops to the tight box: at most this wide
+    title = figure._suptitle.get_text() if figure._suptitle is not None else next(
+        (ax.get_title() for ax in figure.get_axes() if ax.get_title()), "")
+    records.add("figures", {"title": title[:80], "width_in": round(width_in, 2), "dpi": float(figure.dpi),
+                            "smallest_pt": float(points), "smallest_text": text[:40]})
 
 
 def watch_figures() -> bool:
@@ -99,8 +121,9 @@ def finish() -> None:
     raises, naming them), and its records are complete. A build (``TDLAB_RECORDS`` set, at the CPU
     scale) also needs the table to exist."""
     if _FIGURE_PROBLEMS:
-        raise AssertionError(f"{records.chapter_name()} drew fractions on a percent axis (the curves hug 0–1 % and "
-                             f"the figure looks blank): " + "; ".join(_FIGURE_PROBLEMS))
+        raise AssertionError(f"{records.chapter_name()} drew a figure that misleads: fractions on a percent axis "
+                             f"(the curves hug 0–1 % and the figure looks blank) or a character its font lacks: "
+                             + "; ".join(_FIGURE_PROBLEMS))
     missing = claims.unchecked()
     if missing:
         raise AssertionError(f"{records.chapter_name()} did not check {len(missing)} claim(s) its committed seed "
@@ -136,26 +159,17 @@ def memorization(history: History, member: int = 0) -> dict[str, float]:
 # ----------------------------------------------------------------- showing numbers
 
 
-def fmt(value) -> str:
-    """One number as the book shows it: a fraction in [0, 1] as a percentage, a whole number as an
-    integer, NaN as "never", anything else with four significant digits; text as it is."""
-    if isinstance(value, str):
-        return value
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "never"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) > 1):
-        return f"{int(value)}"
-    if 0 <= value <= 1:
-        return f"{value:.1%}"
-    return f"{value:.4g}"
+def fmt(value, name: str | None = None) -> str:
+    """One number as the book shows it (:func:`tdlab.units.fmt`, the one formatter the tables and the
+    panels share): a fraction in [0, 1] as a percentage unless ``name`` says it is a loss, a ratio, a norm,
+    …; a whole number as an integer, NaN as "never", anything else with four significant digits."""
+    return units.fmt(value, name)
 
 
 def table(columns: dict[str, dict], index: str | None = None) -> pd.DataFrame:
     """A table of summaries, one column per run (``{"cross-entropy": {...}, "ELR": {...}}``), each
     number shown with :func:`fmt`; blank where a run has no such number."""
     rows = list(dict.fromkeys(key for column in columns.values() for key in column))
-    frame = pd.DataFrame({name: [fmt(column[row]) if row in column else "" for row in rows]
+    frame = pd.DataFrame({name: [fmt(column[row], row) if row in column else "" for row in rows]
                           for name, column in columns.items()}, index=rows)
     return frame.rename_axis(index) if index else frame

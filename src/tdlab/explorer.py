@@ -34,7 +34,8 @@ _SCRIPT = r"""
   var svg = root.querySelector("svg"), note = root.querySelector(".tdlab-note"), NS = "http://www.w3.org/2000/svg";
   var W = spec.width, H = spec.height, L = 52, R = 12, T = 12, B = 38;
   function sx(v) { return L + (W - L - R) * (v - spec.x[0]) / (spec.x[1] - spec.x[0] || 1); }
-  function sy(v) { return H - B - (H - T - B) * (v - spec.y[0]) / (spec.y[1] - spec.y[0] || 1); }
+  function ty(v) { return spec.ylog ? Math.log(v) / Math.LN10 : v; }
+  function sy(v) { return H - B - (H - T - B) * (ty(v) - ty(spec.y[0])) / (ty(spec.y[1]) - ty(spec.y[0]) || 1); }
   function el(name, attrs, text) {
     var e = document.createElementNS(NS, name);
     for (var k in attrs) e.setAttribute(k, attrs[k]);
@@ -73,8 +74,24 @@ _SCRIPT = r"""
       }
       line.setAttribute("points", points.trim());
     });
-    root.setAttribute("data-state", key.join(","));
+    root.setAttribute("data-state", key.join(",")); current = key.join(",");
   }
+  var rule = el("line", {y1: T, y2: H - B, stroke: "#888", "stroke-dasharray": "3,3", visibility: "hidden"});
+  var hover = root.querySelector(".tdlab-hover"), current = null;
+  function fmt(v) { return v === null || v === undefined ? "–" : (Math.abs(v) >= 100 ? v.toFixed(0) : +v.toPrecision(3)) + spec.unit; }
+  function show(event) {
+    var box = svg.getBoundingClientRect(), x = (event.clientX - box.left) * W / (box.width || W);
+    var j = 0, best = Infinity;
+    spec.steps.forEach(function (s, i) { var d = Math.abs(sx(s) - x); if (d < best) { best = d; j = i; } });
+    var member = spec.members[current];
+    rule.setAttribute("x1", sx(spec.steps[j])); rule.setAttribute("x2", sx(spec.steps[j]));
+    rule.setAttribute("visibility", member ? "visible" : "hidden");
+    hover.textContent = member ? "step " + spec.steps[j] + ": " + spec.curves.map(function (c, i) {
+      return c.label + " " + fmt(member[i] ? member[i][j] : null); }).join(" · ") : "";
+    root.setAttribute("data-hover-step", spec.steps[j]);
+  }
+  svg.addEventListener("mousemove", show);
+  svg.addEventListener("mouseleave", function () { rule.setAttribute("visibility", "hidden"); hover.textContent = ""; });
   sliders.forEach(function (s) { s.addEventListener("input", draw); });
   draw();
 })();
@@ -119,7 +136,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list:
 def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[str, str]] = (("test", "acc"),),
              labels: dict | None = None, slider_labels: dict | None = None, start: dict | None = None,
              title: str = "", ylabel: str | None = None, width: int = 640, height: int = 300,
-             colors: dict | None = None) -> Explorer:
+             colors: dict | None = None, log_y: bool | None = None) -> Explorer:
     """A kernel-free figure over the sweep ``history``: one slider per knob in ``sliders`` (its
     values are those the sweep trained), and the ``curves`` ((split, metric) pairs; accuracies and
     other fractions in %) of the member trained at the chosen settings, against the training step.
@@ -128,7 +145,9 @@ def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[st
     sweep did not train shows a note instead of curves. ``labels`` names the curves,
     ``slider_labels`` the sliders; ``start`` gives the settings shown first (default: the
     middle value of each slider); ``colors`` maps a (split, metric) curve to its colour (default:
-    one colour per split).
+    one colour per split). ``log_y``: a log y axis; by default one where the curves are positive and span
+    more than two decades (a loss, a norm), never for accuracies. The pointer over the plot shows the
+    nearest evaluated step and each curve's value there.
     """
     if not sliders:
         raise ValueError("an explorer needs at least one slider knob")
@@ -160,6 +179,13 @@ def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[st
         members[key] = series
     accuracy = all(is_fraction(metric) for _, metric in curves)
     y_range = [0, 100] if accuracy else [min(lows, default=0), max(highs, default=1)]
+    if log_y is None:
+        log_y = not accuracy and y_range[0] > 0 and y_range[1] / y_range[0] > 100
+    if log_y and not y_range[0] > 0:
+        raise ValueError(f"log_y needs positive values; the curves reach {y_range[0]}")
+    yticks = _log_ticks(*y_range) if log_y else _ticks(*y_range)
+    if log_y:
+        y_range = [min(y_range[0], yticks[0]), max(y_range[1], yticks[-1])]
     default_labels = {("test", "acc"): "test", ("train", "acc"): "train (given labels)",
                       ("train_clean", "acc"): "clean train examples",
                       ("train_corrupted", "acc"): "corrupted vs noisy label",
@@ -173,7 +199,8 @@ def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[st
                             "width": 2.4 if split == "test" else 1.6,
                             "dash": "5,4" if metric == "acc_true" else "none"})
     spec = {"width": width, "height": height, "steps": steps, "x": [steps[0], steps[-1]], "y": y_range,
-            "xticks": _ticks(steps[0], steps[-1]), "yticks": _ticks(*y_range), "xlabel": "training step",
+            "xticks": _ticks(steps[0], steps[-1]), "yticks": yticks, "ylog": bool(log_y),
+            "unit": "%" if accuracy else "", "xlabel": "training step",
             "ylabel": ylabel or ("accuracy (%)" if accuracy else "value"), "curves": spec_curves, "members": members,
             "sliders": [{"name": n, "values": values[n], "shown": [_shown(v) for v in values[n]]} for n in sliders]}
     uid = f"tdlab-explorer-{next(_counter)}"
@@ -192,10 +219,17 @@ def explorer(history: History, sliders: Sequence[str], curves: Sequence[tuple[st
               + (f'<div style="font-weight:bold;margin-bottom:4px">{html.escape(title)}</div>' if title else "")
               + controls + f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}"></svg>'
               + f'<div style="margin:2px 0 0 52px">{legend}</div>'
+              + '<div class="tdlab-hover" style="margin-left:52px;min-height:1.3em;color:#333"></div>'
               + '<div class="tdlab-note" style="color:#b00;margin-left:52px"></div>'
               + f'<script type="application/json">{payload}</script>'
               + f"<script>{_SCRIPT % {'id': json.dumps(uid)}}</script></div>")
     return Explorer(markup)
+
+
+def _log_ticks(low: float, high: float) -> list:
+    """Powers of ten from the one at or below ``low`` to the one at or above ``high`` (a log axis)."""
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    return [10.0 ** k if k < 0 else int(10 ** k) for k in range(first, last + 1)]
 
 
 def _start_index(values: list, wanted) -> int:

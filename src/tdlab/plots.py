@@ -8,7 +8,9 @@ the step where it diverged and marked with a ✕ and the word "diverged".
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -16,6 +18,7 @@ import numpy as np
 
 from tdlab.explorer import explorer
 from tdlab.history import FRACTIONS, History, is_fraction  # noqa: F401  (FRACTIONS: the one list, read here too)
+from tdlab import units
 from tdlab.numerics import collapse_gap
 
 # seaborn's "colorblind" palette (Waskom 2021: seaborn.color_palette("colorblind")), the book's line colours
@@ -39,6 +42,11 @@ UNITS = {"acc": "accuracy (%)", "acc_true": "accuracy (%)", "loss": "cross-entro
          "objective": "objective"}
 
 
+# The book's one figure font: DejaVu Sans ships with matplotlib, so every machine draws with it, and it has
+# every character the book's figures use (‖, β₂, v̂, subscripts, ⊥, √, …; :func:`missing_glyphs` checks).
+FONT = "DejaVu Sans"
+
+
 def set_style() -> None:
     """The book's look, from seaborn itself (Waskom 2021): ``set_theme`` with the white grid, the
     notebook context and the colour-blind palette, plus the book's few additions (bold titles,
@@ -48,7 +56,7 @@ def set_style() -> None:
 
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind",
                   rc={"figure.dpi": 100, "savefig.dpi": 120, "axes.titleweight": "bold", "legend.frameon": False,
-                      "figure.autolayout": False})
+                      "figure.autolayout": False, "font.sans-serif": [FONT]})
 
 
 IN_PERCENT, AS_FRACTION = "tdlab:percent", "tdlab:fraction"   # the gid :func:`curve` gives its lines
@@ -372,13 +380,9 @@ def occlusion_grid(x, y, maps: dict, examples: Sequence[int], title: str | None 
 
 
 def readout_table(values: dict[str, object]) -> str:
-    """A small HTML table of named numbers (the widget panel's readout)."""
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.1%}" if 0 <= v <= 1 else f"{v:.4g}"
-        return str(v)
-
-    rows = "".join(f"<tr><td style='padding:2px 12px 2px 0'>{k}</td><td><b>{fmt(v)}</b></td></tr>"
+    """A small HTML table of named numbers (the widget panel's readout), each shown by what its name says
+    it is (:func:`tdlab.units.fmt`, the formatter the chapters' tables use too)."""
+    rows = "".join(f"<tr><td style='padding:2px 12px 2px 0'>{k}</td><td><b>{units.fmt(v, k)}</b></td></tr>"
                    for k, v in values.items())
     return f"<table>{rows}</table>"
 
@@ -481,3 +485,53 @@ def fractions_on_percent_axes(figure) -> list[str]:
                             f"{low:g} to {high:g} — one curve drawn as a fraction (draw it × 100)")
     return problems
 
+
+# ----------------------------------------------------------------- a figure's characters in its font
+
+
+_CHARMAPS: dict[str, set[int]] = {}
+
+
+def missing_glyphs(figure) -> list[str]:
+    """The texts of ``figure`` with a character its font lacks (drawn as an empty box), one description per
+    text (empty: none). Mathtext (``$…$``) is drawn by matplotlib's math fonts and is not read here."""
+    from matplotlib import font_manager, ft2font
+    from matplotlib.text import Text
+
+    problems = []
+    for text in figure.findobj(Text):
+        content = text.get_text()
+        if not content or not text.get_visible() or "$" in content:
+            continue
+        path = font_manager.findfont(text.get_fontproperties())
+        if path not in _CHARMAPS:
+            _CHARMAPS[path] = set(ft2font.FT2Font(path).get_charmap())
+        lacking = sorted({ch for ch in content if not ch.isspace() and ord(ch) not in _CHARMAPS[path]})
+        if lacking:
+            problems.append(f"“{content[:60]}”: {' '.join(lacking)} not in {Path(path).name}")
+    return problems
+
+
+# ----------------------------------------------------------------- a figure's smallest text on the page
+
+
+# The book page's content width in CSS px: what Jupyter Book 1's theme gives a figure in a 1400 px window
+# (measured in headless Chromium; tests_browser checks it). A wider figure is scaled down to it, its text with it.
+PAGE_WIDTH_PX = 772
+LEGIBLE_PX = 9.0          # the smallest text a reader should have to read, in CSS px (issue 35 item 1)
+
+
+def smallest_text(figure) -> tuple[float, str]:
+    """The font size (pt) of the smallest visible, non-empty text of ``figure`` and that text."""
+    from matplotlib.text import Text
+
+    texts = [(t.get_fontsize(), t.get_text()) for t in figure.findobj(Text)
+             if t.get_visible() and t.get_text().strip()]
+    return min(texts, key=lambda x: x[0], default=(math.nan, ""))
+
+
+def legible_px(points: float, width_in: float, dpi: float, page_px: float = PAGE_WIDTH_PX) -> float:
+    """The CSS px that a ``points``-size text of a ``width_in``-inch figure drawn at ``dpi`` measures on the
+    page: the image is ``width_in × dpi`` px wide, shown at most ``page_px`` wide (scaled down with its text)."""
+    natural = width_in * dpi
+    return points / 72 * dpi * min(1.0, page_px / natural)

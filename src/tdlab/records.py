@@ -124,7 +124,7 @@ def add(kind: str, entry: dict) -> None:
     record = current()
     if record is None:
         return
-    record[kind].append(entry)
+    record.setdefault(kind, []).append(entry)
     write_atomic(path(), record)
 
 
