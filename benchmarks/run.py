@@ -4,13 +4,13 @@
 
 Side by side, in one run on the same machine:
 
-1. steps/s of ``tdlab.train.train`` (device-resident tensors, batches by index, the
-   flat-buffer AdamW of ``tdlab.flat``) vs a plain PyTorch ``DataLoader`` loop training
+1. steps/s of ``tdlab.core.train.train`` (device-resident tensors, batches by index, the
+   flat-buffer AdamW of ``tdlab.core.flat``) vs a plain PyTorch ``DataLoader`` loop training
    the same MLP on MNIST-1D (same batch size, same steps, ``torch.optim.AdamW``), and,
    to show where the difference comes from, the same plain loop with the DataLoader
    replaced by index slicing ("index loop");
 2. wall time of a sweep of ``--configs`` configurations (learning rate × weight decay
-   × seed): one batched ``tdlab.sweep.sweep`` vs ``--configs`` sequential ``train`` runs,
+   × seed): one batched ``tdlab.core.sweep.sweep`` vs ``--configs`` sequential ``train`` runs,
    and vs a single run;
 3. the same on CUDA when a GPU is present (and a 64-configuration sweep there).
 
@@ -27,9 +27,9 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tdlab import data as tdata
-from tdlab import engine
-from tdlab import models, sweep, train
+from tdlab.core import data as tdata
+from tdlab.core import engine
+from tdlab.core import models, sweep, train
 
 BATCH = 128
 

@@ -1,4 +1,4 @@
-"""tdlab.annealing_law: schedules, the two areas against a naive loop, the fit on synthetic curves,
+"""tdlab.methods.lr_and_batch.annealing_law: schedules, the two areas against a naive loop, the fit on synthetic curves,
 per-member schedules in one stacked run against separate runs."""
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import annealing_law as al
-from tdlab import engine, models, recipes
+from tdlab.methods.lr_and_batch import annealing_law as al
+from tdlab.core import engine, models, recipes
 
 
 def naive_areas(etas, lam, warmup=0):
@@ -260,7 +260,7 @@ def _law_history(truth: dict, lam: float, steps: int = 2000, every: int = 10) ->
     """A History of constant, cosine and step (×0.1 at 80%) runs, no training: seeds 1 and 2 of each log the
     law with ``truth`` at this λ times (1 ± 0.002) — their mean is the law — the step run's also times a
     wiggle 1 + 0.01 sin(step / 50) the law cannot follow; a seed 9 constant run logs nonsense (left out)."""
-    from tdlab import history
+    from tdlab.core import history
     settings = dict(steps=steps, warmup=20, decay_fraction=0.2, floor=0.0, milestones=(0.8,), factor=0.1,
                     lr=1e-3)
     members = [(shape, seed) for shape in ("constant", "cosine", "step") for seed in (1, 2)] + [("constant", 9)]
@@ -310,7 +310,7 @@ def test_fit_shares_against_a_fit_by_hand():
 
 
 def test_characters_read_and_stdlib_characters():
-    from tdlab import text
+    from tdlab.core import text
     recipe = recipes.Recipe(lambda: text.corpus(context=16, size=4096), lambda: models.MLP(16, 4),
                             dict(batch_size=8, steps=10))
     assert al.characters_read(recipe) == 10 * 8 * 16

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import augment, data, losses, models, sweep, train
-from tdlab.engine import Batch
+from tdlab.core import augment, data, losses, models, sweep, train
+from tdlab.core.engine import Batch
 
 
 def _batch(shape=(6, 3, 5, 7), classes=4, seed=0, step=1):
@@ -345,7 +345,7 @@ def test_relative_share_of_the_margin_map_ignores_temperature():
 
 
 def _mixing_recipe(model):
-    from tdlab import recipes
+    from tdlab.core import recipes
     clean = data.digits().subset(200)
     if model == "mlp":
         clean = clean.replace(x_train=clean.x_train.flatten(1), x_test=clean.x_test.flatten(1))

@@ -71,6 +71,6 @@ def test_the_repository_address_is_set_in_one_place():
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_colab_cell_installs_only_what_colab_lacks_and_is_hidden_in_the_page(path):
     cell = nbformat.read(path, as_version=4).cells[0]
-    assert "--no-deps" in cell.source and "mnist1d" in cell.source   # tdlab.data imports mnist1d
+    assert "--no-deps" in cell.source and "mnist1d" in cell.source   # tdlab.core.data imports mnist1d
     assert "==" not in cell.source, "never pin packages in the Colab cell (Colab's own stack would be replaced)"
     assert "remove-cell" in cell.metadata.get("tags", [])

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import calibration, data, engine, models, plots
+from tdlab.methods.noisy_labels import calibration
+from tdlab.core import data, engine, models
+from tdlab.book import plots
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_calibration_curves_and_explorer_show_ece_in_percent(digits):
 
 
 def test_label_mass_matches_the_targets_formula_and_the_monitor(digits):
-    from tdlab import losses
+    from tdlab.core import losses
     gen = torch.Generator().manual_seed(3)
     loss = losses.PSKD(alpha_T=torch.tensor([0.0, 0.0, 0.8, 0.8]), smoothing=torch.tensor([0.0, 0.1, 0.0, 0.0]),
                        uniform_teacher=torch.tensor([0.0, 0.0, 0.0, 1.0]))
@@ -141,7 +143,7 @@ def test_label_mass_matches_the_targets_formula_and_the_monitor(digits):
 
 
 def test_label_mass_counts_an_example_not_yet_trained_on_with_its_label():
-    from tdlab import losses
+    from tdlab.core import losses
     gen = torch.Generator().manual_seed(4)
     n, classes = 6, 5
     loss = losses.PSKD(alpha_T=torch.tensor([0.8, 0.8]), smoothing=torch.tensor([0.0, 0.1]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tdlab import chapter, claims, ledger, records, seed_tables, wording
+from tdlab.book import chapter, claims, ledger, records, seed_tables, wording
 
 CHAPTER = "01_part/02_chapter"
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from tdlab import compander, data, engine, models
+from tdlab.methods.regularization import compander
+from tdlab.core import data, engine, models
 
 
 def test_compand_slope_and_inverse():

@@ -1,4 +1,4 @@
-"""Nested dropout (tdlab.nested) and co-teaching (tdlab.coteaching) against independent computations:
+"""Nested dropout (tdlab.methods.noisy_labels.nested) and co-teaching (tdlab.methods.noisy_labels.coteaching) against independent computations:
 the official formulas written out naively, the 0/1 mask of the official code, brute force over every
 truncation, and batched runs against separate runs."""
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlab import coteaching, data, engine, flat, history, losses, nested, noise
+from tdlab.methods.noisy_labels import coteaching, nested
+from tdlab.core import data, engine, flat, history, losses, noise
 
 
 @pytest.fixture(scope="module")

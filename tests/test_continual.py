@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import continual, data, models
-from tdlab.engine import Batch
-from tdlab.losses import cross_entropy
+from tdlab.methods.continual import continual
+from tdlab.core import data, models
+from tdlab.core.engine import Batch
+from tdlab.core.losses import cross_entropy
 
 
 def tiny_data(per_class: int = 6, classes: int = 4) -> data.Dataset:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import data
+from tdlab.core import data
 
 
 def test_mnist1d_generated_and_cached(tmp_data_dir):

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import augment, chapter, data, engine, losses, models, monitors, progress, recipes, sweep, train
-from tdlab.history import History, concat
+from tdlab.core import augment, data, engine, losses, models, monitors, progress, recipes, sweep, train
+from tdlab.book import chapter
+from tdlab.core.history import History, concat
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from tdlab import plots
-from tdlab.history import History
+from tdlab.book import plots
+from tdlab.core.history import History
 
 
 def history(values_by_lr: dict, metric: str = "loss") -> History:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import data, fourier, grokking, models, sweep
+from tdlab.core import data, models, sweep
+from tdlab.methods.grokking import fourier, grokking
 
 
 # ----------------------------------------------------------------- naive references (float64)
@@ -247,7 +248,7 @@ def test_phase_thresholds_and_errors():
 
 
 def test_phase_of_a_history_and_the_table():
-    from tdlab.history import History
+    from tdlab.core.history import History
 
     history = History(knobs=[{"weight_decay": 0.0, "noise_rate": 0.3}, {"weight_decay": 5.0, "noise_rate": 0.3}],
                       diverged_at=[None, None])

@@ -3,8 +3,9 @@ reads its long forgetting run at the grid's budget."""
 import numpy as np
 import pytest
 
-from tdlab import data, grokking, models, sweep
-from tdlab.history import History
+from tdlab.core import data, models, sweep
+from tdlab.methods.grokking import grokking
+from tdlab.core.history import History
 
 
 def test_until_keeps_the_evaluations_up_to_the_step_and_relabels_the_budget():

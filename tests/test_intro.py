@@ -1,5 +1,5 @@
 """The introduction and the README: every command works as written, and no statement about speed is typed
-(issue 35 item 5) — the chapters' times come from the build's records (:func:`tdlab.ledger.times_markdown`)."""
+(issue 35 item 5) — the chapters' times come from the build's records (:func:`tdlab.book.ledger.times_markdown`)."""
 import json
 import re
 import statistics
@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tdlab import ledger, records
+from tdlab.book import ledger, records
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent          # the environment the README's install makes (.venv/bin)

@@ -1,4 +1,4 @@
-"""A sweep's members as separate jobs (tdlab.jobs): merged, they are the engine's one-at-a-time run exactly,
+"""A sweep's members as separate jobs (tdlab.core.jobs): merged, they are the engine's one-at-a-time run exactly,
 and the stacked run up to rounding — with submitit's local executor (subprocesses, cloudpickle) and threads."""
 import concurrent.futures
 import functools
@@ -6,7 +6,7 @@ import functools
 import numpy as np
 import pytest
 
-from tdlab import augment, data, engine, jobs, models
+from tdlab.core import augment, data, engine, jobs, models
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from tdlab import data as datasets
-from tdlab import large_batch
-from tdlab.models import GhostBatchNorm
+from tdlab.core import data as datasets
+from tdlab.methods.lr_and_batch import large_batch
+from tdlab.core.models import GhostBatchNorm
 
 
 def _pair(features, ghost, momentum=0.1):
@@ -152,7 +152,7 @@ def test_window_and_stages():
 
 
 def test_distance_fits_on_a_log_curve():
-    from tdlab.history import History
+    from tdlab.core.history import History
 
     h = History(knobs=[{"steps": 1000}])
     for t in range(0, 1001, 10):

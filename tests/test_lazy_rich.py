@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import data, engine, kernels, losses, models
+from tdlab.core import data, engine, losses, models
+from tdlab.methods.grokking import kernels
 
 
 def per_example_gradients(model, x):
@@ -183,7 +184,8 @@ def test_the_monitor_measures_the_lazy_plateau_alignment_and_kernel_change():
 
 
 def test_lazy_rich_times_reads_the_curves():
-    from tdlab import grokking, history as histories
+    from tdlab.methods.grokking import grokking
+    from tdlab.core import history as histories
 
     h = histories.History()
     for step, train, test in ((0, 1.0, 2.0), (10, 0.5, 1.9), (20, 0.08, 1.1), (30, 0.01, 0.6), (40, 0.0, 0.2)):
@@ -200,7 +202,8 @@ def test_lazy_rich_times_reads_the_curves():
 
 
 def test_lazy_rich_times_interpolates_the_crossings():
-    from tdlab import grokking, history as histories
+    from tdlab.methods.grokking import grokking
+    from tdlab.core import history as histories
 
     h = histories.History()
     for step, train, test in ((0, 1.0, 2.0), (10, 0.4, 1.9), (100, 0.04, 1.0), (1000, 0.004, 0.1)):

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from tdlab import data, engine, models, monitors
+from tdlab.core import data, engine, models, monitors
 
 
 def brute_force_auc(scores, positive):

@@ -1,4 +1,4 @@
-"""Local complexity and PGD (tdlab.local_complexity) against brute force on tiny networks, naive
+"""Local complexity and PGD (tdlab.methods.grokking.local_complexity) against brute force on tiny networks, naive
 single-model loops, the geometry of a hyperplane and a cross-polytope, and inside a stacked run."""
 import itertools
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlab import data, local_complexity as lc, models, sweep
+from tdlab.core import data, models, sweep
+from tdlab.methods.grokking import local_complexity as lc
 
 
 def tiny_mlps(count=3, in_features=4, width=5, depth=2, activation="relu", seed=0):
@@ -215,7 +216,7 @@ def test_lc_monitor_refuses_an_odd_frame_and_a_non_mlp():
 def test_scaled_init_recipe_makes_the_init_scale_a_knob():
     """recipes.scaled_init: members at init scales 1 and 8 start from the same draw times α (lr ≈ 0
     leaves the initial parameters in place), and the History records the scale."""
-    from tdlab import recipes
+    from tdlab.core import recipes
 
     dataset = data.load("teacher", num_train=32, num_test=16, dim=5)
     dataset = dataset.replace(y_train=(dataset.y_train > 0).long(), y_test=(dataset.y_test > 0).long(), num_classes=2)

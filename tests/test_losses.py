@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tdlab import losses
+from tdlab.core import losses
 
 
 def naive_cross_entropy(logits, targets):

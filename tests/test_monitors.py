@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tdlab import data, models, monitors
+from tdlab.core import data, models, monitors
 
 
 def _evaluation(members, features):

@@ -1,4 +1,4 @@
-"""Multi-sample dropout (tdlab.multisample) against naive computations: the loss against a loop over
+"""Multi-sample dropout (tdlab.methods.regularization.multisample) against naive computations: the loss against a loop over
 samples and examples, the model's M copies against the masks applied one example at a time, the
 stacked path against the single one, the loop's runs against plain MLP runs and separate runs,
 the recipe's knobs, the step clock on a fake clock, and the steps-to-a-loss interpolation."""
@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlab import data, flat, history, losses, models, multisample, sweep
+from tdlab.core import data, flat, history, losses, models, sweep
+from tdlab.methods.regularization import multisample
 
 
 MLP16 = multisample.mlp(64, 10, width=16, depth=1)    # digits: 64 features, 10 classes

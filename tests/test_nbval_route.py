@@ -1,5 +1,5 @@
 """The book executes through nbval (issue 32): ``pytest --nbval-lax`` runs a chapter as a test, a
-failing claim fails it naming the claim, and the plugin :mod:`tdlab.nbval_executed` writes the
+failing claim fails it naming the claim, and the plugin :mod:`tdlab.book.nbval_executed` writes the
 notebook with exactly the outputs the kernel sent, which the book is built from."""
 import json
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 
-from tdlab import seed_tables
+from tdlab.book import seed_tables
 
 CLAIM = "the phenomenon is at least half as large as the paper's"
 
@@ -32,7 +32,7 @@ def write_book(root: Path, *sources: str, markdown_first: bool = True) -> Path:
 
 
 def checks(value: float) -> str:
-    return ("from tdlab import claims, records\nrecords.set_chapter('part/tiny')\n"
+    return ("from tdlab.book import claims, records\nrecords.set_chapter('part/tiny')\n"
             f"claims.check({CLAIM!r}, {value}, kind='sanity', at_least=0.5)")
 
 
@@ -64,7 +64,7 @@ def test_the_plugin_writes_what_the_kernel_sent(tmp_path):
                          "from IPython.display import display, Markdown\ndisplay(Markdown('**shown**'))",
                          "x = 1", "6 * 7;  # a result Jupyter does not show", "print('shown');")
     target, report = tmp_path / "out" / "tiny.ipynb", tmp_path / "report.json"
-    done = nbval(chapter, "-p", "tdlab.nbval_executed", f"--executed-to={target}", f"--executed-report={report}")
+    done = nbval(chapter, "-p", "tdlab.book.nbval_executed", f"--executed-to={target}", f"--executed-report={report}")
     assert done.returncode == 0, done.stdout[-2000:]
     nb = nbformat.read(target, as_version=4)
     nbformat.validate(nb)                                          # a notebook Jupyter Book can read
@@ -85,7 +85,7 @@ def test_the_plugin_writes_what_the_kernel_sent(tmp_path):
 def test_the_report_names_the_failing_cell_by_its_index_in_the_notebook(tmp_path):
     chapter = write_book(tmp_path, "x = 0.1", checks(0.1), "print('never reached')")
     target, report = tmp_path / "out.ipynb", tmp_path / "report.json"
-    nbval(chapter, "-x", "-p", "tdlab.nbval_executed", f"--executed-to={target}", f"--executed-report={report}")
+    nbval(chapter, "-x", "-p", "tdlab.book.nbval_executed", f"--executed-to={target}", f"--executed-report={report}")
     error = json.loads(report.read_text())["error"]
     # cell 2 of the notebook (the markdown is cell 0), the second code cell
     assert error == f"cell 2 raised: AssertionError: claim failed: {CLAIM} — measured 0.1, needed >= 0.5"
@@ -96,7 +96,7 @@ def test_the_report_names_the_failing_cell_by_its_index_in_the_notebook(tmp_path
 
 def test_without_the_option_the_plugin_does_nothing(tmp_path):
     chapter = write_book(tmp_path, "x = 1")
-    done = nbval(chapter, "-p", "tdlab.nbval_executed")
+    done = nbval(chapter, "-p", "tdlab.book.nbval_executed")
     assert done.returncode == 0 and not list(tmp_path.rglob("*.json"))
 
 
@@ -106,6 +106,6 @@ def test_the_option_needs_one_notebook(tmp_path):
     other = chapter.with_name("other.ipynb")
     other.write_text(chapter.read_text())
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "-p",
-                           "tdlab.nbval_executed", f"--executed-to={tmp_path / 'x.ipynb'}", str(chapter), str(other)],
+                           "tdlab.book.nbval_executed", f"--executed-to={tmp_path / 'x.ipynb'}", str(chapter), str(other)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "one notebook" in (done.stdout + done.stderr)

@@ -1,12 +1,12 @@
-"""Neural-collapse metrics (tdlab.neural_collapse) on exactly collapsed features, on random ones, against
+"""Neural-collapse metrics (tdlab.methods.representations.neural_collapse) on exactly collapsed features, on random ones, against
 a brute-force numpy computation (loops over examples and classes, as Zhu et al.'s validate_NC.py), and
 the model's stacked features and the monitor inside a stacked run."""
 import numpy as np
 import scipy.linalg
 import torch
 
-from tdlab import data, engine
-from tdlab import neural_collapse as nc
+from tdlab.core import data, engine
+from tdlab.methods.representations import neural_collapse as nc
 
 
 def simplex_etf(k, d, seed=0):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tdlab import noise
+from tdlab.core import noise
 
 
 def labels(n=10000, c=10, seed=0):

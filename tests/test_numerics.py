@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from tdlab import data, losses, models, numerics, optim, sweep, train
+from tdlab.core import data, losses, models, optim, sweep, train
+from tdlab.methods.grokking import numerics
 
 
 # ----------------------------------------------------------------- StableMax cross-entropy
@@ -296,8 +297,8 @@ def test_collapse_curves_name_the_dotted_gap_of_the_softmax_they_draw():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tdlab import plots
-    from tdlab.history import History
+    from tdlab.book import plots
+    from tdlab.core.history import History
 
     for loss, precision, drawn in (("softmax_ce", "float64", "float64"), ("stablemax", "float64", "float32")):
         h = History(knobs=[{"loss": loss, "precision": precision}])
@@ -305,7 +306,7 @@ def test_collapse_curves_name_the_dotted_gap_of_the_softmax_they_draw():
             for metric in ("sc", "softmax_sc", "zero_loss", "max_gap"):
                 h.log(step, "train", metric, 0.1 * step)
         fig, ax = plt.subplots()
-        plots.collapse_curves(h, ax=ax)
+        numerics.collapse_curves(h, ax=ax)
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         (dotted,) = [line for axis in fig.axes for line in axis.get_lines() if line.get_linestyle() == ":"
                      and line.get_label().startswith("gap at which")]

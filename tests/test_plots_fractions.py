@@ -4,8 +4,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tdlab import chapter, plots  # noqa: E402
-from tdlab.history import History  # noqa: E402
+from tdlab.book import chapter, plots  # noqa: E402
+from tdlab.core.history import History  # noqa: E402
 
 
 def detector_history():
@@ -133,7 +133,7 @@ def test_a_figures_smallest_text_is_recorded_and_projected_onto_the_page(tmp_pat
     import sys
     from pathlib import Path
 
-    from tdlab import records
+    from tdlab.book import records
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import run_chapters
 

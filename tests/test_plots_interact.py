@@ -2,8 +2,8 @@
 import matplotlib.pyplot as plt
 import pytest
 
-from tdlab import interact, plots
-from tdlab.history import History, concat
+from tdlab.book import interact, plots
+from tdlab.core.history import History, concat
 
 
 def fake_history(diverged_at=None, knobs=None):

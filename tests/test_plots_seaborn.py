@@ -13,7 +13,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.collections import PolyCollection, QuadMesh  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
-from tdlab import plots  # noqa: E402
+from tdlab.book import plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import data, engine, losses, models, sweep
+from tdlab.core import data, engine, losses, models, sweep
 
 
 @pytest.fixture(scope="module")

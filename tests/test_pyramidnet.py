@@ -1,6 +1,6 @@
 import torch
 
-from tdlab import pyramidnet
+from tdlab.methods.noisy_labels import pyramidnet
 
 
 def test_pyramidnet200_has_the_papers_size():

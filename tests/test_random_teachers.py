@@ -1,4 +1,4 @@
-"""tdlab.random_teachers: the distillation loss, the student's initialisation near the teacher, the
+"""tdlab.methods.representations.random_teachers: the distillation loss, the student's initialisation near the teacher, the
 k-NN and linear-probe readings of frozen features — each against an independent computation."""
 import math
 from collections import Counter
@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 import torch
 
-from tdlab import random_teachers as rt
-from tdlab.data import Dataset
+from tdlab.methods.representations import random_teachers as rt
+from tdlab.core.data import Dataset
 
 
 def test_loss_matches_the_naive_formula_per_member():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tdlab import ledger
+from tdlab.book import ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ledger.toc_chapters(ROOT / "_toc.yml")

@@ -1,4 +1,4 @@
-"""tdlab.sgd_noise against naive computations: the mean-field MLP, the α-trick hinge loss with its centring,
+"""tdlab.methods.lr_and_batch.sgd_noise against naive computations: the mean-field MLP, the α-trick hinge loss with its centring,
 the monitor, a stacked run against separate runs, the temperature and the T_c / power-law readers."""
 import math
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import engine, sgd_noise
-from tdlab.data import Dataset
+from tdlab.core import engine
+from tdlab.methods.lr_and_batch import sgd_noise
+from tdlab.core.data import Dataset
 
 
 def toy(n_train=48, n_test=32, dim=6, seed=0):

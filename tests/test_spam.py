@@ -1,5 +1,5 @@
-"""SPAM (tdlab.optim.SPAM) against a naive per-element loop written from the official SPAM.py, against
-torch's Adam/AdamW with resets and clipping off, and the spike monitor (tdlab.spikes) against ratios
+"""SPAM (tdlab.core.optim.SPAM) against a naive per-element loop written from the official SPAM.py, against
+torch's Adam/AdamW with resets and clipping off, and the spike monitor (tdlab.methods.stability.spikes) against ratios
 computed by hand from torch.optim.Adam's own state."""
 import math
 import warnings
@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlab import data, engine, flat, models, optim, spikes, train
+from tdlab.core import data, engine, flat, models, optim, train
+from tdlab.methods.stability import spikes
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +312,7 @@ def test_flat_spam_equals_separate_spam_runs():
 
 
 def test_flat_spam_without_resets_and_clipping_is_flat_adam():
-    """ΔT = 0, θ = 0 and no decay: tdlab.flat's Adam, up to ε's place (SPAM adds ε to √v, Adam to √v̂: with
+    """ΔT = 0, θ = 0 and no decay: tdlab.core.flat's Adam, up to ε's place (SPAM adds ε to √v, Adam to √v̂: with
     ε = 10⁻³⁰ both are negligible)."""
     gen = torch.Generator().manual_seed(3)
     start = torch.randn(3, 8, generator=gen, dtype=torch.float64)
@@ -341,7 +342,7 @@ def test_spam_recipe_trains_its_members_in_one_stacked_call(digits, monkeypatch)
     """The recipe's members (different ΔT, θ, warm-up, β₂, lr, seed) in one engine call, stacked, equal
     one-at-a-time runs of the torch.optim SPAM to rounding; the spike logs (in member order) and the
     monitor's numbers are each run's."""
-    from tdlab import recipes
+    from tdlab.core import recipes
     calls = []
     real_run = recipes.run
     monkeypatch.setattr(recipes, "run", lambda *a, **k: calls.append(k) or real_run(*a, **k))

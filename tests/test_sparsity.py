@@ -1,4 +1,4 @@
-"""tdlab.sparsity: the cubic schedule, magnitude pruning, GraNet's neuroregeneration and the
+"""tdlab.methods.sparse_training.sparsity: the cubic schedule, magnitude pruning, GraNet's neuroregeneration and the
 step hook in the engine, against naive formulas and brute force on small cases."""
 import itertools
 import math
@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from tdlab import data, engine, models, sparsity
+from tdlab.core import data, engine, models
+from tdlab.methods.sparse_training import sparsity
 
 
 def tiny_data(n=96, features=6, classes=3, seed=0):

@@ -1,13 +1,14 @@
-"""The stability chapter's helpers (tdlab.stability): z-loss, monitors, LR sensitivity, weight decay, recipe."""
+"""The stability chapter's helpers (tdlab.methods.stability.stability): z-loss, monitors, LR sensitivity, weight decay, recipe."""
 import math
 
 import pytest
 import torch
 
-from tdlab import engine, stability, text
-from tdlab.flat import FlatOptimizer
-from tdlab.losses import cross_entropy
-from tdlab.transformer import TinyTransformer, attention_stats
+from tdlab.core import engine, text
+from tdlab.methods.stability import stability
+from tdlab.core.flat import FlatOptimizer
+from tdlab.core.losses import cross_entropy
+from tdlab.core.transformer import TinyTransformer, attention_stats
 
 
 def test_z_loss_is_cross_entropy_plus_c_log_z_squared_per_member():

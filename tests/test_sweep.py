@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tdlab import data, engine, models, sweep, train
+from tdlab.core import data, engine, models, sweep, train
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_adamw_betas_and_eps_match_torch(digits):
 
 @pytest.mark.parametrize("activation,bias,depth", [("relu", True, 2), ("tanh", False, 1), ("square", True, 0)])
 def test_mlp_forward_stacked_equals_each_model(activation, bias, depth):
-    from tdlab import flat
+    from tdlab.core import flat
 
     nets = [models.MLP(12, 5, width=7, depth=depth, activation=activation, bias=bias) for _ in range(3)]
     _, params, _ = flat.stack(nets)
@@ -136,7 +136,7 @@ def test_batched_cnn_equals_separate_runs(digits):
 @pytest.mark.parametrize("inputs", ["one-hot", "pairs", "mixed"])
 def test_quadratic_forward_stacked_equals_each_model(inputs):
     """The stacked lookup (and the one-hot product for inputs that are not exact one-hots) against each network."""
-    from tdlab import engine, flat
+    from tdlab.core import engine, flat
 
     p = 7
     nets = [models.QuadraticModularNet(p, width=6) for _ in range(3)]
@@ -154,7 +154,7 @@ def test_quadratic_forward_stacked_equals_each_model(inputs):
 
 
 def test_subclass_with_its_own_forward_is_vmapped():
-    from tdlab import engine
+    from tdlab.core import engine
 
     class Shifted(models.MLP):
         def forward(self, x):
@@ -166,7 +166,7 @@ def test_subclass_with_its_own_forward_is_vmapped():
 
 def test_batched_quadratic_net_equals_separate_runs():
     """Stacked QuadraticModularNets (index lookup, index_add backward) train as each one alone does."""
-    from tdlab import data as datasets
+    from tdlab.core import data as datasets
 
     modular = datasets.load("modular", p=11, operation="add", train_fraction=0.5, seed=0)
     net = lambda: models.QuadraticModularNet(11, width=16)  # noqa: E731

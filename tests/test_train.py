@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tdlab import data, engine, models, train
+from tdlab.core import data, engine, models, train
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,8 @@ def test_elr_runs_through_the_loop(digits):
 
 
 def test_crop_flip_matches_a_per_image_loop():
-    from tdlab import augment
-    from tdlab.engine import Batch
+    from tdlab.core import augment
+    from tdlab.core.engine import Batch
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(6, 3, 8, 8, generator=gen)
@@ -121,7 +121,7 @@ def test_crop_flip_matches_a_per_image_loop():
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_named_optimizers_match_torch_optim(digits, name):
-    """train() steps named optimizers on a flat buffer (tdlab.flat); torch.optim is the reference."""
+    """train() steps named optimizers on a flat buffer (tdlab.core.flat); torch.optim is the reference."""
     settings = dict(lr=3e-2 if name == "sgd" else 3e-3, weight_decay=1e-2, momentum=0.8)
     common = dict(steps=40, eval_every=10, batch_size=64, seed=1, schedule_name="cosine", progress=False)
     ours = train.train(small_mlp(digits), digits, optimizer=name, **settings, **common)
@@ -135,7 +135,7 @@ def test_named_optimizers_match_torch_optim(digits, name):
 
 
 def test_flatten_keeps_the_model_and_shares_memory():
-    from tdlab import flat
+    from tdlab.core import flat
 
     model = models.MLP(5, 3, width=4, depth=1)
     x = torch.randn(7, 5)
@@ -150,7 +150,7 @@ def test_flatten_keeps_the_model_and_shares_memory():
 
 def test_mixed_dtype_model_trains_with_torch_optim(digits):
     """flatten_ needs one dtype; train() then falls back to torch.optim for named optimizers."""
-    from tdlab import flat
+    from tdlab.core import flat
 
     class Mixed(torch.nn.Module):
         def __init__(self):

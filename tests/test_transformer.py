@@ -1,12 +1,12 @@
-"""The tiny Transformer (tdlab.transformer) and the standard-library text corpus (tdlab.text)."""
+"""The tiny Transformer (tdlab.core.transformer) and the standard-library text corpus (tdlab.core.text)."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlab import engine, text
-from tdlab.transformer import LN_EPS, TinyTransformer, attention_stats
+from tdlab.core import engine, text
+from tdlab.core.transformer import LN_EPS, TinyTransformer, attention_stats
 
 
 def small(qk_layernorm=False, bias=False, seed=0):

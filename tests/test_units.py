@@ -2,7 +2,7 @@
 fractions; nats, ratios, norms, NC measures and counts as numbers."""
 import math
 
-from tdlab import chapter, plots, units
+from tdlab.book import chapter, plots, units
 
 
 def test_fractions_in_percent_and_other_quantities_as_numbers():

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from tdlab import data, models, monitors, sweep
-from tdlab.monitors import Evaluation
+from tdlab.core import data, models, monitors, sweep
+from tdlab.core.monitors import Evaluation
 
 
 def evaluation(logits: torch.Tensor, targets: torch.Tensor) -> Evaluation:

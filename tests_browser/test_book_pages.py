@@ -64,8 +64,8 @@ def test_the_pointer_shows_the_step_and_each_curves_value(browser, book_server):
 
 def test_a_wide_figure_gets_the_page_width_the_legibility_report_assumes(browser, book_server):
     """The build's report of each figure's smallest text on the page (tools/run_chapters.py figures) scales a
-    figure wider than tdlab.plots.PAGE_WIDTH_PX down to it: the page must give a figure that much."""
-    from tdlab import plots
+    figure wider than tdlab.book.plots.PAGE_WIDTH_PX down to it: the page must give a figure that much."""
+    from tdlab.book import plots
     browser.get(f"{book_server}/{CHAPTERS[0]}.html")
     WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "main img"))
     sizes = browser.execute_script("return Array.from(document.querySelectorAll('main img'))"

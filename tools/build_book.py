@@ -11,10 +11,10 @@ What ``make book`` and ``make test`` run:
    ``TDLAB_RECORDS=_build/records/book`` and no other ``TDLAB_`` variable of the caller's (a
    ``TDLAB_CHECKS=record`` or ``TDLAB_SEED`` in the shell never reaches the book); a cell that raises
    (a failing claim raises, naming it) or runs past ``--cell-timeout`` seconds fails its chapter, and
-   the report names the chapter and the cell. The plugin :mod:`tdlab.nbval_executed` writes the
+   the report names the chapter and the cell. The plugin :mod:`tdlab.book.nbval_executed` writes the
    notebook with the outputs nbval collected into ``_build/site``: that one execution is what the
    ledger and the HTML book are built from.
-3. The records are verified (:func:`tdlab.ledger.verify`): every chapter complete, its claims
+3. The records are verified (:func:`tdlab.book.ledger.verify`): every chapter complete, its claims
    asserted (not recorded), none failed, and the same claims as its committed seed table. Then the
    book's root page (its totals) and the claims ledger (``book/ledger.ipynb``) are executed.
 4. Jupyter Book builds ``_build/site`` with execution off and warnings as errors (``-W``):
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from tdlab import ledger, records
+from tdlab.book import ledger, records
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
@@ -90,7 +90,7 @@ def execute(relative: str, env: dict[str, str], cell_timeout: int) -> dict:
     One pytest process per chapter runs ``pytest --nbval-lax -x`` on the source notebook (the
     command a contributor types, plus the build's options): every code cell is a test, the first
     that raises — a failing claim raises an ``AssertionError`` naming it — or runs past
-    ``cell_timeout`` seconds stops the chapter. The plugin :mod:`tdlab.nbval_executed` writes the
+    ``cell_timeout`` seconds stops the chapter. The plugin :mod:`tdlab.book.nbval_executed` writes the
     notebook with the outputs nbval collected (the copy the HTML book and the ledger are built from)
     and a report: the seconds from the kernel's start to the last cell's end and the first error,
     naming the cell by its index in the notebook.
@@ -99,7 +99,7 @@ def execute(relative: str, env: dict[str, str], cell_timeout: int) -> dict:
     target = SITE / f"{relative}.ipynb"
     with tempfile.TemporaryDirectory(prefix="tdlab-nbval-") as scratch:
         report_path = Path(scratch) / "report.json"
-        command = [sys.executable, "-m", "pytest", "-p", "tdlab.nbval_executed", "-p", "no:cacheprovider",
+        command = [sys.executable, "-m", "pytest", "-p", "tdlab.book.nbval_executed", "-p", "no:cacheprovider",
                    "--nbval-lax", "-x", "-q", "--no-header", "-rN", f"--nbval-cell-timeout={cell_timeout}",
                    "--nbval-kernel-name=python3", f"--executed-to={target}", f"--executed-report={report_path}",
                    f"--rootdir={scratch}", f"--confcutdir={scratch}", str(source)]

@@ -56,7 +56,7 @@ ELLIPSES = ("...", "…")
 
 def cut_cells(main: str, nb) -> list[str]:
     """Table cells of the page that end in an ellipsis the chapter's source did not write: pandas cuts long
-    text (and long tables, with a row of "...") unless told not to (:func:`tdlab.chapter.setup`)."""
+    text (and long tables, with a row of "...") unless told not to (:func:`tdlab.book.chapter.setup`)."""
     source = "\n".join(c.source for c in nb.cells)
     cut = []
     for raw in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", main, flags=re.S):

@@ -10,7 +10,7 @@
 ``TDLAB_CHECKS=record`` so a claim that fails on one seed is recorded instead of stopping the run,
 and ``TDLAB_NULLS=1`` so every effect claim's null is measured. On the ten committed seeds it writes
 the chapter's seed table beside the notebook (``book/<part>/<chapter>.seeds.yaml``, thresholds
-derived by the rule of :mod:`tdlab.seed_tables`), prints claim × seed with the rules that break,
+derived by the rule of :mod:`tdlab.book.seed_tables`), prints claim × seed with the rules that break,
 and exits non-zero if any does; on other seeds it only prints (and writes ``<records>/<chapter>.md``).
 ``--chapter all`` does every chapter of the table of contents, one after the other.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from tdlab import ledger, records, seed_tables
+from tdlab.book import ledger, records, seed_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,10 +168,10 @@ def timings(folder: Path) -> None:
 
 
 def figures(folder: Path) -> list[dict]:
-    """Every figure a build recorded (:func:`tdlab.chapter.note_figure`) with its smallest text in CSS px on
-    the page (:func:`tdlab.plots.legible_px` at :data:`tdlab.plots.PAGE_WIDTH_PX`); prints the count under
-    :data:`tdlab.plots.LEGIBLE_PX` and the smallest ones."""
-    from tdlab import plots
+    """Every figure a build recorded (:func:`tdlab.book.chapter.note_figure`) with its smallest text in CSS px on
+    the page (:func:`tdlab.book.plots.legible_px` at :data:`tdlab.book.plots.PAGE_WIDTH_PX`); prints the count under
+    :data:`tdlab.book.plots.LEGIBLE_PX` and the smallest ones."""
+    from tdlab.book import plots
     rows = [{"chapter": r["chapter"], **f, "px": plots.legible_px(f["smallest_pt"], f["width_in"], f["dpi"])}
             for r in records.load_all(folder) for f in r.get("figures", [])]
     small = sorted((r for r in rows if r["px"] < plots.LEGIBLE_PX), key=lambda r: r["px"])

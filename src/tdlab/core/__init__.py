@@ -1,0 +1,21 @@
+"""tdlab.core: the training core: the one loop and what it trains with (data, noise, models, losses, optimizers, monitors, batch hooks, recipes, runs and sweeps). It imports nothing of the book or the methods.
+
+- :mod:`tdlab.core.losses` — Losses, written once for a single run and for a batch of E models.
+- :mod:`tdlab.core.engine` — The one training loop of tdlab: one run or many, batched or one at a time.
+- :mod:`tdlab.core.data` — Datasets as tensors that live on the device, with example indices.
+- :mod:`tdlab.core.models` — Models: an MLP, small 1-D/2-D CNNs, the modular-arithmetic network, and PreAct ResNet-18 and ResNet-34 for …
+- :mod:`tdlab.core.augment` — Batch transforms for the training loop's ``batch_hook``: they take and return a :class:`tdlab.core.train.Batch` …
+- :mod:`tdlab.core.recipes` — Recipes: a chapter's whole training setup in one object, and the book's standard setups.
+- :mod:`tdlab.core.optim` — ⊥Grad (OrthoGrad): the gradient of each weight, made orthogonal to the weight.
+- :mod:`tdlab.core.monitors` — What the training loop measures, as functions of the logits it has just computed.
+- :mod:`tdlab.core.transformer` — A tiny pre-LN decoder-only Transformer, for the stability chapters (Wortsman et al.
+- :mod:`tdlab.core.history` — The record of a training run: a tidy table of (step, split, metric, value).
+- :mod:`tdlab.core.text` — A small real text corpus, offline: the Python standard library's own source files.
+- :mod:`tdlab.core.flat` — Parameters in one flat buffer, and the optimizers that update it in a few operations.
+- :mod:`tdlab.core.noise` — Seeded label noise, returning the noisy labels and the mask of corrupted examples.
+- :mod:`tdlab.core.config` — Run-wide settings: the device, seeds, and the book's environment variables.
+- :mod:`tdlab.core.progress` — Progress of a long run: a bar where someone can watch it, nothing where no one can.
+- :mod:`tdlab.core.sweep` — Many configurations trained at once, at about the cost of one run.
+- :mod:`tdlab.core.train` — One training run: the one-member case of the loop in :mod:`tdlab.core.engine`.
+- :mod:`tdlab.core.jobs` — A sweep's members as separate jobs, for runs too large for one machine (issue 34 item 4).
+"""

@@ -1,0 +1,4 @@
+"""Sparse training (book/07_sparse_training): the methods of its chapters.
+
+- :mod:`tdlab.methods.sparse_training.sparsity` — Sparse training: masks, gradual magnitude pruning and GraNet's zero-cost neuroregeneration.
+"""

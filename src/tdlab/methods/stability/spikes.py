@@ -1,0 +1,268 @@
+"""Gradient spikes: single gradient entries far above Adam's running estimate of their size.
+
+Huang et al. (SPAM, ICLR 2025; arXiv 2501.06842) find that during language-model training some
+gradient entries are, for one step, hundreds or thousands of times larger than usual, and that
+Adam's moments carry such a spike for many steps after it. Their offline *gradient spike score*
+divides |g| by its average over the run so far and calls a score above 50 a spike; their online
+optimizer clips where g² > θ·v (θ = 5000, v Adam's raw second moment, :class:`tdlab.core.optim.SPAM`).
+
+Here the spike measure is the ratio of each entry's squared gradient to Adam's *bias-corrected*
+second moment before the step,
+
+.. math::
+    r_i = \\frac{g_i^2}{\\hat v_i},\\qquad \\hat v_i = \\frac{v_i}{1 - \\beta_2^{n}},
+
+n the updates v holds since it was last zeroed — g² against Adam's own running mean of g², so
+that r ≈ 1 for a typical entry at any point of a run, and a score of 50 in |g| is r = 50² = 2500
+(the default ``threshold``). Entries are compared only once v holds ``min_updates`` = 20 updates
+(SPAM's own wait, ``grad_accu_steps``): against one or two earlier gradients, an entry that happened
+to be near 0 gives ratios of 10⁶ and more that are noise of the estimate, not spikes (in our pilots
+with a small character-level Transformer nearly all such ratios fell in steps 1–3).
+
+- :class:`SpikeLog` — the observer a :class:`tdlab.core.optim.SPAM` calls for every parameter at every
+  step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor.
+- :class:`FlatSpikeLog` — the same numbers for the E runs a :class:`tdlab.core.optim.FlatSPAM` steps
+  together, computed on the flat ``(E, P)`` gradient and v at once, one SpikeLog per run.
+- :class:`SpikeTracker` — one SpikeLog per run trained (in member order), and
+  :meth:`SpikeTracker.monitor`, which logs the numbers of the runs being trained at each evaluation.
+
+Adam is watched the same way: SPAM with resets and clipping off (``delta_t=0, threshold=0``) is
+Adam (the tests check it), and its observer sees Adam's own v.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+SCORE_THRESHOLD = 50.0          # the paper's offline spike score |g| / mean|g| > 50
+RATIO_THRESHOLD = SCORE_THRESHOLD ** 2   # the same in g² / v̂
+MIN_UPDATES = 20                # SPAM's grad_accu_steps: v̂ of fewer updates is too noisy to compare with
+
+
+def spike_ratio(grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: int, beta2: float) -> torch.Tensor:
+    """r = g² / v̂ per entry, v̂ = v / (1 − β₂ⁿ) Adam's bias-corrected second moment from n updates;
+    0 where v̂ = 0 and g = 0, inf where only v̂ = 0 (an entry whose gradient was always 0 until now)."""
+    if updates < 1:
+        raise ValueError("the spike ratio needs a second moment with at least one update")
+    v_hat = exp_avg_sq / (1 - beta2 ** updates)
+    g2 = grad.square()
+    return torch.where(g2 == 0, torch.zeros_like(g2), g2 / v_hat)
+
+
+@dataclass
+class SpikeLog:
+    """What one optimizer saw, step by step: spikes (r > ``threshold``), the largest r, entries clipped.
+
+    ``counts[k-1]``, ``max_ratio[k-1]`` and ``clipped[k-1]`` are the numbers of step k (all parameters);
+    ``per_tensor[i]`` the spikes of the i-th parameter over the run. A non-zero gradient that meets v = 0
+    (an entry whose gradient was exactly 0 until now: the embedding of a character not yet seen) has no
+    ratio; it is counted apart, in ``first_seen`` — under Adam once per entry, under SPAM's clip, which
+    sets such a gradient to 0 and so leaves v at 0, at every step until a reset.
+    """
+
+    threshold: float = RATIO_THRESHOLD
+    min_updates: int = MIN_UPDATES
+    counts: list[int] = field(default_factory=list)
+    max_ratio: list[float] = field(default_factory=list)
+    clipped: list[int] = field(default_factory=list)
+    first_seen: list[int] = field(default_factory=list)
+    per_tensor: dict[int, int] = field(default_factory=dict)
+    reported: int = 0                                # steps already reported by a monitor
+    _step: list = field(default_factory=lambda: [0, 0.0, 0, 0], repr=False)
+
+    def __call__(self, index: int, grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: int, beta2: float,
+                 clipped: int = 0) -> None:
+        self._step[2] += clipped
+        if updates < max(1, self.min_updates):
+            return
+        ratio = spike_ratio(grad, exp_avg_sq, updates, beta2)
+        finite = torch.isfinite(ratio)
+        self._step[3] += int((~finite).sum())
+        ratio = torch.where(finite, ratio, torch.zeros_like(ratio))
+        count = int((ratio > self.threshold).sum())
+        self._step[0] += count
+        if count:
+            self.per_tensor[index] = self.per_tensor.get(index, 0) + count
+        self._step[1] = max(self._step[1], float(ratio.max()))
+
+    def end_step(self, k: int) -> None:
+        self.record(*self._step)
+        self._step[:] = [0, 0.0, 0, 0]
+
+    def record(self, count: int, largest: float, clipped: int, unseen: int) -> None:
+        """Append one step's numbers: spikes, the largest r, entries clipped, non-zero g with v = 0."""
+        self.counts.append(count)
+        self.max_ratio.append(largest)
+        self.clipped.append(clipped)
+        self.first_seen.append(unseen)
+
+    @property
+    def steps(self) -> int:
+        return len(self.counts)
+
+    def total(self, start: int = 0, stop: int | None = None) -> int:
+        """Spikes in steps ``start + 1 .. stop`` (all steps by default)."""
+        return int(sum(self.counts[start:stop]))
+
+    def largest(self, start: int = 0, stop: int | None = None) -> float:
+        """The largest ratio r in steps ``start + 1 .. stop``."""
+        window = self.max_ratio[start:stop]
+        return float(max(window)) if window else math.nan
+
+    def spike_steps(self) -> np.ndarray:
+        """The steps (1-based) with at least one spike."""
+        return np.flatnonzero(np.asarray(self.counts) > 0) + 1
+
+
+class FlatSpikeLog:
+    """The observer of a :class:`tdlab.core.optim.FlatSPAM`: for E members stepped together, the numbers each
+    member's :class:`SpikeLog` would get from :class:`tdlab.core.optim.SPAM` one at a time, computed on the
+    flat ``(E, P)`` gradient and v at once — the tensors are the ``layout``'s slices of a row
+    (``name -> (start, stop, shape)``, in the order of the model's parameters, which ``per_tensor`` counts).
+    """
+
+    def __init__(self, logs: list[SpikeLog], layout: dict[str, tuple[int, int, tuple[int, ...]]]):
+        self.logs = logs
+        spans = sorted(((start, stop) for start, stop, _ in layout.values()))
+        sizes = torch.tensor([stop - start for start, stop in spans])
+        self.tensor_of = torch.repeat_interleave(torch.arange(len(spans)), sizes)    # (P,) tensor index per entry
+        self.threshold = {log.threshold for log in logs}
+        self.min_updates = {max(1, log.min_updates) for log in logs}
+        if len(self.threshold) != 1 or len(self.min_updates) != 1:
+            raise ValueError("the members' spike logs must share a threshold and min_updates")
+        (self.threshold,), (self.min_updates,) = self.threshold, self.min_updates
+        self._step: torch.Tensor | None = None
+
+    def __call__(self, grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: torch.Tensor, beta2: torch.Tensor,
+                 clipped: torch.Tensor) -> None:
+        """One step: ``grad`` (E, P) before clipping, ``exp_avg_sq`` v before the update, ``updates`` (E,),
+        ``beta2`` (E, 1), ``clipped`` (E,) — as :meth:`SpikeLog.__call__` sees them, for every tensor at once."""
+        watched = (updates >= self.min_updates).unsqueeze(1)                     # (E, 1): v holds enough updates
+        n = updates.clamp(min=1).unsqueeze(1).to(beta2.dtype)
+        v_hat = exp_avg_sq / (1 - beta2 ** n).to(exp_avg_sq.dtype)              # Adam's bias-corrected v
+        g2 = grad.square()
+        ratio = torch.where(g2 == 0, torch.zeros_like(g2), g2 / v_hat)
+        finite = torch.isfinite(ratio)
+        unseen = (watched & ~finite).sum(1)
+        ratio = torch.where(watched & finite, ratio, torch.zeros_like(ratio))
+        spiked = ratio > self.threshold
+        per_tensor = torch.zeros(grad.shape[0], int(self.tensor_of[-1]) + 1, dtype=torch.float64,
+                                 device=grad.device)
+        per_tensor.index_add_(1, self.tensor_of.to(grad.device), spiked.to(torch.float64))
+        self._step = torch.cat([spiked.sum(1, keepdim=True).double(), ratio.amax(1, keepdim=True).double(),
+                                clipped.unsqueeze(1).double(), unseen.unsqueeze(1).double(), per_tensor], dim=1)
+
+    def end_step(self, k: int) -> None:
+        rows = self._step.tolist() if self._step is not None else [[0, 0.0, 0, 0] for _ in self.logs]
+        for log, row in zip(self.logs, rows):
+            count, largest, clipped, unseen = row[:4]
+            log.record(int(count), float(largest), int(clipped), int(unseen))
+            for index, spikes in enumerate(row[4:]):
+                if spikes:
+                    log.per_tensor[index] = log.per_tensor.get(index, 0) + int(spikes)
+        self._step = None
+
+
+class SpikeTracker:
+    """One :class:`SpikeLog` per member trained, in the order the members were trained.
+
+    Pass ``tracker.new_flat`` as the ``observer`` of :func:`tdlab.core.optim.flat_spam` (E members stacked
+    in one engine call: E logs, in member order), or ``tracker.new`` as that of
+    :func:`tdlab.core.optim.spam` (one log per optimizer built); and ``tracker.monitor`` to the run's
+    ``monitors``. The engine builds the optimizer of an engine call (or of one member trained alone)
+    just before its first evaluation, so the monitor reads the logs of the call being trained
+    (``tracker.group``).
+    """
+
+    def __init__(self, threshold: float = RATIO_THRESHOLD, min_updates: int = MIN_UPDATES):
+        self.threshold, self.min_updates = threshold, min_updates
+        self.logs: list[SpikeLog] = []
+        self.group: list[SpikeLog] = []           # the logs of the engine call being trained, in member order
+
+    def new(self) -> SpikeLog:
+        """One log, for a :class:`tdlab.core.optim.SPAM` (one member)."""
+        self.logs.append(SpikeLog(self.threshold, self.min_updates))
+        self.group = self.logs[-1:]
+        return self.logs[-1]
+
+    def new_flat(self, layout: dict, members: int) -> FlatSpikeLog:
+        """``members`` logs, one per member of a :class:`tdlab.core.optim.FlatSPAM`, and their observer."""
+        self.group = [SpikeLog(self.threshold, self.min_updates) for _ in range(members)]
+        self.logs.extend(self.group)
+        return FlatSpikeLog(self.group, layout)
+
+    @property
+    def current(self) -> SpikeLog:
+        if not self.logs:
+            raise RuntimeError("no optimizer has been built with this tracker's observer")
+        return self.logs[-1]
+
+    def monitor(self, ev) -> dict[tuple[str, str], list[float]]:
+        """Logs, for each member of the call being trained: ``spikes`` (spikes in the steps since the last
+        evaluation), ``spikes_total`` (since the start), ``spike_ratio`` (the largest r so far), ``clipped``
+        (entries SPAM clipped so far) — all under split ``train``."""
+        if not self.group:
+            raise RuntimeError("no optimizer has been built with this tracker's observer")
+        if ev.members != len(self.group):
+            raise ValueError(f"the spike monitor watches {len(self.group)} runs, the evaluation has {ev.members}")
+        out = {("train", key): [] for key in ("spikes", "spikes_total", "spike_ratio", "clipped")}
+        for log in self.group:
+            done = log.steps
+            previous, log.reported = log.reported, done
+            out["train", "spikes"].append(float(log.total(previous, done)))
+            out["train", "spikes_total"].append(float(log.total()))
+            out["train", "spike_ratio"].append(log.largest() if done else 0.0)
+            out["train", "clipped"].append(float(sum(log.clipped)))
+        return out
+
+
+# ----------------------------------------------------------------- SPAM's step size after a reset
+
+
+def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999)) -> float:
+    """How much larger SPAM's k-th update is than Adam's for a steady gradient (mean ḡ, E[g²] fixed).
+
+    After a reset at step r the moments hold n = k − r + 1 updates, m ≈ (1 − β₁ⁿ)ḡ and
+    v ≈ (1 − β₂ⁿ)E[g²], but the released code corrects them with the run's step count t = k
+    (:class:`tdlab.core.optim.SPAM`). Against Adam's m̂/√v̂ ≈ ḡ/√E[g²] the update is then
+
+    .. math::
+        s_k\\cdot\\frac{\\sqrt{1-\\beta_2^{k}}}{\\sqrt{1-\\beta_2^{n}}}\\cdot\\frac{1-\\beta_1^{n}}{1-\\beta_1^{k}},
+
+    s_k the post-reset warm-up (:func:`tdlab.core.optim.spam_warmup`): 0.01 at a reset, then above 1 for
+    the rest of the cycle, since v of n ≪ 1/(1 − β₂) updates is far below E[g²]. ``delta_t=0``: Adam, 1.
+    """
+    from tdlab.core.optim import spam_warmup
+    beta1, beta2 = betas
+    if delta_t == 0 or k < delta_t:
+        return 1.0
+    position = k % delta_t
+    n = position + 1
+    return (spam_warmup(position, warmup_steps) * math.sqrt((1 - beta2 ** k) / (1 - beta2 ** n))
+            * (1 - beta1 ** n) / (1 - beta1 ** k))
+
+
+# ----------------------------------------------------------------- a recipe whose optimizer knobs are SPAM's
+
+
+def spam_recipe(data, model, tracker: SpikeTracker, *, lr: float, delta_t: int, threshold: float,
+                warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, **settings):
+    """A :class:`tdlab.core.recipes.Recipe` training with SPAM (:func:`tdlab.core.optim.flat_spam`), its knobs ``lr``,
+    ``delta_t`` (ΔT; 0: no resets), ``threshold`` (θ; 0: no clipping), ``warmup_steps`` and ``beta2``
+    (Adam: ``delta_t=0, threshold=0``), watched by ``tracker`` (its monitor is added to the run's).
+    Members that differ only in these knobs and their seed train stacked, in one engine call (the
+    SPAM knobs through a :func:`tdlab.core.recipes.per_member` derivation, ``lr`` as the engine's own knob)."""
+    from tdlab.core import optim
+    from tdlab.core.recipes import Recipe, per_member
+
+    @per_member
+    def optimizer(delta_t: int = delta_t, threshold: float = threshold, warmup_steps: int = warmup_steps,
+                  beta2: float = betas[1]) -> dict:
+        return {"optimizer": optim.flat_spam(betas=(betas[0], beta2), eps=eps, delta_t=delta_t, threshold=threshold,
+                                             warmup_steps=warmup_steps, observer=tracker.new_flat)}
+
+    monitors = [tracker.monitor, *settings.pop("monitors", ())]
+    return Recipe(data, model, {"monitors": monitors, "lr": lr, **settings}, derive=(optimizer,))
