@@ -89,6 +89,18 @@ class Recipe:
     def steps(self) -> int:
         return self.settings.get("steps", inspect.signature(run).parameters["steps"].default)
 
+    def knob_default(self, name: str):
+        """The default of a knob of a derivation (or of the data maker): what a run uses when no member sets
+        it (a chapter reads its schedule's step counts this way, not from a function's ``__defaults__``)."""
+        for f in self._derivations():
+            parameter = inspect.signature(f).parameters.get(name)
+            if parameter is not None and parameter.default is not inspect.Parameter.empty:
+                return parameter.default
+        if name in self.settings:
+            return self.settings[name]
+        raise ValueError(f"{name!r} is no knob with a default of this recipe; its derivations take "
+                         f"{sorted(p for f in self._derivations() for p in _parameters(f))}")
+
     def knob_names(self) -> set[str]:
         """Every knob a run of this recipe accepts."""
         names = set(KNOBS) | set(ENGINE_SETTINGS) | {p for f in self._derivations() for p in _parameters(f)}

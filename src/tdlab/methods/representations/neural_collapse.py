@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tdlab.core import data as datasets
 from tdlab.core.config import check_choice, check_range
 from tdlab.core.recipes import Recipe
 from tdlab.core.models import _activation
@@ -342,3 +343,25 @@ def with_log10(history, split: str = "collapse", names: Sequence[str] = ("nc1", 
              for r in history.records if r["split"] == split and r["metric"] in names]
     return History(history.records + extra, [dict(k) for k in history.knobs], list(history.diverged_at),
                    history.seconds, list(history.models))
+
+
+# ----------------------------------------------------------------- the paper's own setup
+
+
+PAPER_DECAYS, PAPER_DECAY = [0.0, 5e-4, 1e-3, 2e-3], 5e-4     # the weight decays of the paper-scale sweep; its default
+
+
+def paper_recipe(seed: int = 0, minority: Sequence[int] = (5, 6, 7, 8, 9)):
+    """The paper-scale run of the neural-collapse chapter (book/06_representations/01_neural_collapse):
+    CIFAR-10 (5000 examples per class; ``imbalance`` R keeps 5000/R of each ``minority`` class), Zhu et
+    al.'s MLP (6 hidden layers of 2048 with batch norm, no hidden head layer), SGD (lr 0.05, momentum 0.9,
+    batch 128) for 200 epochs with the learning rate × 0.2 every 40 epochs."""
+    epoch = 50_000 // 128
+    cifar = lambda: datasets.standardize(datasets.load("cifar10"))   # noqa: E731
+
+    def subset(imbalance: float = 1.0):
+        return imbalanced(cifar(), 5000, imbalance, minority, seed=seed)
+
+    return recipe(subset, 3 * 32 * 32, 10, width=2048, minority=minority, depth=6, head_depth=0,
+                  optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, steps=200 * epoch,
+                  eval_every=5 * epoch, schedule_name=lambda step: 0.2 ** (step // (40 * epoch)))

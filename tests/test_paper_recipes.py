@@ -1,0 +1,14 @@
+"""The paper recipes that live beside their methods (issue 33 item 2): each constructs without data (nothing is
+downloaded until a run trains) and holds the paper's settings."""
+from tdlab.methods.representations import neural_collapse as nc
+
+
+def test_neural_collapse_paper_recipe():
+    recipe = nc.paper_recipe(seed=2, minority=[5, 6, 7, 8, 9])
+    epoch = 50_000 // 128
+    s = recipe.settings
+    assert recipe.steps == 200 * epoch and s["batch_size"] == 128 and s["lr"] == 0.05 and s["momentum"] == 0.9
+    schedule = s["schedule_name"]
+    assert schedule(0) == 1.0 and abs(schedule(40 * epoch) - 0.2) < 1e-12 and abs(schedule(80 * epoch) - 0.04) < 1e-12
+    assert recipe.knob_default("imbalance") == 1.0
+    assert nc.PAPER_DECAY in nc.PAPER_DECAYS and 0.0 in nc.PAPER_DECAYS
