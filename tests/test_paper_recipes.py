@@ -12,3 +12,18 @@ def test_neural_collapse_paper_recipe():
     assert schedule(0) == 1.0 and abs(schedule(40 * epoch) - 0.2) < 1e-12 and abs(schedule(80 * epoch) - 0.04) < 1e-12
     assert recipe.knob_default("imbalance") == 1.0
     assert nc.PAPER_DECAY in nc.PAPER_DECAYS and 0.0 in nc.PAPER_DECAYS
+
+
+def test_multisample_dropout_paper_recipe():
+    from tdlab.methods.regularization import multisample
+    recipe = multisample.paper_recipe(seed=1, dropout=0.5)
+    s = recipe.settings
+    assert recipe.steps == 200 * (50_000 // 128) and s["schedule_name"] == "cosine" and s["weight_decay"] == 5e-4
+    assert s["optimizer"] == "sgd" and s["lr"] == 0.1 and s["batch_size"] == 128
+
+
+def test_zloss_paper_scale_recipe():
+    from tdlab.methods.noisy_labels import zloss
+    recipe = zloss.paper_recipe(seed=0)
+    s = recipe.settings
+    assert recipe.steps == 200 * (50_000 // 128) and s["schedule_name"] == "cosine" and s["momentum"] == 0.9

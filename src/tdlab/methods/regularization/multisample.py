@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tdlab.core import augment, data
 from tdlab.core.config import check_choice, check_range
 from tdlab.core.engine import Batch
 from tdlab.core.history import History
@@ -351,3 +352,16 @@ def recipe(data, build: Callable[[int, float], nn.Module], samples: int = 8, dro
         return factory.derive(samples, dropout, average)
 
     return Recipe(data, factory, dict(settings), derive=(heads,))
+
+
+# ----------------------------------------------------------------- the paper's own setup
+
+
+def paper_recipe(seed: int = 0, dropout: float = 0.5) -> Recipe:
+    """The paper-scale run of the multi-sample dropout chapter (book/03_regularization/01_multisample_dropout):
+    CIFAR-10 with crop and flip, PreAct ResNet-18 with the multi-sample head (M = 8 masks at rate ``dropout``),
+    SGD (lr 0.1, momentum 0.9, weight decay 5·10⁻⁴, batch 128) for 200 epochs on a cosine schedule."""
+    epoch = 50_000 // 128
+    return recipe(lambda: data.standardize(data.load("cifar10")), resnet18(10, 3), samples=8, dropout=dropout,
+                  optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, steps=200 * epoch,
+                  eval_every=5 * epoch, schedule_name="cosine", batch_hook=augment.crop_flip(padding=4, seed=seed))
