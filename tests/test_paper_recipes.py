@@ -27,3 +27,22 @@ def test_zloss_paper_scale_recipe():
     recipe = zloss.paper_recipe(seed=0)
     s = recipe.settings
     assert recipe.steps == 200 * (50_000 // 128) and s["schedule_name"] == "cosine" and s["momentum"] == 0.9
+
+
+def test_pskd_paper_recipe_is_the_official_run():
+    from tdlab.methods.noisy_labels import pskd
+    s = pskd.paper_recipe(seed=0).settings
+    assert s["nesterov"] and s["steps"] == 300 * (50_000 // 128) and s["schedule_name"] == "step"
+
+
+def test_small_scale_proxies_paper_recipe():
+    from tdlab.methods.stability import stability
+    recipe = stability.paper_recipe()
+    assert recipe.steps == 100_000 and recipe.settings["batch_size"] == 256 and recipe.settings["warmup"] == 5_000
+    assert recipe.settings["tags"]["decay"] == "independent" and recipe.settings["weight_decay"] == 1e-4
+    assert stability.paper_recipe("coupled").settings["tags"]["decay"] == "coupled"
+
+
+def test_compander_paper_setup_is_a_function_not_a_download():
+    from tdlab.methods.regularization import compander
+    assert callable(compander.paper_setup)             # it loads CIFAR-10 when called: not here

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tdlab.core import engine, models
+from tdlab.core import augment, data, engine, models
 from tdlab.core.config import check_range
 from tdlab.core.data import Dataset
 from tdlab.core.history import History
@@ -209,3 +209,18 @@ def train(data: Dataset, members, *, companded: bool, a: float = 1.0, b: float =
             **({"a": a, "b": b} if companded else {}), **settings.pop("tags", {})}
     return engine.run(model, data, members, weight_decay=0.0 if companded else weight_decay, tags=tags,
                       monitors=[weight_monitor(a, b, near_zero), *settings.pop("monitors", [])], **settings)
+
+
+# ----------------------------------------------------------------- the paper's own setup
+
+
+def paper_setup(seed: int = 0) -> dict:
+    """The paper-scale setup of the weight-compander chapter (book/03_regularization/02_weight_compander):
+    CIFAR-10 with crop and flip (loaded here), ResNet-18 with every convolution and linear weight companded at
+    a = 1, b = 0.6, SGD (lr 0.1, momentum 0.9, batch 128) for 200 epochs, the learning rate ÷10 at epochs 90 and
+    136 — the keywords the chapter's runs take."""
+    epoch = 50_000 // 128
+    return dict(data=data.standardize(data.load("cifar10")), build=lambda: models.PreActResNet18(10), a=1.0, b=0.6,
+                optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, steps=200 * epoch, eval_every=5 * epoch,
+                schedule_name=lambda step: 0.1 ** ((step >= 90 * epoch) + (step >= 136 * epoch)),
+                batch_hook=augment.crop_flip(padding=4, seed=seed))

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from tdlab.core import text
 from tdlab.core.config import check_range
 from tdlab.core.losses import Loss, _member_values, cross_entropy
 from tdlab.core.monitors import Evaluation, Monitor, Values
@@ -197,3 +198,17 @@ def recipe(data, vocab: int, context: int, width: int, depth: int, heads: int, q
     derive: tuple[Callable[..., dict], ...] = (architecture, warm_up) + ((independent,) if decay == "independent" else ())
     settings = {**settings, "tags": {"decay": decay, **settings.get("tags", {})}}
     return Recipe(data, factory, {"loss": ZLossCrossEntropy(z_loss), **settings}, derive=derive)
+
+
+# ----------------------------------------------------------------- the paper's own setup
+
+
+def paper_recipe(decay: str = "independent") -> Recipe:
+    """The paper's §2.1 recipe (Wortsman et al. 2023) on the whole standard-library text, for a GPU: 512-character
+    windows, a Transformer of width 512, 8 blocks and 8 heads, AdamW (β = (0.9, 0.95), ε = 10⁻⁸, weight decay
+    10⁻⁴, ``decay`` independent of the learning rate by default), batch 256, 100 000 steps of warm-up (5000) and
+    cosine, z-loss 10⁻⁴ (the small-scale proxies chapter, book/05_stability/01_small_scale_proxies)."""
+    return recipe(lambda: text.corpus(context=512, size=480_000), vocab=len(text.VOCAB), context=512,
+                  width=512, depth=8, heads=8, optimizer="adamw", betas=(0.9, 0.95), eps=1e-8,
+                  batch_size=256, steps=100_000, schedule_name="warmup_cosine", warmup=5_000,
+                  eval_every=2_000, z_loss=Z_LOSS, decay=decay, weight_decay=1e-4)
