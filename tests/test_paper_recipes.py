@@ -46,3 +46,11 @@ def test_small_scale_proxies_paper_recipe():
 def test_compander_paper_setup_is_a_function_not_a_download():
     from tdlab.methods.regularization import compander
     assert callable(compander.paper_setup)             # it loads CIFAR-10 when called: not here
+
+
+def test_random_teachers_and_stability_gap_paper_recipes_construct():
+    from tdlab.methods.continual import continual
+    recipe = continual.paper_recipe(replay_seed=2)
+    assert recipe.settings["batch_size"] == 256 and recipe.settings["lr"] == 0.01
+    from tdlab.methods.representations import random_teachers as rt
+    assert callable(rt.paper_recipe)                    # it loads CIFAR-10 when called: not here

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tdlab.core import data as datasets
+from tdlab.core import models
 from tdlab.core.config import check_range
 from tdlab.core.data import Dataset
 from tdlab.core.engine import Batch
@@ -349,3 +351,15 @@ def tasks_of(history: History, member: int = 0) -> Tasks:
     """The task split a run of :func:`recipe` trained on, from its knobs."""
     knobs = history.knobs[member]
     return Tasks(tuple(tuple(c) for c in knobs["task_classes"]), knobs["steps_per_task"])
+
+
+# ----------------------------------------------------------------- the paper's own setup
+
+
+def paper_recipe(replay_seed: int = 0):
+    """The paper's Split-MNIST run (De Lange et al., ICLR 2023): an MLP 784 → 400 → 400 → 10, SGD (lr 0.01,
+    momentum 0.9), batch 256, 10 epochs per task (470 steps) over 5 tasks, replay from a memory of 2000 with the
+    new task's loss weighted 0.3 (the stability-gap chapter, book/08_continual/01_stability_gap)."""
+    return recipe(lambda: datasets.load("mnist"), lambda: models.MLP(784, 10, width=400, depth=2), num_tasks=5,
+                  steps_per_task=470, batch_size=256, memory=2000, new_weight=0.3, replay_seed=replay_seed,
+                  optimizer="sgd", lr=0.01, momentum=0.9)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from tdlab.core import data as datasets
 from tdlab.core.config import check_choice, check_range
 from tdlab.core.data import Dataset
 from tdlab.core.losses import Loss
@@ -425,3 +426,16 @@ def recipe(data: Dataset | Callable[[], Dataset], build: Callable[[], DistillNet
 
     return Recipe(dataset, factory, {"loss": loss, "monitors": [knn_monitor(build(), knn_k)], **settings},
                   derive=(init,))
+
+
+# ----------------------------------------------------------------- the paper's own setup
+
+
+def paper_recipe(teacher_seed: int, data_seed: int = 0):
+    """The paper's CIFAR-10 run (Sarnthein et al., ICML 2023; safelix/dinopl's configuration): a ResNet-18 encoder
+    with the DINO head [2048, 2048] → 256 → 65 536, student and teacher temperature 1, AdamW (lr 10⁻³, no weight
+    decay), batch 256, 100 epochs (the random-teachers chapter, book/06_representations/02_random_teachers)."""
+    epoch = 50_000 // 256
+    return recipe(datasets.standardize(datasets.load("cifar10")), resnet18_net(), teacher_seed,
+                  student_temperature=1.0, teacher_temperature=1.0, optimizer="adamw", lr=1e-3, weight_decay=0.0,
+                  batch_size=256, steps=100 * epoch, eval_every=5 * epoch, data_seed=data_seed)
