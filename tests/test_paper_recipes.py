@@ -54,3 +54,13 @@ def test_random_teachers_and_stability_gap_paper_recipes_construct():
     assert recipe.settings["batch_size"] == 256 and recipe.settings["lr"] == 0.01
     from tdlab.methods.representations import random_teachers as rt
     assert callable(rt.paper_recipe)                    # it loads CIFAR-10 when called: not here
+
+
+def test_elr_paper_recipe_is_app_g3():
+    from tdlab.methods.noisy_labels import early_learning
+    recipe = early_learning.paper_recipe(seed=0)
+    s = recipe.settings
+    assert recipe.steps == 120 * (50_000 // 128) and s["lr"] == 0.02 and s["weight_decay"] == 1e-3
+    assert s["noise"] == "uniform"
+    schedule = s["schedule_name"]
+    assert schedule(0) == 1.0 and abs(schedule(recipe.steps - 1) - 1e-4) < 1e-12      # ÷100 twice
