@@ -327,3 +327,23 @@ def test_characters_read_and_stdlib_characters():
     assert sentence.startswith(f"the paper recipe reads 1,280 characters: its corpus ({windows} windows of 16) "
                                f"{80 / windows:.0f} times")
     assert f"({total:,} characters) {1280 / total:.0f} times" in sentence
+
+
+def test_same_lr_prediction_against_a_lookup_by_hand():
+    """The no-law predictor: base minus the reference's gain at the same learning rate, found here by
+    scanning the reference's steps for the two learning rates around each target (independent of np.interp)."""
+    ref_eta = np.array([0.95, 0.8, 0.5, 0.2, 0.0])             # a decaying reference schedule
+    base = np.array([2.0, 1.9, 1.8, 1.7, 1.6])
+    reference = base - np.array([0.01, 0.03, 0.06, 0.10, 0.15])  # its gain grows as its lr falls
+    eta = np.array([1.0, 1.0, 0.1, 0.1, 0.65])                # a held-out run: at the peak, a drop to 0.1, a rise
+    predicted = al.same_lr_prediction(eta, base, reference, ref_eta)
+    points = sorted([(1.0, 0.0), *zip(ref_eta, base - reference)])
+    for i, e in enumerate(eta):
+        lo = max(p for p in points if p[0] <= e)
+        hi = min(p for p in points if p[0] >= e)
+        gain = lo[1] if hi[0] == lo[0] else lo[1] + (hi[1] - lo[1]) * (e - lo[0]) / (hi[0] - lo[0])
+        assert predicted[i] == pytest.approx(base[i] - gain)
+    assert predicted[0] == base[0] and predicted[2] == pytest.approx(base[2] - 0.125)   # 0.1: midway 0.10, 0.15
+    # the reference predicts itself exactly, and a constant run (at the peak) is the base run
+    assert np.allclose(al.same_lr_prediction(ref_eta, base, reference, ref_eta), reference)
+    assert np.array_equal(al.same_lr_prediction(np.ones(5), base, reference, ref_eta), base)

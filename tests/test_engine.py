@@ -60,6 +60,30 @@ def test_accuracy_on_a_subset_equals_brute_force(digits):
         monitors.accuracy_on("bad", digits.y_test)
 
 
+def test_train_subset_evaluation_equals_brute_force_on_those_examples(digits):
+    """eval_train_subset=n: the train split's loss and accuracy are those of the final models on the n
+    examples of engine.train_subset (recomputed here by hand), the test split is the whole one (equal to
+    a run without the option), and the training itself is unchanged."""
+    common = dict(steps=20, eval_every=10, batch_size=64, data_seed=3, progress=False)
+    sub = sweep.sweep(mlp, digits, [{"seed": 0}, {"seed": 1, "lr": 3e-3}], eval_train_subset=100, **common)
+    full = sweep.sweep(mlp, digits, [{"seed": 0}, {"seed": 1, "lr": 3e-3}], **common)
+    pick = engine.train_subset(digits.num_train, 100, 3)
+    assert len(set(pick.tolist())) == 100 and torch.equal(pick, engine.train_subset(digits.num_train, 100, 3))
+    for member in range(2):
+        model = sub.models[member]
+        with torch.no_grad():
+            logits = model(digits.x_train[pick])
+        loss = torch.nn.functional.cross_entropy(logits, digits.y_train[pick]).item()
+        acc = (logits.argmax(-1) == digits.y_train[pick]).float().mean().item()
+        assert sub.final("train", "loss", member) == pytest.approx(loss, rel=1e-5)
+        assert sub.final("train", "acc", member) == pytest.approx(acc)
+        assert sub.final("test", "loss", member) == pytest.approx(full.final("test", "loss", member), rel=1e-6)
+        assert sub.final("train", "loss", member) != pytest.approx(full.final("train", "loss", member), rel=1e-6)
+        assert sub.knobs[member]["eval_train_subset"] == 100 and "eval_train_subset" not in full.knobs[member]
+    with pytest.raises(ValueError):
+        sweep.sweep(mlp, digits, [{"seed": 0}], eval_train_subset=digits.num_train + 1, **common)
+
+
 def test_accuracy_on_fixed_labels_scores_every_member_against_them(digits):
     """``labels=``: the members are scored against one fixed set of labels, not the ones they train on."""
     mask = digits.y_train % 2 == 0

@@ -34,9 +34,10 @@ class OfficialCosineDecay:
         return self.sgd.param_groups[0]["lr"]
 
 
-def naive_spam(params, grads, lr, betas, eps, wd, delta_t, theta, warmup, accu):
+def naive_spam(params, grads, lr, betas, eps, wd, delta_t, theta, warmup, accu, reset_count=False):
     """The official step, one element at a time in Python floats. ``grads[k][i]`` is the gradient of
-    tensor i at step k+1 (flat lists); returns the parameters after every step."""
+    tensor i at step k+1 (flat lists); returns the parameters after every step. ``reset_count``: the
+    count t is set to 0 with m and v at a reset (not in the official code: our switch)."""
     b1, b2 = betas
     p = [list(x) for x in params]
     m = [[0.0] * len(x) for x in params]
@@ -49,6 +50,8 @@ def naive_spam(params, grads, lr, betas, eps, wd, delta_t, theta, warmup, accu):
         for i, g_list in enumerate(step_grads):
             if (total + 1) % delta_t == 0:
                 m[i], v[i] = [0.0] * len(p[i]), [0.0] * len(p[i])
+                if reset_count:
+                    t[i] = 0
             t[i] += 1
             for j, g in enumerate(g_list):
                 k = total + 1
@@ -111,6 +114,48 @@ def test_spam_matches_naive_official_loop(wd):
     _, unclipped = run_spam(params, stream, **settings, **{**spam_knobs, "threshold": 0.0})
     assert not torch.allclose(unclipped[-1][0], got[-1][0])
     assert opt.total_step == 40 and all(s["step"] == 40 for s in opt.state.values())   # t is never reset
+
+
+def test_spam_with_the_count_reset_matches_the_naive_loop_with_the_count_reset():
+    """reset_count=True: t restarts with m and v at every reset — against the per-element loop with t reset,
+    over several resets with clipping and warm-up; and it differs from the released step after a reset."""
+    shapes = [5, 3]
+    gen = torch.Generator().manual_seed(2)
+    params = [torch.randn(n, generator=gen, dtype=torch.float64) for n in shapes]
+    stream = gradient_stream(40, shapes, seed=5)
+    settings = dict(lr=0.01, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.0)
+    knobs = dict(delta_t=12, threshold=20.0, warmup_steps=5, grad_accu_steps=4)
+    opt, got = run_spam(params, stream, **settings, **knobs, reset_count=True)
+    want = naive_spam([p.tolist() for p in params], [[g.tolist() for g in s] for s in stream],
+                      0.01, (0.9, 0.99), 1e-6, 0.0, 12, 20.0, 5, 4, reset_count=True)
+    for k, (a, b) in enumerate(zip(got, want)):
+        for x, y in zip(a, b):
+            assert torch.allclose(x, torch.tensor(y, dtype=torch.float64), atol=1e-12, rtol=1e-10), f"step {k + 1}"
+    assert all(s["step"] == 5 for s in opt.state.values())     # the last reset at step 36: t = 1 there, 5 at 40
+    _, released = run_spam(params, stream, **settings, **knobs)
+    assert torch.equal(released[10][0], got[10][0]) and not torch.allclose(released[12][0], got[12][0])
+
+
+def test_spam_clip_norm_is_clip_grad_norm_before_the_step():
+    """clip_norm=c: the same run as torch.nn.utils.clip_grad_norm_(params, c) before each step of SPAM
+    without it (the official script's --grad_clipping), with resets, clipping and Adam's limit."""
+    shapes = [5, 3]
+    gen = torch.Generator().manual_seed(4)
+    params = [torch.randn(n, generator=gen, dtype=torch.float64) for n in shapes]
+    stream = gradient_stream(30, shapes, seed=6)
+    for knobs in (dict(delta_t=0, threshold=0.0), dict(delta_t=10, threshold=20.0, grad_accu_steps=4)):
+        _, got = run_spam(params, stream, lr=0.01, clip_norm=1.5, **knobs)
+        clipped = []
+        for step in stream:
+            tensors = [g.clone().requires_grad_() for g in step]
+            for t, g in zip(tensors, step):
+                t.grad = g.clone()
+            torch.nn.utils.clip_grad_norm_(tensors, 1.5)
+            clipped.append([t.grad for t in tensors])
+        _, want = run_spam(params, clipped, lr=0.01, **knobs)
+        assert all(torch.allclose(torch.cat(a), torch.cat(b), atol=1e-14, rtol=1e-12) for a, b in zip(got, want))
+        _, unclipped = run_spam(params, stream, lr=0.01, **knobs)
+        assert not torch.allclose(unclipped[-1][0], got[-1][0])
 
 
 def test_spam_official_defaults_cross_a_reset():
@@ -311,6 +356,37 @@ def test_flat_spam_equals_separate_spam_runs():
     assert stepper.updates.tolist() == [40, 5, 5, 40]         # the last resets at step 36 (ΔT = 12 and ΔT = 9)
 
 
+def test_flat_spam_count_reset_and_global_clip_equal_separate_spam_runs():
+    """Members with reset_count and clip_norm (per member: the row norm of the (E, P) gradient) stacked with
+    members without, against separate optim.SPAM runs, float64, 40 steps."""
+    members = [dict(delta_t=12, threshold=20.0, reset_count=True, clip_norm=0.0),
+               dict(delta_t=12, threshold=20.0, reset_count=False, clip_norm=0.0),
+               dict(delta_t=0, threshold=0.0, reset_count=False, clip_norm=2.0),
+               dict(delta_t=9, threshold=8.0, reset_count=True, clip_norm=3.0)]
+    shapes, steps = (5, 3), 40
+    gen = torch.Generator().manual_seed(8)
+    start = [torch.randn(sum(shapes), generator=gen, dtype=torch.float64) for _ in members]
+    streams = [_member_stream(e, steps, shapes) for e in range(len(members))]
+    rule = optim.SPAMRule.per_member([optim.flat_spam(betas=(0.9, 0.99), warmup_steps=4, grad_accu_steps=4, **m)
+                                      for m in members])
+    flat = torch.stack(start).clone()
+    stepper = rule.flat(flat, {})
+    lr, wd = torch.full((4,), 0.01, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    trajectory = []
+    for k in range(steps):
+        stepper.step(torch.stack([torch.cat(s[k]) for s in streams]), lr, wd, None)
+        trajectory.append(flat.clone())
+    for e, m in enumerate(members):
+        _, want = run_spam(list(start[e].split(list(shapes))), streams[e], lr=0.01, betas=(0.9, 0.99),
+                           warmup_steps=4, grad_accu_steps=4, **m)
+        for k in range(steps):
+            assert torch.allclose(trajectory[k][e], torch.cat(want[k]), atol=1e-12, rtol=1e-10), (e, k + 1)
+    assert not torch.allclose(trajectory[-1][0], trajectory[-1][1])       # the count reset changed the run
+    # a member dict without the new knobs is the released step (older callers)
+    assert optim.SPAMRule([{"delta_t": 5, "threshold": 1.0, "warmup_steps": 0, "beta2": 0.99}]).members[0][
+        "reset_count"] is False
+
+
 def test_flat_spam_without_resets_and_clipping_is_flat_adam():
     """ΔT = 0, θ = 0 and no decay: tdlab.core.flat's Adam, up to ε's place (SPAM adds ε to √v, Adam to √v̂: with
     ε = 10⁻³⁰ both are negligible)."""
@@ -403,3 +479,43 @@ def test_spam_rule_rejections():
     assert rule.member_settings == [{"optimizer": "adam"}, {"optimizer": "spam"}] and rule.name == "spam"
     with pytest.raises(ValueError):                  # two settings for a call of three members
         rule.flat(torch.zeros(3, 4), {})
+
+
+@pytest.mark.parametrize("reset_count", [False, True])
+def test_step_multiplier_is_spams_update_over_adams_for_a_steady_gradient(reset_count):
+    """spikes.spam_step_multiplier against the updates of optim.SPAM and of Adam (ΔT = 0) on a constant
+    gradient, step by step across three resets: the released step, and with the count reset only the warm-up."""
+    def updates(**knobs):
+        p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+        opt = optim.SPAM([p], lr=1e-3, eps=1e-30, threshold=0.0, warmup_steps=6, **knobs)
+        out = []
+        for _ in range(45):
+            before = p.detach().clone()
+            p.grad = torch.tensor([0.5, -2.0], dtype=torch.float64)
+            opt.step()
+            out.append((before - p.detach())[0].item())
+        return out
+    spam, adam = updates(delta_t=10, reset_count=reset_count), updates(delta_t=0)
+    for k in range(1, 46):
+        want = spikes.spam_step_multiplier(k, 10, 6, reset_count=reset_count)
+        assert spam[k - 1] / adam[k - 1] == pytest.approx(want, rel=1e-9), k
+    assert spikes.spam_step_multiplier(160, 100, 30, reset_count=True) == 1.0 < spikes.spam_step_multiplier(160, 100, 30)
+
+
+def test_train_subset_evaluation_of_next_character_windows_equals_brute_force():
+    """eval_train_subset on sequence data (the SPAM chapter's windows): the train loss is the per-token
+    cross-entropy of the final model on the windows of engine.train_subset; the test loss is unchanged."""
+    from tdlab.core import text, transformer
+    chars = text.corpus(context=8, size=4096)
+    model = lambda: transformer.TinyTransformer(len(text.VOCAB), context=8, width=8, depth=1, heads=2)  # noqa: E731
+    common = dict(optimizer=optim.flat_spam(delta_t=0, threshold=0.0), steps=6, eval_every=3, batch_size=16,
+                  data_seed=2, progress=False)
+    sub = engine.run(model, chars, [{"seed": 0}, {"seed": 1}], eval_train_subset=40, **common)
+    full = engine.run(model, chars, [{"seed": 0}, {"seed": 1}], **common)
+    pick = engine.train_subset(chars.num_train, 40, 2)
+    for member in range(2):
+        with torch.no_grad():
+            logits = sub.models[member](chars.x_train[pick])
+        want = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chars.y_train[pick].reshape(-1)).item()
+        assert sub.final("train", "loss", member) == pytest.approx(want, rel=1e-5)
+        assert sub.final("test", "loss", member) == pytest.approx(full.final("test", "loss", member), rel=1e-6)

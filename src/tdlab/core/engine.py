@@ -27,7 +27,8 @@ many-member one. All members see the same batches in the same order (``data_seed
 stacked run of E configurations equals E separate runs (the tests check it to 1e-5).
 
 Every ``eval_every`` steps the loop computes the logits of every member on the full
-train and test sets once and hands them to the monitors (:mod:`tdlab.core.monitors`), whose
+train and test sets (the train set on n fixed examples with ``eval_train_subset=n``) once
+and hands them to the monitors (:mod:`tdlab.core.monitors`), whose
 numbers land in the :class:`~tdlab.core.history.History`. A member whose loss turns NaN/inf
 is marked diverged and frozen (its updates are zeroed) while the others go on.
 """
@@ -226,6 +227,13 @@ def member_list(spec) -> list[dict]:
     return members
 
 
+def train_subset(num_train: int, n: int, seed: int, device=None) -> torch.Tensor:
+    """The n training examples an evaluation with ``eval_train_subset=n`` reads: the first n of a
+    permutation of ``num_train`` drawn from ``seed`` (a generator of its own), in ascending order."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(num_train, generator=generator)[:n].sort().values.to(device)
+
+
 def check_hyperparameters(lr: float, weight_decay: float, steps: int, batch_size, eval_every: int) -> None:
     check_range("learning rate", lr, 0, low_open=True)
     check_range("weight decay", weight_decay, 0)
@@ -365,7 +373,7 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
         step_hook: Callable[[StepState], None] | None = None, monitors: Sequence[Monitor] = (),
         callback: Callable[[History], None] | None = None,
         tags: dict | None = None, batched: bool | None = None, progress: bool = True,
-        description: str = "training", **loss_kwargs) -> History:
+        description: str = "training", eval_train_subset: int | None = None, **loss_kwargs) -> History:
     """Train one model per member setting and return one :class:`History`.
 
     - ``model``: a factory ``() -> module``, called under ``torch.manual_seed(seed)`` for each
@@ -395,6 +403,10 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     - ``callback(history)`` is called after every evaluation (live plots).
     - ``tags``: settings the loop does not use but the History should record (a chapter's
       name for a variant, a data setting).
+    - ``eval_train_subset=n``: evaluate the *train* split on n fixed examples (windows) only — the
+      first n of a permutation drawn once from ``data_seed``, the same at every evaluation and for
+      every member; the test split stays whole. ``None`` (default): the whole training set. Recorded
+      in the knobs when set; the Evaluation's ``train_index`` holds the examples.
     - ``batched``: ``None`` stacks the members when it can (more than one member, a named
       optimizer, stackable models), ``True`` insists (a ValueError says why it cannot),
       ``False`` runs them one at a time.
@@ -415,6 +427,8 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     settings = [{**defaults, **m} for m in members]
     for s in settings:
         check_hyperparameters(s["lr"], s["weight_decay"], steps, batch_size, eval_every)
+    if eval_train_subset is not None:
+        check_range("eval_train_subset", eval_train_subset, 1, data.num_train)
     if isinstance(model, nn.Module) and len(settings) > 1:
         raise ValueError("pass a model factory (a function returning a new model) to train several members")
     if not callable(model):
@@ -427,7 +441,7 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     common = dict(data=data, base_loss=base_loss, optimizer=optimizer, betas=betas, eps=eps, nesterov=nesterov,
                   batch_size=batch_size, steps=steps, schedule_name=schedule_name, warmup=warmup,
                   eval_every=eval_every, data_seed=data_seed, batch_hook=batch_hook, step_hook=step_hook,
-                  monitors=monitors,
+                  monitors=monitors, eval_train_subset=eval_train_subset,
                   callback=callback, tags=tags or {}, show_progress=progress)
     models = [_build(model, s, data.device) for s in settings]
     flat_rule = is_flat_rule(optimizer)
@@ -500,7 +514,7 @@ def _knobs(settings: dict, data: Dataset, loss: Loss, optimizer, batch_hook, tag
 def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data: Dataset, base_loss: Loss,
           optimizer, betas, eps, nesterov, batch_size, steps, schedule_name, warmup, eval_every,
           data_seed, batch_hook, monitors, callback, tags, show_progress, description,
-          step_hook=None) -> History:
+          step_hook=None, eval_train_subset=None) -> History:
     count, device = len(settings), data.device
     y_train, y_true, mask = _labels(data, settings)
     sequence = data.y_train.dim() > 1         # next-token targets (N, T): logits (E, B, T, V) become (E, B·T, V)
@@ -533,11 +547,20 @@ def _loop(models: list[nn.Module], settings: list[dict], *, stacked: bool, data:
     tokens = (lambda z: z.flatten(1, -2)) if sequence else (lambda z: z)  # noqa: E731
     truth = None if mask is None else y_true.expand(count, -1)
     corrupted = None if mask is None else mask.expand(count, -1)
+    x_eval, pick = data.x_train, None
+    if eval_train_subset is not None:       # the train split evaluated on n fixed examples (train_subset)
+        pick = train_subset(data.num_train, eval_train_subset, data_seed, device)
+        x_eval = data.x_train.index_select(0, pick)
+        rows = y_train.index_select(0, pick) if sequence else y_train.index_select(-1, pick)
+        targets["train"] = rows.reshape(-1).expand(count, -1) if sequence else rows.expand(count, -1)
+        truth = None if mask is None else y_true.index_select(-1, pick).expand(count, -1)
+        corrupted = None if mask is None else mask.index_select(-1, pick).expand(count, -1)
+        history.knobs = [{**k, "eval_train_subset": int(eval_train_subset)} for k in history.knobs]
 
     def evaluate(step: int, running: torch.Tensor | None, seen: int) -> None:
-        ev = Evaluation(step, {"train": tokens(stepper.logits(data.x_train)),
+        ev = Evaluation(step, {"train": tokens(stepper.logits(x_eval)),
                                "test": tokens(stepper.logits(data.x_test))},
-                        targets, truth, corrupted, data, loss_fn, settings, stepper.parameters)
+                        targets, truth, corrupted, data, loss_fn, settings, stepper.parameters, train_index=pick)
         for monitor in (accuracy, *monitors):
             for (split, metric), values in monitor(ev).items():
                 for member, value in enumerate(as_list(values)):

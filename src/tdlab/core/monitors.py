@@ -65,7 +65,8 @@ class Evaluation:
     ``true_targets`` and ``corrupted`` (E, N) are the clean training labels and the mask
     of corrupted ones (``None`` without label noise). ``loss`` is the run's loss (with
     per-member coefficients), ``settings`` every member's settings, and
-    ``parameters(member)`` a member's current parameters by name.
+    ``parameters(member)`` a member's current parameters by name. ``train_index``: with the engine's
+    ``eval_train_subset``, the indices of the training examples the train split holds (else ``None``).
     """
 
     step: int
@@ -77,6 +78,7 @@ class Evaluation:
     loss: Loss
     settings: list[dict]
     parameters: Callable[[int], dict[str, torch.Tensor]]
+    train_index: torch.Tensor | None = None     # the training examples evaluated (engine's eval_train_subset), or all
 
     @property
     def members(self) -> int:

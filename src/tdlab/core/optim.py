@@ -173,8 +173,16 @@ class SPAM(torch.optim.Optimizer):
 
     ``delta_t=0`` turns the resets (and the warm-up) off — the released code divides by ΔT there, so
     this is our addition — and ``threshold=0`` the clipping (as released); with both off SPAM is
-    Adam (AdamW with the decay after the update). The paper's defaults: ΔT = 500, θ = 5000,
-    warm-up 150, ε = 10⁻⁶ (the released training script passes its 1000-step learning-rate warm-up
+    Adam (AdamW with the decay after the update).
+
+    Two switches of ours, both off by default (the released step): ``reset_count=True`` resets the
+    bias-correction count t to 0 together with m and v at a reset (SPAM without the larger post-reset
+    steps, :func:`tdlab.methods.stability.spikes.spam_step_multiplier`); ``clip_norm=c > 0`` first scales the whole
+    gradient (all parameters together) to a global L2 norm of at most c, as the official training
+    script's ``--grad_clipping`` does with ``torch.nn.utils.clip_grad_norm_`` before the optimizer step
+    (``torchrun_main.py``; with ΔT = θ = 0 it is Adam with global gradient clipping).
+
+    The paper's defaults: ΔT = 500, θ = 5000, warm-up 150, ε = 10⁻⁶ (the released training script passes its 1000-step learning-rate warm-up
     as ``warmup_steps``).
 
     ``observer``, if given, is called at each parameter's update as
@@ -187,13 +195,16 @@ class SPAM(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, delta_t: int = 500, threshold: float = 5000.0,
-                 warmup_steps: int = 150, grad_accu_steps: int = 20, observer=None):
+                 warmup_steps: int = 150, grad_accu_steps: int = 20, observer=None, reset_count: bool = False,
+                 clip_norm: float = 0.0):
         _check_adam(lr, betas, eps, weight_decay)
         _check_spam(delta_t, threshold, warmup_steps, grad_accu_steps)
+        check_range("SPAM clip_norm", clip_norm, 0)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self.delta_t, self.threshold = int(delta_t), float(threshold)
         self.warmup_steps, self.grad_accu_steps = int(warmup_steps), int(grad_accu_steps)
         self.observer = observer
+        self.reset_count, self.clip_norm = bool(reset_count), float(clip_norm)
         self.total_step = 0                    # calls of step(): the official state["total_step"]
 
     def state_dict(self):
@@ -222,6 +233,11 @@ class SPAM(torch.optim.Optimizer):
                 loss = closure()
         k = self.total_step + 1
         reset, clip, scale = self.schedule(k)
+        factor = 1.0
+        if self.clip_norm > 0:                                # clip_grad_norm_: g ← g·min(1, c/‖g‖)
+            grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+            norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+            factor = min(1.0, self.clip_norm / (norm + 1e-6))
         index = -1
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -229,7 +245,7 @@ class SPAM(torch.optim.Optimizer):
                 index += 1
                 if p.grad is None:
                     continue
-                grad = p.grad
+                grad = p.grad if factor == 1.0 else p.grad * factor
                 state = self.state[p]
                 if "exp_avg" not in state:
                     state["step"] = 0
@@ -240,6 +256,8 @@ class SPAM(torch.optim.Optimizer):
                     state["exp_avg"].zero_()
                     state["exp_avg_sq"].zero_()
                     state["updates"] = 0
+                    if self.reset_count:                     # our switch: t ← 0 as well
+                        state["step"] = 0
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 state["step"] += 1
                 clipped = 0
@@ -268,7 +286,7 @@ class SPAM(torch.optim.Optimizer):
 
 def spam(*, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0,
          delta_t: int = 500, threshold: float = 5000.0, warmup_steps: int = 150, grad_accu_steps: int = 20,
-         observer=None) -> Callable[[Iterable], SPAM]:
+         observer=None, reset_count: bool = False, clip_norm: float = 0.0) -> Callable[[Iterable], SPAM]:
     """A factory ``params -> SPAM`` for ``train(optimizer=...)`` / a recipe's ``optimizer`` setting
     (:class:`SPAM`; the paper's defaults). The engine steps it one member at a time (``torch.optim``
     path: the reference; :func:`flat_spam` is the same rule stacked). ``observer`` is a callable ``() -> observer`` (a :class:`tdlab.methods.stability.spikes.SpikeTracker`'s
@@ -276,17 +294,21 @@ def spam(*, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1
     def factory(params):
         watch = observer() if callable(observer) and not hasattr(observer, "end_step") else observer
         return SPAM(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, delta_t=delta_t,
-                    threshold=threshold, warmup_steps=warmup_steps, grad_accu_steps=grad_accu_steps, observer=watch)
+                    threshold=threshold, warmup_steps=warmup_steps, grad_accu_steps=grad_accu_steps, observer=watch,
+                    reset_count=reset_count, clip_norm=clip_norm)
 
     SPAM([torch.zeros(1, requires_grad=True)], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-         delta_t=delta_t, threshold=threshold, warmup_steps=warmup_steps, grad_accu_steps=grad_accu_steps)  # checks
+         delta_t=delta_t, threshold=threshold, warmup_steps=warmup_steps, grad_accu_steps=grad_accu_steps,
+         reset_count=reset_count, clip_norm=clip_norm)  # checks
     factory.name = "spam" if (delta_t or threshold) else "adam"
     return factory
 
 
 # ----------------------------------------------------------------- SPAM on the engine's flat (E, P) buffer
 
-SPAM_MEMBER_KNOBS = ("delta_t", "threshold", "warmup_steps", "beta2")   # what may differ between stacked members
+# what may differ between stacked members
+SPAM_MEMBER_KNOBS = ("delta_t", "threshold", "warmup_steps", "beta2", "reset_count", "clip_norm")
+SPAM_KNOB_DEFAULTS = {"reset_count": False, "clip_norm": 0.0}   # knobs a member's dict may leave out: the released step
 
 
 class FlatSPAM:
@@ -305,6 +327,10 @@ class FlatSPAM:
     4. s = :func:`spam_warmup` (k mod ΔT_e) once member e has been reset, else 1;
     5. w ← w − η·λ·w after the update.
 
+    With ``reset_count`` (per member) step 1 also resets that member's count: t = the updates since the
+    reset. With ``clip_norm`` c_e > 0 the member's whole gradient (its row of the buffer) is first
+    scaled to an L2 norm of at most c_e (``clip_grad_norm_`` per member; :class:`SPAM`).
+
     Resets, clipping and the warm-up differ per member: they are (E, 1) masks and factors. A
     member that is not ``active`` (diverged) gets learning rate 0 and gradient 0. Every parameter is
     updated at every step (a parameter without a gradient gets a zero one, as in
@@ -319,6 +345,7 @@ class FlatSPAM:
     def __init__(self, flat: torch.Tensor, knobs: dict[str, list], beta1: float = 0.9, eps: float = 1e-6,
                  grad_accu_steps: int = 20, observer=None):
         members, device = flat.shape[0], flat.device
+        knobs = {**{k: [d] * members for k, d in SPAM_KNOB_DEFAULTS.items()}, **knobs}
         for key in SPAM_MEMBER_KNOBS:
             if len(knobs[key]) != members:
                 raise ValueError(f"SPAM's {key} has {len(knobs[key])} values for {members} members")
@@ -328,6 +355,8 @@ class FlatSPAM:
         self.threshold = column("threshold", flat.dtype)
         self.warmup_steps = column("warmup_steps", torch.float64)
         self.beta2 = column("beta2", torch.float64)
+        self.reset_count = column("reset_count", torch.bool)
+        self.clip_norm = column("clip_norm", flat.dtype)
         self.observer = observer
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
         self.updates = torch.zeros(members, dtype=torch.long, device=device)   # updates in v since it was zeroed
@@ -355,6 +384,10 @@ class FlatSPAM:
             lr = torch.where(active.unsqueeze(1), lr, torch.zeros_like(lr))
             grad = torch.where(active.unsqueeze(1), grad, torch.zeros_like(grad))
         reset, clip, scale = self.schedule(k)
+        if bool((self.clip_norm > 0).any()):                 # per member: g ← g·min(1, c/‖g‖)
+            norm = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
+            factor = (self.clip_norm / (norm + 1e-6)).clamp(max=1)
+            grad = torch.where(self.clip_norm > 0, grad * factor, grad)
         if bool(reset.any()):                                 # m ← 0, v ← 0 for the members at a reset
             m.masked_fill_(reset, 0)
             v.masked_fill_(reset, 0)
@@ -372,7 +405,9 @@ class FlatSPAM:
         m.mul_(self.beta1).add_(grad, alpha=1 - self.beta1)                  # m ← β₁m + (1 − β₁)g
         v.mul_(beta2).add_(rest * grad * grad)                               # v ← β₂v + (1 − β₂)g²
         self.updates += 1
-        correction = (1 - self.beta2 ** k).sqrt() / (1 - self.beta1 ** k)   # √(1 − β₂ᵗ)/(1 − β₁ᵗ), t = k
+        t = torch.where(self.reset_count, self.updates.unsqueeze(1), torch.full_like(self.reset_count, k,
+                                                                                   dtype=torch.long)).double()
+        correction = (1 - self.beta2 ** t).sqrt() / (1 - self.beta1 ** t)   # √(1 − β₂ᵗ)/(1 − β₁ᵗ), t = k or n
         p.sub_(m / (v.sqrt() + self.eps) * (lr * (correction * scale).to(p.dtype)))
         if bool((weight_decay > 0).any()):                                  # w ← w − η λ w
             p.sub_(p * (lr * weight_decay))
@@ -398,9 +433,11 @@ class SPAMRule:
         for knobs in members:
             _check_spam(knobs["delta_t"], knobs["threshold"], knobs["warmup_steps"], grad_accu_steps)
             check_range("AdamW beta2", knobs["beta2"], 0, 1, high_open=True)
+            check_range("SPAM clip_norm", knobs.get("clip_norm", 0.0), 0)
         check_range("AdamW beta1", beta1, 0, 1, high_open=True)
         check_range("AdamW eps", eps, 0)
-        self.members = [{k: knobs[k] for k in SPAM_MEMBER_KNOBS} for knobs in members]
+        self.members = [{k: knobs[k] if k in knobs else SPAM_KNOB_DEFAULTS[k] for k in SPAM_MEMBER_KNOBS}
+                        for knobs in members]
         self.beta1, self.eps, self.grad_accu_steps, self.observer = beta1, eps, grad_accu_steps, observer
         if settings is not None and len(settings) != len(self.members):
             raise ValueError(f"settings for {len(settings)} members, a rule of {len(self.members)}")
@@ -464,11 +501,12 @@ def _check_spam(delta_t: int, threshold: float, warmup_steps: int, grad_accu_ste
 
 def flat_spam(*, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, delta_t: int = 500,
               threshold: float = 5000.0, warmup_steps: int = 150, grad_accu_steps: int = 20,
-              observer=None) -> SPAMRule:
+              observer=None, reset_count: bool = False, clip_norm: float = 0.0) -> SPAMRule:
     """SPAM for the engine's stacked path (:class:`SPAMRule`; the paper's defaults): pass it as
     ``optimizer`` of :func:`tdlab.core.engine.run`, which then takes the learning rate and weight decay
     per member from its knobs. ``observer``: ``(layout, members) -> observer``, e.g. a
     :class:`tdlab.methods.stability.spikes.SpikeTracker`'s ``new_flat``. :func:`spam` is the ``torch.optim`` reference."""
     return SPAMRule([{"delta_t": int(delta_t), "threshold": float(threshold), "warmup_steps": int(warmup_steps),
-                      "beta2": float(betas[1])}], beta1=float(betas[0]), eps=eps, grad_accu_steps=grad_accu_steps,
+                      "beta2": float(betas[1]), "reset_count": bool(reset_count), "clip_norm": float(clip_norm)}],
+                    beta1=float(betas[0]), eps=eps, grad_accu_steps=grad_accu_steps,
                     observer=observer)

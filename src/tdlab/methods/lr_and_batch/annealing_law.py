@@ -31,7 +31,8 @@ The chapter's plumbing lives here too: its two recipes (:func:`cpu_recipe`, :fun
 fitted on some schedules' mean curves and predicting the others (:func:`mean_curve`, :func:`fit_and_predict`),
 the scores over a window of steps (:func:`window_scores`, from :func:`decay_start`), of a prediction
 against the law's own in-sample fit (:func:`share_of_fit`; at one λ for each held-out schedule,
-:func:`fit_shares`) and of a predicted gap (:func:`gap_factor`),
+:func:`fit_shares`), the no-law predictor that follows a decay (:func:`same_lr_prediction`) and of a
+predicted gap (:func:`gap_factor`),
 and the widget panel's three functions (:class:`LawPanel`).
 """
 from __future__ import annotations
@@ -488,6 +489,24 @@ def fit_shares(history, lam: float, fit_on: Sequence[str], held_out: Sequence[st
                   for name, p in (("predicted", predicted[shape]), ("control", control[shape]), ("fitted", inside))}
         out[shape] = {**errors, "share": share_of_fit(errors["predicted"], errors["control"], errors["fitted"])}
     return out
+
+
+def same_lr_prediction(eta: np.ndarray, base: np.ndarray, reference: np.ndarray,
+                       reference_eta: np.ndarray) -> np.ndarray:
+    """A predictor of a held-out schedule's loss with no law at all, one that follows a decay: the loss
+    follows the current learning rate. At each evaluated step the held-out run is predicted to gain over
+    the ``base`` run (the constant schedule's loss at the same steps) what the ``reference`` run (cosine)
+    had gained over it when the reference's learning rate was at the same level ``eta`` (linear
+    interpolation in the reference's learning rates ``reference_eta``; no gain at the peak, where a run
+    is still the base run). Every array is over the same evaluated steps, learning rates as fractions of
+    the peak. A sudden drop is followed at once, by the gain the reference showed at the new level; the
+    cheapest alternative to the law that can follow a decay (the law's C = 0 control cannot)."""
+    eta, base, reference, reference_eta = (np.asarray(a, dtype=float) for a in (eta, base, reference, reference_eta))
+    keep = reference_eta < 1.0
+    x = np.concatenate([reference_eta[keep], [1.0]])
+    y = np.concatenate([(base - reference)[keep], [0.0]])
+    order = np.argsort(x, kind="stable")
+    return base - np.interp(eta, x[order], y[order])
 
 
 def decay_start(knobs: dict) -> int:

@@ -2,9 +2,10 @@
 
 Huang et al. (SPAM, ICLR 2025; arXiv 2501.06842) find that during language-model training some
 gradient entries are, for one step, hundreds or thousands of times larger than usual, and that
-Adam's moments carry such a spike for many steps after it. Their offline *gradient spike score*
-divides |g| by its average over the run so far and calls a score above 50 a spike; their online
-optimizer clips where g² > θ·v (θ = 5000, v Adam's raw second moment, :class:`tdlab.core.optim.SPAM`).
+Adam's moments carry such a spike for many steps after it. Their *gradient spike score* is
+offline: |g| at one step over the mean of |g| across the recorded training steps, a spike above 50;
+their optimizer clips online, where g² > θ·v (θ = 5000, v Adam's raw second moment,
+:class:`tdlab.core.optim.SPAM`).
 
 Here the spike measure is the ratio of each entry's squared gradient to Adam's *bias-corrected*
 second moment before the step,
@@ -13,9 +14,11 @@ second moment before the step,
     r_i = \\frac{g_i^2}{\\hat v_i},\\qquad \\hat v_i = \\frac{v_i}{1 - \\beta_2^{n}},
 
 n the updates v holds since it was last zeroed — g² against Adam's own running mean of g², so
-that r ≈ 1 for a typical entry at any point of a run, and a score of 50 in |g| is r = 50² = 2500
-(the default ``threshold``). Entries are compared only once v holds ``min_updates`` = 20 updates
-(SPAM's own wait, ``grad_accu_steps``): against one or two earlier gradients, an entry that happened
+that r ≈ 1 for a typical entry at any point of a run. Its root, the *online score*
+√r = |g|/√v̂, is |g| over a causal root-mean-square of the past gradients (an EMA since the last
+reset, without the step itself) — not the paper's offline score; we apply the paper's threshold of
+50 to it, r > 50² = 2500 (the default ``threshold``). Entries are compared only once v holds
+``min_updates`` = 20 updates (SPAM's own wait, ``grad_accu_steps``): against one or two earlier gradients, an entry that happened
 to be near 0 gives ratios of 10⁶ and more that are noise of the estimate, not spikes (in our pilots
 with a small character-level Transformer nearly all such ratios fell in steps 1–3).
 
@@ -37,8 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-SCORE_THRESHOLD = 50.0          # the paper's offline spike score |g| / mean|g| > 50
-RATIO_THRESHOLD = SCORE_THRESHOLD ** 2   # the same in g² / v̂
+SCORE_THRESHOLD = 50.0          # the paper's threshold of its (offline) spike score, |g| / mean|g| > 50
+RATIO_THRESHOLD = SCORE_THRESHOLD ** 2   # that threshold applied to our online score √r = |g|/√v̂: r = g²/v̂ > 2500
 MIN_UPDATES = 20                # SPAM's grad_accu_steps: v̂ of fewer updates is too noisy to compare with
 
 
@@ -222,7 +225,8 @@ class SpikeTracker:
 # ----------------------------------------------------------------- SPAM's step size after a reset
 
 
-def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999)) -> float:
+def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999),
+                         reset_count: bool = False) -> float:
     """How much larger SPAM's k-th update is than Adam's for a steady gradient (mean ḡ, E[g²] fixed).
 
     After a reset at step r the moments hold n = k − r + 1 updates, m ≈ (1 − β₁ⁿ)ḡ and
@@ -234,6 +238,7 @@ def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[f
 
     s_k the post-reset warm-up (:func:`tdlab.core.optim.spam_warmup`): 0.01 at a reset, then above 1 for
     the rest of the cycle, since v of n ≪ 1/(1 − β₂) updates is far below E[g²]. ``delta_t=0``: Adam, 1.
+    ``reset_count=True`` (t reset with m and v, t = n): the two ratios cancel and only s_k is left.
     """
     from tdlab.core.optim import spam_warmup
     beta1, beta2 = betas
@@ -241,6 +246,8 @@ def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[f
         return 1.0
     position = k % delta_t
     n = position + 1
+    if reset_count:
+        return spam_warmup(position, warmup_steps)
     return (spam_warmup(position, warmup_steps) * math.sqrt((1 - beta2 ** k) / (1 - beta2 ** n))
             * (1 - beta1 ** n) / (1 - beta1 ** k))
 
@@ -251,7 +258,8 @@ def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[f
 def spam_recipe(data, model, tracker: SpikeTracker, *, lr: float, delta_t: int, threshold: float,
                 warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, **settings):
     """A :class:`tdlab.core.recipes.Recipe` training with SPAM (:func:`tdlab.core.optim.flat_spam`), its knobs ``lr``,
-    ``delta_t`` (ΔT; 0: no resets), ``threshold`` (θ; 0: no clipping), ``warmup_steps`` and ``beta2``
+    ``delta_t`` (ΔT; 0: no resets), ``threshold`` (θ; 0: no clipping), ``warmup_steps``, ``beta2``,
+    ``reset_count`` (the count reset with m and v) and ``clip_norm`` (global-norm clip; 0: none)
     (Adam: ``delta_t=0, threshold=0``), watched by ``tracker`` (its monitor is added to the run's).
     Members that differ only in these knobs and their seed train stacked, in one engine call (the
     SPAM knobs through a :func:`tdlab.core.recipes.per_member` derivation, ``lr`` as the engine's own knob)."""
@@ -260,9 +268,36 @@ def spam_recipe(data, model, tracker: SpikeTracker, *, lr: float, delta_t: int, 
 
     @per_member
     def optimizer(delta_t: int = delta_t, threshold: float = threshold, warmup_steps: int = warmup_steps,
-                  beta2: float = betas[1]) -> dict:
+                  beta2: float = betas[1], reset_count: bool = False, clip_norm: float = 0.0) -> dict:
         return {"optimizer": optim.flat_spam(betas=(betas[0], beta2), eps=eps, delta_t=delta_t, threshold=threshold,
-                                             warmup_steps=warmup_steps, observer=tracker.new_flat)}
+                                             warmup_steps=warmup_steps, observer=tracker.new_flat,
+                                             reset_count=reset_count, clip_norm=clip_norm)}
 
     monitors = [tracker.monitor, *settings.pop("monitors", ())]
     return Recipe(data, model, {"monitors": monitors, "lr": lr, **settings}, derive=(optimizer,))
+
+
+# (text and transformer are imported inside: they import nothing of this module's)
+SPAM_BOOK = {   # the chapter's two settings: (corpus size, context, width, depth, heads, batch, steps, eval every)
+    "cpu": dict(size=65_536, context=32, width=32, depth=2, heads=2, batch_size=32, steps=300, eval_every=50),
+    "paper": dict(size=480_000, context=256, width=512, depth=8, heads=8, batch_size=512, steps=10_000,
+                  eval_every=500, schedule_name="warmup_cosine", warmup=1000, batched=False),
+}
+
+
+def spam_book_recipe(scale: str, tracker: SpikeTracker, *, lr: float, delta_t: int, threshold: float,
+                     warmup_steps: int, eps: float = 1e-6, **settings):
+    """The SPAM chapter's recipe at ``scale`` (:data:`SPAM_BOOK`): :func:`spam_recipe` on
+    :func:`tdlab.core.text.corpus` characters and a :class:`tdlab.core.transformer.TinyTransformer`. ``"cpu"``:
+    64 K characters, windows of 32, width 32, 2 blocks, 2 heads, batches of 32, 300 steps at a
+    constant rate. ``"paper"``: LLaMA-60M's shape (width 512, 8 blocks, 8 heads), sequences of 256,
+    batches of 512, 10 000 steps, 1000 steps of learning-rate warm-up then cosine to 0, one run at a
+    time (memory). ``settings`` (``eval_train_subset``, ...) go to the engine."""
+    from tdlab.core import text, transformer
+    shape = dict(SPAM_BOOK[scale])
+    size, context, width, depth, heads = (shape.pop(k) for k in ("size", "context", "width", "depth", "heads"))
+    return spam_recipe(lambda: text.corpus(context=context, size=size),
+                       lambda: transformer.TinyTransformer(len(text.VOCAB), context=context, width=width,
+                                                           depth=depth, heads=heads),
+                       tracker, lr=lr, delta_t=delta_t, threshold=threshold, warmup_steps=warmup_steps, eps=eps,
+                       **{**shape, **settings})
