@@ -4,6 +4,7 @@ The hooks are checked against naive per-example loops that use the hook's own dr
 (``hook.last``: λ, λ', π, box), the loss against λ·CE(y) + (1 − λ)·CE(y_π) computed
 with a float64 formula, and the data model's proportions against their definition.
 """
+import inspect
 import math
 
 import numpy as np
@@ -397,3 +398,53 @@ def test_per_member_hooks_stack_inputs_and_make_every_target_soft_when_one_is():
     assert plain(two) is two
     with pytest.raises(ValueError, match="2 hooks for a batch of 3"):
         augment.per_member([None, None])(batch)
+
+
+def test_occlusion_maps_equal_one_map_per_score():
+    """occlusion_maps reads every score from one pass over the occluded images: each map equals
+    occlusion_map's for that score exactly (same inputs, same forwards)."""
+    torch.manual_seed(0)
+    model = models.CNN2d(1, 10, channels=4, image_size=8)
+    x, y = torch.rand(5, 1, 8, 8), torch.tensor([1, 4, 7, 0, 9])
+    both = augment.occlusion_maps(model, x, y, size=2, fill=0.5, scores=("margin", "prob"))
+    for score in ("margin", "prob"):
+        assert torch.equal(both[score], augment.occlusion_map(model, x, y, size=2, fill=0.5, score=score))
+    with pytest.raises(ValueError):
+        augment.occlusion_maps(model, x, y, scores=("prob", "logit"))
+
+
+# ----------------------------------------------------------------- the CutMix paper's comparison (recipes)
+
+
+def test_cutmix_comparison_makes_each_method_hook_as_augment_does():
+    from tdlab.core import recipes
+    derive = recipes.cutmix_comparison(4, 2, seed=5, cutmix_prob=0.5, cutmix_beta=2.0, mixup_alpha=8.0)
+    assert getattr(derive, "per_member", False)
+    defaults = {k: p.default for k, p in inspect.signature(derive).parameters.items()}
+    assert defaults == {"method": "CutMix", "cutmix_prob": 0.5, "cutmix_beta": 2.0, "mixup_alpha": 8.0}
+    expected = {"CutMix": augment.cutmix(2.0, 4, prob=0.5, seed=5), "mixup": augment.mixup(8.0, 4, seed=5),
+                "Cutout": augment.cutout(2, seed=5)}
+    for method, hook in expected.items():
+        made = derive(method=method)["batch_hook"]
+        for step in (1, 2, 3):                           # the same stream of draws, step after step
+            ours, theirs = made(_batch((6, 1, 8, 8), step=step)), hook(_batch((6, 1, 8, 8), step=step))
+            assert torch.equal(ours.x, theirs.x) and torch.equal(ours.y, theirs.y)
+        assert made.settings == hook.settings
+    baseline = derive(cutmix_prob=0.0)["batch_hook"]      # probability 0: the batch as it came
+    batch = _batch((6, 1, 8, 8))
+    assert baseline(batch).x is batch.x
+    cropped = recipes.cutmix_comparison(4, 2, seed=5, crop=True)(method="Cutout")["batch_hook"]
+    want = augment.compose(augment.crop_flip(padding=4, seed=5), augment.cutout(2, seed=5))
+    assert torch.equal(cropped(_batch((6, 1, 8, 8))).x, want(_batch((6, 1, 8, 8))).x)
+    assert cropped.settings["crop_padding"] == 4
+    with pytest.raises(ValueError, match="method"):
+        derive(method="AugMix")
+
+
+def test_cutmix_cifar100_is_the_official_cifar_optimizer():
+    from tdlab.core import recipes
+    recipe = recipes.cutmix_cifar100(lambda: torch.nn.Linear(2, 2), epochs=300)
+    epoch = 50_000 // 64
+    assert recipe.settings == dict(optimizer="sgd", lr=0.25, momentum=0.9, nesterov=True, weight_decay=1e-4,
+                                   batch_size=64, steps=300 * epoch, eval_every=epoch, schedule_name="step")
+    assert recipe.steps == 300 * 781 and recipes.cutmix_cifar100(lambda: None, epochs=600).steps == 600 * 781

@@ -371,12 +371,21 @@ def occlusion_map(model, x: torch.Tensor, y: torch.Tensor, size: int = 2, fill: 
 
     Large values mark the pixels the model relies on.
     """
+    return occlusion_maps(model, x, y, size, fill, (score,))[score]
+
+
+def occlusion_maps(model, x: torch.Tensor, y: torch.Tensor, size: int = 2, fill: float = 0.0,
+                   scores=("prob", "margin")) -> dict[str, torch.Tensor]:
+    """:func:`occlusion_map` for several ``scores`` from one pass over the occluded images: each
+    score is read from the same logits, so ``occlusion_maps(...)[s]`` equals
+    ``occlusion_map(..., score=s)`` exactly, at the cost of one map. Returns {score: (N, H, W)}."""
     _require_images(x, "occlusion_map")
     check_range("occlusion size", size, 1)
-    if score not in ("prob", "margin"):
-        raise ValueError(f"occlusion score must be 'prob' or 'margin', got {score!r}")
+    for score in scores:
+        if score not in ("prob", "margin"):
+            raise ValueError(f"occlusion score must be 'prob' or 'margin', got {score!r}")
     with evaluating(model):
-        return _occlusion(model, x, y, size, fill, score)
+        return _occlusion(model, x, y, size, fill, tuple(scores))
 
 
 def _class_score(logits: torch.Tensor, y: torch.Tensor, score: str = "prob") -> torch.Tensor:
@@ -389,18 +398,21 @@ def _class_score(logits: torch.Tensor, y: torch.Tensor, score: str = "prob") -> 
 
 
 def _occlusion(model, x: torch.Tensor, y: torch.Tensor, size: int, fill: float,
-               score: str = "prob") -> torch.Tensor:
+               scores: tuple[str, ...] = ("prob",)) -> dict[str, torch.Tensor]:
     n, _, height, width = x.shape
-    base = _class_score(model(x), y, score)
-    out = torch.zeros(n, height, width, device=x.device)
+    logits = model(x)
+    base = {s: _class_score(logits, y, s) for s in scores}
+    out = {s: torch.zeros(n, height, width, device=x.device) for s in scores}
+    repeated = y.repeat(width)
     for i in range(height):
         occluded = []
         for j in range(width):
             xo = x.clone()
             xo[:, :, i:i + size, j:j + size] = fill
             occluded.append(xo)
-        scores = _class_score(model(torch.cat(occluded)), y.repeat(width), score).reshape(width, n)
-        out[:, i] = (base[None] - scores).T
+        row = model(torch.cat(occluded))                  # one forward serves every score
+        for s in scores:
+            out[s][:, i] = (base[s][None] - _class_score(row, repeated, s).reshape(width, n)).T
     return out
 
 

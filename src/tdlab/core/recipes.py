@@ -304,6 +304,41 @@ def cifar10(model: Callable[[], nn.Module], **settings) -> Recipe:
     return Recipe(lambda: datasets.standardize(datasets.load("cifar10")), model, dict(settings))
 
 
+def cutmix_cifar100(model: Callable[[], nn.Module], epochs: int = 300, **settings) -> Recipe:
+    """CIFAR-100, standardized per channel (downloaded once), with ``model`` and the CIFAR optimizer of
+    CutMix's official ``train.py`` (clovaai/CutMix-PyTorch; Yun et al., ICCV 2019, Table 5): SGD with
+    Nesterov momentum 0.9, lr 0.25, batches of 64, weight decay 10⁻⁴, ``epochs`` epochs with the
+    learning rate ÷10 at 50% and 75% of them (``schedule_name="step"``), the test set evaluated every
+    epoch (781 steps: 50 000 / 64, rounded down); for a GPU."""
+    epoch = 50_000 // 64
+    return Recipe(lambda: datasets.standardize(datasets.load("cifar100")), model,
+                  dict(optimizer="sgd", lr=0.25, momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=64,
+                       steps=epochs * epoch, eval_every=epoch, schedule_name="step", **settings))
+
+
+def cutmix_comparison(num_classes: int, cutout_size: int, seed: int, *, crop: bool = False,
+                      cutmix_prob: float = 1.0, cutmix_beta: float = 1.0, mixup_alpha: float = 1.0):
+    """The :func:`per_member` derivation of the CutMix paper's comparison (Yun et al., ICCV 2019, Table 5):
+    a run's knob ``method`` picks its batch hook — ``"CutMix"`` (:func:`tdlab.core.augment.cutmix`; at
+    ``cutmix_prob`` 0 it never mixes: the baseline), ``"mixup"`` (:func:`tdlab.core.augment.mixup`) or
+    ``"Cutout"`` (:func:`tdlab.core.augment.cutout`, a ``cutout_size`` square) — after crop and flip
+    (:func:`tdlab.core.augment.crop_flip`, padding 4) when ``crop``. The knobs ``cutmix_prob``, ``cutmix_beta``
+    and ``mixup_alpha`` default to the values given here; every hook draws from ``seed``, whatever the
+    run's initialisation, so two runs with the same knobs see the same λ, π and boxes."""
+    @per_member
+    def augmentation(method: str = "CutMix", cutmix_prob: float = cutmix_prob, cutmix_beta: float = cutmix_beta,
+                     mixup_alpha: float = mixup_alpha) -> dict:
+        makers = {"CutMix": lambda: augment.cutmix(cutmix_beta, num_classes, prob=cutmix_prob, seed=seed),
+                  "mixup": lambda: augment.mixup(mixup_alpha, num_classes, seed=seed),
+                  "Cutout": lambda: augment.cutout(cutout_size, seed=seed)}
+        if method not in makers:
+            raise ValueError(f"method must be one of {sorted(makers)}, got {method!r}")
+        flip = augment.crop_flip(padding=4, seed=seed) if crop else None
+        return {"batch_hook": augment.compose(flip, makers[method]())}
+
+    return augmentation
+
+
 class ScaledInit:
     """A model factory whose initialisation scale α is a knob of the recipe, ``init_scale``: every
     initial weight and bias is multiplied by α (:func:`tdlab.core.models.scale_init_`; Liu et al.'s
