@@ -70,15 +70,12 @@ def check_open_figures(*_) -> list[str]:
     return found
 
 
-_NOTED: set[int] = set()
-
-
 def note_figure(figure) -> None:
     """Record a figure's width, dpi and smallest text once (a build's record, ``figures``): the build's report
     gives each figure's smallest text in CSS px on the page (:func:`tdlab.book.plots.legible_px`)."""
-    if id(figure) in _NOTED or records.current() is None:
+    if getattr(figure, "_tdlab_noted", False) or records.current() is None:
         return
-    _NOTED.add(id(figure))
+    figure._tdlab_noted = True                  # on the figure: an id() can return for a later figure
     points, text = plots.smallest_text(figure)
     width_in = float(figure.get_size_inches()[0])   # the inline backend crops to the tight box: at most this wide
     title = figure._suptitle.get_text() if figure._suptitle is not None else next(

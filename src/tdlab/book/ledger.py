@@ -208,8 +208,7 @@ def times_markdown(folder: Path | None, chapters: list[str]) -> str:
     seconds = sorted(r["notebook s"] for r in found.values())
     median = statistics.median(seconds)
     slowest = max(found.values(), key=lambda r: r["notebook s"])
-    threads = sorted({r.get("threads") for r in records.load_all(Path(folder))
-                      if r.get("chapter") in found and r.get("threads")})
+    threads = sorted({r["threads"] for r in found.values() if r.get("threads")})
     each = (f", with {'/'.join(map(str, threads))} torch thread{'' if threads == [1] else 's'} each"
             if threads else "")
     over = [c for c, r in found.items() if r["notebook s"] > records.NOTEBOOK_BUDGET_S]

@@ -176,5 +176,6 @@ def timing_table(root: Path) -> list[dict]:
         rows.append({"chapter": record["chapter"], "seed": record["seed"], "notebook s": whole,
                      "setup to end s": inside, "default run s": default,
                      "sweep s": times.get("sweep", math.nan), "all timed runs s": sum(times.values()),
-                     "complete": bool(record.get("complete")), "over budget": ", ".join(over)})
+                     "complete": bool(record.get("complete")), "threads": record.get("threads"),
+                     "over budget": ", ".join(over)})
     return rows
