@@ -159,3 +159,34 @@ def test_a_figures_smallest_text_is_recorded_and_projected_onto_the_page(tmp_pat
     records._open.clear()
     records.set_chapter("")
     plt.close("all")
+
+
+def test_a_figure_closed_by_plt_show_is_read_before_it_closes(monkeypatch):
+    """A cell that ends in ``plt.show()`` closes its figure before the post-cell watch runs: the wrapped
+    ``plt.show`` reads it first (the figure's problems and its record are not lost)."""
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(len(plt.get_fignums())) or plt.close("all"))
+    chapter._read_before_show()
+    chapter._read_before_show()                              # idempotent: wrapped once
+    chapter._FIGURE_PROBLEMS.clear()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0.1, 0.5, 0.8])
+    ax.set(ylim=(0, 100), title="fractions")
+    plt.show()
+    assert shown == [1] and plt.get_fignums() == []
+    assert any("percent axis" in p for p in chapter._FIGURE_PROBLEMS)
+    chapter._FIGURE_PROBLEMS.clear()
+
+
+def test_text_too_small_on_the_page_is_a_problem_and_a_narrower_figure_cures_it():
+    """An 11-in figure with 8-pt text is shown at the page's 772 px: 8/72 × 772/11 ≈ 7.8 CSS px (< 9);
+    the same text in a 7-in figure (700 px, not scaled) is 8/72 × 100 ≈ 11.1 px."""
+    fig, ax = plt.subplots(figsize=(11, 4), dpi=100)
+    ax.legend(handles=ax.plot([0, 1], label="small legend"), fontsize=8)
+    ax.tick_params(labelsize=10)
+    (problem,) = plots.illegible_text(fig)
+    assert "small legend" in problem and "7.8 CSS px" in problem and "needs 9.2 pt" in problem   # 9 × 72 / 772 × 11
+    assert abs(plots.legible_px(8, 11, 100) - 8 / 72 * 772 / 11) < 1e-9
+    fig.set_size_inches(7, 4)
+    assert plots.illegible_text(fig) == []
+    plt.close("all")

@@ -59,13 +59,15 @@ def check_open_figures(*_) -> list[str]:
         figure = plt.figure(number)
         note_figure(figure)
         for problem in plots.fractions_on_percent_axes(figure) + [
-                f"a character its font lacks (drawn as a box): {p}" for p in plots.missing_glyphs(figure)]:
+                f"a character its font lacks (drawn as a box): {p}" for p in plots.missing_glyphs(figure)] + (
+                [] if records.current() is None else plots.illegible_text(figure)):
             if problem not in _FIGURE_PROBLEMS:
                 _FIGURE_PROBLEMS.append(problem)
                 found.append(problem)
     if found:
         import sys
-        print("tdlab: a figure draws fractions on a percent axis or a character its font lacks — "
+        print("tdlab: a figure draws fractions on a percent axis, a character its font lacks or text too small "
+              "to read on the page — "
               + "; ".join(found), file=sys.stderr)
     return found
 
@@ -97,7 +99,25 @@ def watch_figures() -> bool:
     callbacks = shell.events.callbacks["post_execute"]
     if check_open_figures not in callbacks:
         callbacks.insert(0, check_open_figures)
+    _read_before_show()
     return True
+
+
+def _read_before_show() -> None:
+    """``plt.show()`` in a cell shows and closes its figures before the cell ends, out of the post-cell
+    watch's sight: wrap it so the open figures are read (:func:`check_open_figures`) first. Idempotent."""
+    import matplotlib.pyplot as plt
+    if getattr(plt.show, "_tdlab_reads_first", False):
+        return
+    shown = plt.show
+
+    def show(*args, **kwargs):
+        check_open_figures()
+        return shown(*args, **kwargs)
+
+    show._tdlab_reads_first = True
+    show.__doc__ = shown.__doc__
+    plt.show = show
 
 
 def timed(label: str, train: Callable[..., History], *args, **kwargs) -> History:
@@ -118,8 +138,9 @@ def finish() -> None:
     raises, naming them), and its records are complete. A build (``TDLAB_RECORDS`` set, at the CPU
     scale) also needs the table to exist."""
     if _FIGURE_PROBLEMS:
-        raise AssertionError(f"{records.chapter_name()} drew a figure that misleads: fractions on a percent axis "
-                             f"(the curves hug 0–1 % and the figure looks blank) or a character its font lacks: "
+        raise AssertionError(f"{records.chapter_name()} drew a figure that misleads or cannot be read: fractions on "
+                             f"a percent axis (the curves hug 0–1 % and the figure looks blank), a character its "
+                             f"font lacks or text under {plots.LEGIBLE_PX:g} CSS px on the page: "
                              + "; ".join(_FIGURE_PROBLEMS))
     missing = claims.unchecked()
     if missing:

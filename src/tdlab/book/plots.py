@@ -498,3 +498,22 @@ def legible_px(points: float, width_in: float, dpi: float, page_px: float = PAGE
     page: the image is ``width_in × dpi`` px wide, shown at most ``page_px`` wide (scaled down with its text)."""
     natural = width_in * dpi
     return points / 72 * dpi * min(1.0, page_px / natural)
+
+
+def illegible_text(figure, page_px: float = PAGE_WIDTH_PX) -> list[str]:
+    """``[problem]`` when ``figure``'s smallest text measures under :data:`LEGIBLE_PX` CSS px on the page
+    (:func:`legible_px`; issue 35 item 1), else ``[]``. The figure's full width is used: the inline backend's
+    tight crop can only make the image narrower and its text larger on the page. The cure is a narrower figure
+    (wide grids wrapped to fewer panels per row) or a larger font, chosen together."""
+    points, text = smallest_text(figure)
+    if math.isnan(points):
+        return []
+    width_in = float(figure.get_size_inches()[0])
+    px = legible_px(points, width_in, float(figure.dpi), page_px)
+    if px >= LEGIBLE_PX:
+        return []
+    title = figure._suptitle.get_text() if figure._suptitle is not None else next(
+        (ax.get_title() for ax in figure.get_axes() if ax.get_title()), "untitled")
+    need = LEGIBLE_PX * 72 / page_px * width_in if width_in * figure.dpi > page_px else LEGIBLE_PX * 72 / figure.dpi
+    return [f"“{title[:60]}”: its smallest text “{text[:30]}” ({points:g} pt in a {width_in:g}-in figure) is "
+            f"{px:.1f} CSS px on the page; at this width it needs {need:.1f} pt"]
