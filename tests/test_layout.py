@@ -25,13 +25,13 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted((SRC / "core").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((SRC / "core").rglob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
 def test_the_core_imports_neither_the_book_nor_the_methods(path):
     wrong = sorted(n for n in imported(path) if n.startswith(("tdlab.book", "tdlab.methods")))
     assert not wrong, f"core/{path.name} imports {wrong}: the core must not depend on the layers above it"
 
 
-@pytest.mark.parametrize("path", sorted((SRC / "book").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((SRC / "book").glob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
 def test_the_books_machinery_imports_no_method(path):
     wrong = sorted(n for n in imported(path) if n.startswith("tdlab.methods"))
     assert not wrong, f"book/{path.name} imports {wrong}: a method's figure lives beside its method"
@@ -55,7 +55,7 @@ def test_every_moved_name_imports_as_its_new_home_with_a_warning():
         assert module is importlib.import_module(new), old
         assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught) or \
             getattr(tdlab, old, None) is module, old                    # warned once, when first imported
-    modules = {f"tdlab.{'.'.join(p.relative_to(SRC).with_suffix('').parts)}" for p in SRC.rglob("*.py")
-               if p.name != "__init__.py"}
+    modules = {f"tdlab.{'.'.join((p.parent if p.name == '__init__.py' else p.with_suffix('')).relative_to(SRC).parts)}"
+               for p in SRC.rglob("*.py")}                       # a package (core/losses/) by its folder's name
     assert set(tdlab.MOVED.values()) <= modules                      # every old name has a home that exists
     assert not [p for p in SRC.glob("*.py") if p.name != "__init__.py"], "a module left in the flat top folder"
