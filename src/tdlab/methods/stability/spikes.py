@@ -20,7 +20,8 @@ reset, without the step itself) — not the paper's offline score; we apply the 
 50 to it, r > 50² = 2500 (the default ``threshold``). Entries are compared only once v holds
 ``min_updates`` = 20 updates (SPAM's own wait, ``grad_accu_steps``): against one or two earlier gradients, an entry that happened
 to be near 0 gives ratios of 10⁶ and more that are noise of the estimate, not spikes (in our pilots
-with a small character-level Transformer nearly all such ratios fell in steps 1–3).
+with a small character-level Transformer such ratios crowded into the first few steps: an observation
+not recorded and not rerun).
 
 - :class:`SpikeLog` — the observer a :class:`tdlab.core.optim.SPAM` calls for every parameter at every
   step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor.
