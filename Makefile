@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 CHAPTER ?= 01_noisy_labels/01_memorization_elr
 SEEDS ?= 0 1 2 3 4 5 6 7 8 9
 
-.PHONY: install book test unit widgets7 lab browser benchmark clean strip seeds
+.PHONY: install book test unit widgets7 lab browser benchmark clean strip seeds paper-smoke
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -32,7 +32,7 @@ book: $(STAMP)
 	$(BIN)/python tools/build_book.py --workers $(WORKERS) --threads $(THREADS) --cell-timeout $(CELL_TIMEOUT)
 
 # Each step is timed; the last line projects this run to 22 and 30 chapters (tools/run_chapters.py projection).
-TEST_STEPS := unit widgets7 book browser
+TEST_STEPS := unit widgets7 paper-smoke book browser
 test: $(STAMP)
 	@mkdir -p _build && : > _build/test-steps.tsv
 	@for step in $(TEST_STEPS); do start=$$(date +%s); $(MAKE) --no-print-directory $$step || exit 1; \
@@ -49,6 +49,11 @@ widgets7: $(STAMP)
 		"widgetsnbextension==3.6.*" "jupyterlab_widgets==1.1.*" ipython_genutils
 	TDLAB_EXPECT_IPYWIDGETS=7.7 PYTHONPATH=_build/widgets7 $(BIN)/python -m pytest tests/test_plots_interact.py -q \
 		-p no:cacheprovider -W ignore::DeprecationWarning
+
+# Every chapter's paper recipe (TDLAB_SCALE=paper) for a few steps on this CPU, on generated archives of the
+# real shapes (tools/paper_smoke.py; tdlab.book.paper_smoke says what it keeps and what it cuts).
+paper-smoke: $(STAMP)
+	$(BIN)/python tools/paper_smoke.py --threads $(THREADS)
 
 # Open the chapters in JupyterLab (installed with the book).
 lab: $(STAMP)
