@@ -347,3 +347,40 @@ def test_same_lr_prediction_against_a_lookup_by_hand():
     # the reference predicts itself exactly, and a constant run (at the peak) is the base run
     assert np.allclose(al.same_lr_prediction(ref_eta, base, reference, ref_eta), reference)
     assert np.array_equal(al.same_lr_prediction(np.ones(5), base, reference, ref_eta), base)
+
+
+def test_running_line_against_line_fits_by_hand():
+    """Each point is the least-squares line through the window centred on it (at the ends, the first or last
+    window), computed here with np.polyfit window by window; a straight line is kept exactly; window 1 is a copy."""
+    rng = np.random.default_rng(0)
+    values = np.cumsum(rng.normal(size=23))
+    smoothed = al.running_line(values, 7)
+    x = np.arange(len(values))
+    for i in range(len(values)):
+        lo = min(max(0, i - 3), len(values) - 7)
+        slope, intercept = np.polyfit(x[lo:lo + 7], values[lo:lo + 7], 1)
+        assert smoothed[i] == pytest.approx(slope * i + intercept)
+    line = 0.3 - 0.02 * x
+    assert np.allclose(al.running_line(line, 9), line)
+    assert np.array_equal(al.running_line(values, 1), values)
+    assert np.allclose(al.running_line(values, 6), al.running_line(values, 7))          # even → the next odd
+    assert np.allclose(al.running_line(values[:5], 9), np.polyval(np.polyfit(x[:5], values[:5], 1), x[:5]))
+
+
+def test_same_lr_prediction_smoothed_keeps_noiseless_lines_and_removes_noise():
+    """With its inputs smoothed, the no-law predictor still predicts the reference itself when the curves are
+    noiseless straight lines, equals the raw lookup at smooth = 1, and follows a noiseless truth more closely
+    than the raw lookup when the base curve carries evaluation noise."""
+    steps = np.arange(40)
+    ref_eta = np.linspace(0.99, 0.0, 40)                         # a decaying reference
+    base = 1.0 - 0.002 * steps                                   # straight lines: kept by the smoother
+    reference = base - 0.05 * (1 - ref_eta)                      # gain linear in the learning rate (and the step)
+    assert np.allclose(al.same_lr_prediction(ref_eta, base, reference, ref_eta, smooth=9), reference)
+    eta = np.where(steps < 30, 1.0, 0.1)                         # a held-out run: one drop to 0.1 at step 30
+    truth = base - np.where(steps < 30, 0.0, 0.05 * 0.9)
+    assert np.allclose(al.same_lr_prediction(eta, base, reference, ref_eta, smooth=9), truth)
+    noisy = base + np.random.default_rng(1).normal(scale=0.01, size=40)
+    raw = al.same_lr_prediction(eta, noisy, reference + (noisy - base), ref_eta)
+    assert np.array_equal(raw, al.same_lr_prediction(eta, noisy, reference + (noisy - base), ref_eta, smooth=1))
+    smoothed = al.same_lr_prediction(eta, noisy, reference + (noisy - base), ref_eta, smooth=9)
+    assert np.mean(np.abs(smoothed - truth)) < 0.6 * np.mean(np.abs(raw - truth))

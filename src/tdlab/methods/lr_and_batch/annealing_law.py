@@ -31,7 +31,8 @@ The chapter's plumbing lives here too: its two recipes (:func:`cpu_recipe`, :fun
 fitted on some schedules' mean curves and predicting the others (:func:`mean_curve`, :func:`fit_and_predict`),
 the scores over a window of steps (:func:`window_scores`, from :func:`decay_start`), of a prediction
 against the law's own in-sample fit (:func:`share_of_fit`; at one λ for each held-out schedule,
-:func:`fit_shares`), the no-law predictor that follows a decay (:func:`same_lr_prediction`) and of a
+:func:`fit_shares`), the no-law predictor that follows a decay (:func:`same_lr_prediction`, its noise
+removed by :func:`running_line`) and of a
 predicted gap (:func:`gap_factor`),
 and the widget panel's three functions (:class:`LawPanel`).
 """
@@ -491,8 +492,26 @@ def fit_shares(history, lam: float, fit_on: Sequence[str], held_out: Sequence[st
     return out
 
 
+def running_line(values: np.ndarray, window: int) -> np.ndarray:
+    """``values`` (one per evaluation, in step order) with their evaluation noise smoothed out: each
+    replaced by the value, at its own evaluation, of the least-squares straight line through the
+    ``window`` evaluations centred on it (at either end of the curve, the first or last ``window``
+    evaluations: no mean is dragged towards the middle of the run). A running mean that keeps a
+    straight line exactly — a Savitzky–Golay filter of order 1. ``window`` = 1 returns the values
+    unchanged; an even window is made odd, one larger; a window longer than the curve is the whole curve."""
+    values = np.asarray(values, dtype=float)
+    window = int(window) + (1 - int(window) % 2)                 # odd
+    if window <= 1 or len(values) < 2:
+        return values.copy()
+    from scipy.signal import savgol_filter
+    window = min(window, len(values) - (1 - len(values) % 2))   # at most the curve, still odd
+    if window < 3:
+        return values.copy()
+    return savgol_filter(values, window, 1, mode="interp")
+
+
 def same_lr_prediction(eta: np.ndarray, base: np.ndarray, reference: np.ndarray,
-                       reference_eta: np.ndarray) -> np.ndarray:
+                       reference_eta: np.ndarray, smooth: int = 1) -> np.ndarray:
     """A predictor of a held-out schedule's loss with no law at all, one that follows a decay: the loss
     follows the current learning rate. At each evaluated step the held-out run is predicted to gain over
     the ``base`` run (the constant schedule's loss at the same steps) what the ``reference`` run (cosine)
@@ -500,11 +519,18 @@ def same_lr_prediction(eta: np.ndarray, base: np.ndarray, reference: np.ndarray,
     interpolation in the reference's learning rates ``reference_eta``; no gain at the peak, where a run
     is still the base run). Every array is over the same evaluated steps, learning rates as fractions of
     the peak. A sudden drop is followed at once, by the gain the reference showed at the new level; the
-    cheapest alternative to the law that can follow a decay (the law's C = 0 control cannot)."""
+    cheapest alternative to the law that can follow a decay (the law's C = 0 control cannot).
+
+    ``smooth`` > 1 removes the measurement noise the predictor would otherwise carry and the law does not
+    (the law is a smooth curve): the base curve and the reference's gain over it (both in step order) are
+    each passed through :func:`running_line` over ``smooth`` evaluations before the lookup. Noiseless
+    straight-line curves are left as they are, so the reference still predicts itself."""
     eta, base, reference, reference_eta = (np.asarray(a, dtype=float) for a in (eta, base, reference, reference_eta))
+    gain = running_line(base - reference, smooth)                # the gain of the (correlated) pair, then smoothed
+    base = running_line(base, smooth)
     keep = reference_eta < 1.0
     x = np.concatenate([reference_eta[keep], [1.0]])
-    y = np.concatenate([(base - reference)[keep], [0.0]])
+    y = np.concatenate([gain[keep], [0.0]])
     order = np.argsort(x, kind="stable")
     return base - np.interp(eta, x[order], y[order])
 
