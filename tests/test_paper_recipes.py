@@ -46,6 +46,12 @@ def test_small_scale_proxies_paper_recipe():
 def test_compander_paper_setup_is_a_function_not_a_download():
     from tdlab.methods.regularization import compander
     assert callable(compander.paper_setup)             # it loads CIFAR-10 when called: not here
+    recipe = compander.paper_recipe_settings(seed=0)  # what paper_setup is made from: it loads nothing
+    epoch = 50_000 // 128
+    s = recipe.settings
+    assert callable(recipe.data) and not recipe._loaded
+    assert (s["a"], s["b"], s["lr"], s["weight_decay"], recipe.steps) == (1.0, 0.6, 0.1, 1e-4, 200 * epoch)
+    assert s["schedule_name"](90 * epoch - 1) == 1.0 and abs(s["schedule_name"](136 * epoch) - 0.01) < 1e-12
 
 
 def test_random_teachers_and_stability_gap_paper_recipes_construct():
@@ -53,7 +59,31 @@ def test_random_teachers_and_stability_gap_paper_recipes_construct():
     recipe = continual.paper_recipe(replay_seed=2)
     assert recipe.settings["batch_size"] == 256 and recipe.settings["lr"] == 0.01
     from tdlab.methods.representations import random_teachers as rt
-    assert callable(rt.paper_recipe)                    # it loads CIFAR-10 when called: not here
+    recipe = rt.paper_recipe(teacher_seed=1000)         # builds without loading CIFAR-10 or running the teacher
+    assert callable(recipe.data) and not recipe._loaded and callable(recipe.settings["loss"]._teacher_logits)
+    assert recipe.settings["batch_size"] == 256 and recipe.steps == 100 * (50_000 // 256)
+
+
+def test_a_random_teacher_recipe_on_a_data_function_trains_as_on_the_data_itself():
+    """The lazy path (data given as a function: nothing loaded, no teacher run, until the recipe needs its data)
+    trains exactly as the eager one (the data given)."""
+    import torch
+    from tdlab.core.data import Dataset
+    from tdlab.methods.representations import random_teachers as rt
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 6, generator=g), torch.randint(0, 2, (64,), generator=g)
+    data = Dataset("toy", x[:48], y[:48], x[48:], y[48:], 2)
+    build = rt.mlp_net(6, width=8, depth=1, out_dim=5, hidden=(7,), bottleneck=3)
+    loads = []
+    settings = dict(teacher_seed=1, knn_k=3, optimizer="adamw", lr=1e-2, batch_size=16, steps=12, eval_every=6,
+                    progress=False)
+    lazy = rt.recipe(lambda: loads.append(1) or data, build, **settings)
+    assert loads == [] and lazy.settings["loss"]._teacher_logits is not None and not lazy._loaded
+    eager = rt.recipe(data, build, **settings)
+    assert torch.equal(lazy.settings["loss"].teacher_logits, eager.settings["loss"].teacher_logits) and loads == [1]
+    a, b = (r.sweep([{"seed": 0}], init_distance=1.0) for r in (lazy, eager))
+    assert loads == [1]                                  # loaded once, for the logits and the run together
+    assert a.curve("train", "distill", 0)[1].tolist() == b.curve("train", "distill", 0)[1].tolist()
 
 
 def test_elr_paper_recipe_is_app_g3():

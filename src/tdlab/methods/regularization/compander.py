@@ -214,13 +214,29 @@ def train(data: Dataset, members, *, companded: bool, a: float = 1.0, b: float =
 # ----------------------------------------------------------------- the paper's own setup
 
 
+def paper_recipe_settings(seed: int = 0):
+    """The paper's ResNet-18 / CIFAR-10 setting (Sec. IV, Table I) as a :class:`~tdlab.core.recipes.Recipe` that loads
+    nothing until asked (its data is a function): CIFAR-10 with crop and flip, ResNet-18 with every convolution and
+    linear weight companded at a = 1, b = 0.6, SGD (lr 0.1, momentum 0.9, batch 128) for 200 epochs, the learning
+    rate ÷10 at epochs 90 and 136, weight decay 10⁻⁴ on Ψ(v). :func:`paper_setup` is made from it (the recipe card,
+    book/03_regularization/02_weight_compander.paper.yaml, checks it), so the two cannot drift apart. It holds the
+    settings, a and b among them (:func:`train`'s keywords, not the engine's): train through :func:`paper_setup`
+    and :func:`train`, not by calling the recipe."""
+    from tdlab.core.recipes import Recipe
+    epoch = 50_000 // 128
+    return Recipe(lambda: data.standardize(data.load("cifar10")), lambda: models.PreActResNet18(10),
+                  dict(a=1.0, b=0.6, optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, steps=200 * epoch,
+                       eval_every=5 * epoch,
+                       schedule_name=lambda step: 0.1 ** ((step >= 90 * epoch) + (step >= 136 * epoch)),
+                       batch_hook=augment.crop_flip(padding=4, seed=seed), weight_decay=1e-4))
+
+
 def paper_setup(seed: int = 0) -> dict:
     """The paper-scale setup of the weight-compander chapter (book/03_regularization/02_weight_compander):
     CIFAR-10 with crop and flip (loaded here), ResNet-18 with every convolution and linear weight companded at
     a = 1, b = 0.6, SGD (lr 0.1, momentum 0.9, batch 128) for 200 epochs, the learning rate ÷10 at epochs 90 and
-    136 — the keywords the chapter's runs take."""
-    epoch = 50_000 // 128
-    return dict(data=data.standardize(data.load("cifar10")), build=lambda: models.PreActResNet18(10), a=1.0, b=0.6,
-                optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, steps=200 * epoch, eval_every=5 * epoch,
-                schedule_name=lambda step: 0.1 ** ((step >= 90 * epoch) + (step >= 136 * epoch)),
-                batch_hook=augment.crop_flip(padding=4, seed=seed))
+    136 — the keywords the chapter's runs take (:func:`paper_recipe_settings`' settings, less the weight decay,
+    which the chapter passes to :func:`train` itself)."""
+    recipe = paper_recipe_settings(seed)
+    settings = {k: v for k, v in recipe.settings.items() if k != "weight_decay"}
+    return dict(data=recipe.dataset, build=recipe.model, **settings)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -272,10 +273,22 @@ class DistillationLoss(Loss):
     name = "random_teacher"
     hyperparameters = ("student_temperature", "teacher_temperature")
 
-    def __init__(self, teacher_logits: torch.Tensor | None = None, student_temperature: float = 0.1,
-                 teacher_temperature: float = 0.04):
+    def __init__(self, teacher_logits: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+                 student_temperature: float = 0.1, teacher_temperature: float = 0.04):
         self.teacher_logits = teacher_logits
         self.student_temperature, self.teacher_temperature = student_temperature, teacher_temperature
+
+    @property
+    def teacher_logits(self) -> torch.Tensor | None:
+        """The teacher's outputs on every training example; given as a function, it is called once, when first
+        read (a paper-scale recipe computes them when it loads its data, not when it is built)."""
+        if callable(self._teacher_logits) and not isinstance(self._teacher_logits, torch.Tensor):
+            self._teacher_logits = self._teacher_logits()
+        return self._teacher_logits
+
+    @teacher_logits.setter
+    def teacher_logits(self, value) -> None:
+        self._teacher_logits = value
 
     def __call__(self, logits, targets=None, index=None):
         if self.teacher_logits is None or index is None:
@@ -417,9 +430,18 @@ def recipe(data: Dataset | Callable[[], Dataset], build: Callable[[], DistillNet
     from tdlab.core.recipes import Recipe
 
     factory = NearTeacher(build, teacher_seed, mode=mode)
-    dataset = data() if callable(data) else data
-    loss = DistillationLoss(teacher_logits(factory.teacher(), dataset.x_train), student_temperature,
-                            teacher_temperature)
+    if callable(data):          # loaded when the recipe first needs its data, the teacher's outputs with it
+        made = functools.cache(data)
+        loss = DistillationLoss(lambda: teacher_logits(factory.teacher(), made().x_train), student_temperature,
+                                teacher_temperature)
+
+        def dataset() -> Dataset:
+            loss.teacher_logits            # computed on the data as loaded, before a run moves anything
+            return made()
+    else:
+        dataset = data
+        loss = DistillationLoss(teacher_logits(factory.teacher(), dataset.x_train), student_temperature,
+                                teacher_temperature)
 
     def init(init_distance: float = 0.0) -> dict:
         return factory.derive(init_distance)
@@ -434,8 +456,9 @@ def recipe(data: Dataset | Callable[[], Dataset], build: Callable[[], DistillNet
 def paper_recipe(teacher_seed: int, data_seed: int = 0):
     """The paper's CIFAR-10 run (Sarnthein et al., ICML 2023; safelix/dinopl's configuration): a ResNet-18 encoder
     with the DINO head [2048, 2048] → 256 → 65 536, student and teacher temperature 1, AdamW (lr 10⁻³, no weight
-    decay), batch 256, 100 epochs (the random-teachers chapter, book/06_representations/02_random_teachers)."""
+    decay), batch 256, 100 epochs (the random-teachers chapter, book/06_representations/02_random_teachers). Building
+    it loads nothing: CIFAR-10 and the teacher's outputs on it are made when the recipe first needs its data."""
     epoch = 50_000 // 256
-    return recipe(datasets.standardize(datasets.load("cifar10")), resnet18_net(), teacher_seed,
+    return recipe(lambda: datasets.standardize(datasets.load("cifar10")), resnet18_net(), teacher_seed,
                   student_temperature=1.0, teacher_temperature=1.0, optimizer="adamw", lr=1e-3, weight_decay=0.0,
                   batch_size=256, steps=100 * epoch, eval_every=5 * epoch, data_seed=data_seed)
