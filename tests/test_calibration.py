@@ -103,6 +103,24 @@ def test_reliability_diagrams_draw_one_panel_per_run():
     plt.close(fig)
 
 
+def test_reliability_diagrams_wrap_four_runs_into_two_legible_rows():
+    logits, labels = random_logits(4, 300, 10, seed=6)
+    bins = calibration.reliability(logits, labels)
+    fig = plots.reliability_diagrams({name: bins.member(i) for i, name in enumerate("abcd")}, title="t")
+    assert tuple(fig.get_size_inches()) == pytest.approx((6.6, 8.8))        # two runs a row, two rows
+    fig.canvas.draw()                                       # the layout engine places the panels
+    tops = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title()[0] for ax in tops] == list("abcd")
+    (_, top), (_, bottom) = tops[2].get_position().get_points(), tops[0].get_position().get_points()
+    assert top[1] < bottom[1]                               # c sits below a
+    np.testing.assert_allclose(sum(p.get_height() for p in fig.axes[6].patches), 100.0)   # c's histogram
+    assert plots.illegible_text(fig) == []
+    plt.close(fig)
+    three = plots.reliability_diagrams({name: bins.member(i) for i, name in enumerate("abc")})
+    assert three.get_size_inches()[0] == pytest.approx(9.9) and len(three.axes) == 6   # up to three: one row
+    plt.close(three)
+
+
 def test_calibration_curves_and_explorer_show_ece_in_percent(digits):
     history = engine.run(lambda: models.MLP(64, 10, width=16, depth=1), digits, [{"lr": 1e-3}, {"lr": 3e-3}],
                          steps=20, eval_every=10, batch_size=64, monitors=[calibration.monitor()], progress=False)

@@ -214,3 +214,19 @@ def test_the_expected_ipywidgets_is_the_one_tested():
     if expected:
         assert ipywidgets.__version__.startswith(expected), ipywidgets.__version__
     assert int(ipywidgets.__version__.split(".")[0]) >= 7
+
+
+def test_memorization_panels_are_legible_and_legend_below_can_hang_in_points():
+    fig = plots.memorization_panels({"a": fake_history(), "b": fake_history()}, title="t")
+    assert fig.get_size_inches()[0] == 10 and plots.illegible_text(fig) == []
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([0, 1], label="x")
+    ax.set_xlabel("training step")
+    legend = plots.legend_below(ax, below_pt=40)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    hang = (ax.get_window_extent().y0 - legend.get_window_extent(renderer).y1) * 72 / fig.dpi
+    assert 40 <= hang <= 40 + 10 * 0.5 + 0.5               # 40 pt, plus the legend's own border pad
+    assert legend.get_window_extent(renderer).y1 < ax.xaxis.label.get_window_extent(renderer).y0
+    plt.close(fig)

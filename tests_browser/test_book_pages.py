@@ -75,6 +75,24 @@ def test_a_wide_figure_gets_the_page_width_the_legibility_report_assumes(browser
     assert all(abs(shown - plots.PAGE_WIDTH_PX) <= 2 for _, shown in wide), (wide, plots.PAGE_WIDTH_PX)
 
 
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_figure_is_shown_at_least_as_wide_as_the_legibility_check_assumes(browser, book_server, chapter):
+    """Issue 35 item 1, on every page: the build fails a chapter whose figure's smallest text would be under
+    tdlab.book.plots.LEGIBLE_PX CSS px when the image is shown min(natural, PAGE_WIDTH_PX) px wide
+    (tdlab.book.plots.illegible_text); here each of the page's figures must be shown at least that wide, so
+    the page's text is at least as large as the build measured it."""
+    from tdlab.book import plots
+    figures = "Array.from(document.querySelectorAll('main .cell_output img'))"    # the cells' figures, not logos
+    browser.get(f"{book_server}/{chapter}.html")
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(f"return {figures}.every(i => i.complete)"))
+    sizes = browser.execute_script(f"return {figures}"
+                                   ".map(i => [i.getAttribute('src').slice(-60), i.naturalWidth, i.clientWidth])")
+    assert sizes, f"{chapter}: no figure on the page"
+    narrow = [(src, natural, shown) for src, natural, shown in sizes
+              if shown < min(natural, plots.PAGE_WIDTH_PX) - 2]
+    assert not narrow, f"{chapter}: figures shown narrower than min(natural, {plots.PAGE_WIDTH_PX}) px: {narrow}"
+
+
 def test_the_ledger_page_lists_claims(browser, book_server):
     browser.get(f"{book_server}/book/ledger.html")
     table = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "table.tdlab-ledger"))

@@ -73,12 +73,21 @@ def _axes(ax, figsize=(6, 4)):
     return ax
 
 
-def legend_below(ax, handles=None, labels=None, columns: int = 2, fontsize: int = 10):
-    """A legend under the axes, outside the plotting area, so it never covers the curves it labels."""
+def legend_below(ax, handles=None, labels=None, columns: int = 2, fontsize: int = 10,
+                 below_pt: float | None = None):
+    """A legend under the axes, outside the plotting area, so it never covers the curves it labels.
+    ``below_pt``: hang it that many points under the axes' bottom edge rather than 16% of the axes' height
+    below it (a short panel above a tall legend is squeezed until 16% of it no longer clears the x label;
+    about 40 pt clears 11-pt tick labels and a 12-pt x label)."""
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
-    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=columns,
-                     fontsize=fontsize, frameon=False)
+    legend = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=columns,
+                       fontsize=fontsize, frameon=False)
+    if below_pt is not None:
+        from matplotlib.transforms import offset_copy
+        legend.set_bbox_to_anchor((0.5, 0.0), transform=offset_copy(ax.transAxes, fig=ax.figure, y=-below_pt,
+                                                                     units="points"))
+    return legend
 
 
 def _mark_divergence(ax, history: History, member: int, color) -> None:
@@ -309,12 +318,16 @@ def heatmap(table, ax=None, *, labels=None, fmt: str = ".2g", cmap: str = "virid
     return ax
 
 
-def memorization_panels(runs: dict[str, History], title: str | None = None, height: float = 4.2):
-    """:func:`memorization_curves` of several runs side by side, one panel per ``{title: history}``."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), height), sharey=True, layout="constrained",
-                             squeeze=False)
+def memorization_panels(runs: dict[str, History], title: str | None = None, height: float = 4.8,
+                        panel_width: float = 5.0):
+    """:func:`memorization_curves` of several runs side by side, one panel per ``{title: history}``, each
+    ``panel_width`` inches wide with its legend below it in one column: two panels make a 10-in figure, whose
+    smallest text (the 9-pt peak label) stays legible on the page (:func:`illegible_text`)."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(panel_width * len(runs), height), sharey=True,
+                             layout="constrained", squeeze=False)
     for ax, (name, history) in zip(axes[0], runs.items()):
         memorization_curves(history, ax=ax, title=name)
+        legend_below(ax, columns=1)          # two columns would run into the neighbouring panel's legend
     if title:
         fig.suptitle(title, fontweight="bold")
     return fig
@@ -356,16 +369,27 @@ __all__: Sequence[str] = ["set_style", "seed_band", "heatmap", "curve", "trainin
 
 
 def reliability_diagrams(runs: dict, title: str | None = None, height: float = 4.4,
-                         colors: Sequence[str] | None = None):
+                         colors: Sequence[str] | None = None, columns: int | None = None):
     """Reliability diagrams side by side, one per run: ``runs`` maps a name to a
     :class:`tdlab.methods.noisy_labels.calibration.Reliability` (one model's bins). Top: each confidence bin's accuracy
     (bars) against the diagonal of perfect calibration, the gap to the bin's mean confidence
-    hatched, the ECE in the panel's title; bottom: the fraction of examples in each bin."""
+    hatched, the ECE in the panel's title; bottom: the fraction of examples in each bin. ``columns``: runs per
+    row (``height`` each row); by default every run up to three, else half of them: four 3.3-in panels in a row
+    would be scaled down on the page below legible text (:func:`illegible_text`), so they wrap to two rows."""
     colors = list(colors or COLORBLIND)
-    fig, axes = plt.subplots(2, len(runs), figsize=(3.3 * len(runs), height), sharex=True, squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1]}, layout="constrained")
-    for column, ((name, bins), color) in enumerate(zip(runs.items(), colors)):
-        top, bottom = axes[0, column], axes[1, column]
+    columns = columns or (len(runs) if len(runs) <= 3 else math.ceil(len(runs) / 2))
+    rows = math.ceil(len(runs) / columns)
+    fig, axes = plt.subplots(2 * rows, columns, figsize=(3.3 * columns, height * rows), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1] * rows}, layout="constrained")
+    for index in range(len(runs), rows * columns):          # a last row with fewer runs: its empty cells hidden
+        row, column = divmod(index, columns)
+        axes[2 * row, column].set_visible(False)
+        axes[2 * row + 1, column].set_visible(False)
+    for index, ((name, bins), color) in enumerate(zip(runs.items(), colors)):
+        row, column = divmod(index, columns)
+        top, bottom = axes[2 * row, column], axes[2 * row + 1, column]
+        top.sharex(bottom)
+        top.tick_params(labelbottom=False)              # the bottom panel's confidence axis serves both
         left, width = bins.edges[:-1], np.diff(bins.edges)
         filled = bins.count > 0
         top.bar(left[filled], bins.accuracy[filled] * 100, width=width[filled], align="edge", color=color,
