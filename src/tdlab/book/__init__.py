@@ -1,6 +1,8 @@
 """tdlab.book: the book's machinery: what a chapter uses to state, check and show what it measured (claims, seed tables, records, the ledger, figures, panels, explorers).
 
 - :mod:`tdlab.book.plots` — One visual style and the standard figures of training dynamics.
+- :mod:`tdlab.book.figure_checks` — What a build checks in every figure: fractions on a percent axis, missing glyphs, text too small on the page.
+- :mod:`tdlab.book.paper_cards` — Each chapter's recipe card: the paper's setup, value by value with its source, against the paper recipe.
 - :mod:`tdlab.book.interact` — Widget panels around a pure ``run(**knobs) -> History`` function.
 - :mod:`tdlab.book.claims` — One way to state a claim of the book, check it on the measured run, and record it.
 - :mod:`tdlab.book.explorer` — A figure with sliders that works without a kernel: the sweep the build trained, explorable in the static HTML …

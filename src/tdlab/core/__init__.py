@@ -1,8 +1,11 @@
 """tdlab.core: the training core: the one loop and what it trains with (data, noise, models, losses, optimizers, monitors, batch hooks, recipes, runs and sweeps). It imports nothing of the book or the methods.
 
-- :mod:`tdlab.core.losses` — Losses, written once for a single run and for a batch of E models.
+- :mod:`tdlab.core.losses` — Losses, written once for a single run and for a batch of E models (a package: base, targets, robust, grokking).
 - :mod:`tdlab.core.engine` — The one training loop of tdlab: one run or many, batched or one at a time.
-- :mod:`tdlab.core.data` — Datasets as tensors that live on the device, with example indices.
+- :mod:`tdlab.core.data` — Datasets as tensors that live on the device, with example indices: loading by name.
+- :mod:`tdlab.core.dataset` — The :class:`Dataset` every loader returns, and where data are kept on disk.
+- :mod:`tdlab.core.archives` — Datasets read from (and written in) the official archives' formats: CIFAR, MNIST's IDX, UCI Letter.
+- :mod:`tdlab.core.synthetic` — Generated datasets: modular arithmetic, teacher–student, feature noise, the quadratic teacher.
 - :mod:`tdlab.core.models` — Models: an MLP, small 1-D/2-D CNNs, the modular-arithmetic network, and PreAct ResNet-18 and ResNet-34 for …
 - :mod:`tdlab.core.augment` — Batch transforms for the training loop's ``batch_hook``: they take and return a :class:`tdlab.core.train.Batch` …
 - :mod:`tdlab.core.recipes` — Recipes: a chapter's whole training setup in one object, and the book's standard setups.
@@ -18,4 +21,5 @@
 - :mod:`tdlab.core.sweep` — Many configurations trained at once, at about the cost of one run.
 - :mod:`tdlab.core.train` — One training run: the one-member case of the loop in :mod:`tdlab.core.engine`.
 - :mod:`tdlab.core.jobs` — A sweep's members as separate jobs, for runs too large for one machine (issue 34 item 4).
+- :mod:`tdlab.core.smoke` — A recipe run for a few steps on cut-down data, and what its full run costs (``make paper-smoke``).
 """
