@@ -19,7 +19,7 @@ from typing import Callable
 
 import pandas as pd
 
-from tdlab.book import claims, ledger, plots, records, seed_tables, units
+from tdlab.book import claims, figure_checks, ledger, plots, records, seed_tables, units
 from tdlab.core.config import env_scale, env_seed
 from tdlab.core.history import History
 
@@ -80,8 +80,7 @@ def note_figure(figure) -> None:
     figure._tdlab_noted = True                  # on the figure: an id() can return for a later figure
     points, text = plots.smallest_text(figure)
     width_in = float(figure.get_size_inches()[0])   # the inline backend crops to the tight box: at most this wide
-    title = figure._suptitle.get_text() if figure._suptitle is not None else next(
-        (ax.get_title() for ax in figure.get_axes() if ax.get_title()), "")
+    title = figure_checks.title_of(figure)
     records.add("figures", {"title": title[:80], "width_in": round(width_in, 2), "dpi": float(figure.dpi),
                             "smallest_pt": float(points), "smallest_text": text[:40]})
 

@@ -103,6 +103,13 @@ def legible_px(points: float, width_in: float, dpi: float, page_px: float = PAGE
     return points / 72 * dpi * min(1.0, page_px / natural)
 
 
+def title_of(figure) -> str:
+    """A figure's name in reports: its suptitle, else its first axes title, else ``""``."""
+    if figure._suptitle is not None:
+        return figure._suptitle.get_text()
+    return next((ax.get_title() for ax in figure.get_axes() if ax.get_title()), "")
+
+
 def illegible_text(figure, page_px: float = PAGE_WIDTH_PX) -> list[str]:
     """``[problem]`` when ``figure``'s smallest text measures under :data:`LEGIBLE_PX` CSS px on the page
     (:func:`legible_px`; issue 35 item 1), else ``[]``. The figure's full width is used: the inline backend's
@@ -115,8 +122,7 @@ def illegible_text(figure, page_px: float = PAGE_WIDTH_PX) -> list[str]:
     px = legible_px(points, width_in, float(figure.dpi), page_px)
     if px >= LEGIBLE_PX:
         return []
-    title = figure._suptitle.get_text() if figure._suptitle is not None else next(
-        (ax.get_title() for ax in figure.get_axes() if ax.get_title()), "untitled")
+    title = title_of(figure) or "untitled"
     need = LEGIBLE_PX * 72 / page_px * width_in if width_in * figure.dpi > page_px else LEGIBLE_PX * 72 / figure.dpi
     return [f"“{title[:60]}”: its smallest text “{text[:30]}” ({points:g} pt in a {width_in:g}-in figure) is "
             f"{px:.1f} CSS px on the page; at this width it needs {need:.1f} pt"]
