@@ -147,8 +147,11 @@ def memorization_curves(history: History, member: int = 0, ax=None, title: str |
         if np.isfinite(values).any():
             best = int(np.nanargmax(values))
             ax.plot([steps[best]], [values[best] * 100], "o", color=PALETTE["test"])
-            ax.annotate(f"peak {values[best]:.0%}", (steps[best], values[best] * 100), xytext=(6, 6),
-                        textcoords="offset points", fontsize=9, color=PALETTE["test"])
+            high = values[best] > 0.85   # near the top the label goes under the point, inside the axes
+            ax.annotate(f"peak {values[best]:.0%}", (steps[best], values[best] * 100), xytext=(6, -8 if high else 6),
+                        textcoords="offset points", fontsize=9, color=PALETTE["test"],
+                        va="top" if high else "bottom",
+                        bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=1.5))   # legible over curves
     ax.set(xlabel="training step", ylabel="accuracy (%)", ylim=(-2, 102), title=title)
     legend_below(ax)
     return ax
