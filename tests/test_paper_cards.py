@@ -72,3 +72,26 @@ def test_a_schedule_difference_is_read_at_the_epochs_the_card_gives_for_ours():
     recipe = recipes.Recipe(None, lambda: None, dict(lr=0.1, batch_size=100, steps=100, schedule_name="step"))
     assert paper_cards.ours(recipe, card, "lr_multiplier_at_epoch") == {0: 1.0, 5: 0.1}
     assert paper_cards.disagreements(card, recipe) == []
+
+
+def test_the_cost_of_a_paper_run_counted_on_the_meta_device_matches_a_real_pass_and_the_formula_by_hand():
+    import torch
+    from tdlab.core import models, smoke
+    card = {"chapter": "x/y", "train_size": 1000,
+            "cost": {"input": [12], "test_size": 200, "runs": 3, "eval_every": 50}}
+    recipe = recipes.Recipe(None, lambda: models.MLP(12, 5, width=16, depth=1),
+                            dict(lr=0.1, batch_size=100, steps=500, eval_every=10))
+    c = paper_cards.cost(card, recipe)
+    real = smoke.example_flops(recipe.model(), torch.randn(4, 12))       # real tensors, real arithmetic
+    assert c["flops_per_example"] == real > 0
+    # by hand: 500 steps × 100 examples, plus 500 // 50 + 1 = 11 evaluations of (1000 + 200) examples forward
+    # (a third of forward and backward), for 3 runs; hours at 30 % of 494.7 TFLOP/s
+    flops = 3 * real * (500 * 100 + 11 * 1200 / 3)
+    assert c["flops"] == pytest.approx(flops)
+    assert c["hours"] == pytest.approx(flops / (494.7e12 * 0.3) / 3600)
+
+
+@pytest.mark.parametrize("chapter", paper_cards.chapters())
+def test_every_card_projects_its_paper_runs_cost(chapter):
+    c = paper_cards.cost(paper_cards.load(chapter))
+    assert c["flops_per_example"] > 0 and c["runs"] >= 1 and 0 < c["hours"] < 1000

@@ -18,7 +18,15 @@ A card is committed beside its chapter, ``book/<part>/<chapter>.paper.yaml``::
 :func:`ours` reads a recipe's values (:data:`READERS`: the engine settings, ``epochs`` from ``steps``, the model's
 class and parameter count, the augmentation, the last step's learning rate, the loss object's hyper-parameters);
 :func:`disagreements` lists every card value the recipe does not hold (``make unit`` fails on any:
-tests/test_paper_cards.py); :func:`table` is what the chapter shows.
+tests/test_paper_cards.py); :func:`table` is what the chapter shows, with :func:`cost` — what the paper run costs on
+a reference GPU (issue 34 item 3), from the card's ``cost`` entry::
+
+    cost:
+      input: [3, 32, 32]     # one example's shape (token sequences: ``dtype: long``)
+      test_size: 10000       # examples each evaluation reads beside ``train_size`` (``cost: train_size`` overrides it)
+      runs: 2                # the paper-scale runs of the chapter's main comparison (the method and its control)
+      steps: 2350            # optional: where the run's length is not the recipe's ``steps`` setting (also
+                             # ``eval_every``, ``batch_size``); a local dataset's split sizes are read from it
 """
 from __future__ import annotations
 
@@ -186,6 +194,49 @@ def table(card: dict, recipe=None):
     rows += [{"setting": name, "ours (TDLAB_SCALE=paper)": entry["ours"], "paper": entry["paper"],
               "source": f"differs: {entry['why']}"} for name, entry in (card.get("differences") or {}).items()]
     return pd.DataFrame(rows).set_index("setting")
+
+
+def cost(card: dict, recipe=None) -> dict:
+    """What the card's paper run costs (issue 34 item 3). FLOPs of one forward and backward pass per example are
+    counted by :func:`tdlab.core.smoke.example_flops` on the paper model built on PyTorch's ``meta`` device (shapes
+    only: no memory, no arithmetic, so an 85M-parameter model counts in seconds on a CPU); the run reads
+    ``steps × batch`` examples and, at each evaluation, both splits forward (:func:`tdlab.core.smoke.paper_flops`);
+    ``runs`` such runs cost ``hours`` on :data:`tdlab.core.smoke.REFERENCE_GPU` at
+    :data:`~tdlab.core.smoke.UTILIZATION` of its peak."""
+    import torch
+    from tdlab.core import smoke
+    recipe = recipe_of(card) if recipe is None else recipe
+    if "cost" not in card:
+        raise ValueError(f"{card['chapter']}: the card has no 'cost' entry (input, test_size, runs)")
+    spec = card["cost"]
+    with torch.device("meta"):
+        model = recipe.model()
+        x = torch.zeros(2, *spec["input"], dtype=getattr(torch, spec.get("dtype", "float32")))
+    per_example = smoke.example_flops(model, x)
+    train, test = spec.get("train_size", card.get("train_size")), spec.get("test_size")
+    if train is None or test is None:      # a local dataset (the bundled text): its own split sizes
+        train, test = recipe.dataset.num_train, recipe.dataset.num_test
+    settings = {**recipe.settings, **{k: spec[k] for k in ("steps", "eval_every", "batch_size") if k in spec}}
+    runs = spec.get("runs", 1)
+    flops = smoke.paper_flops(per_example, settings, train, test, runs)
+    return {"flops_per_example": per_example, "runs": runs, "flops": flops, "hours": smoke.gpu_hours(flops),
+            "gpu": smoke.REFERENCE_GPU, "utilization": smoke.UTILIZATION, "tflops": smoke.REFERENCE_TFLOPS}
+
+
+def show(chapter: str) -> None:
+    """The chapter's cell for its paper recipe: the card (:func:`table`) and one sentence of what the paper run
+    costs (:func:`cost`), every number computed from the recipe now."""
+    from IPython.display import Markdown, display
+    card = load(chapter)
+    recipe = recipe_of(card)
+    display(table(card, recipe))
+    c = cost(card, recipe)
+    display(Markdown(
+        f"**What the paper run costs.** One forward and backward pass of the paper's model takes "
+        f"{c['flops_per_example']:.3g} FLOPs per example (counted by PyTorch's `FlopCounterMode`: matrix products "
+        f"and convolutions); {c['runs']} run(s) of the recipe, with their evaluations, take {c['flops']:.3g} FLOPs: "
+        f"about **{c['hours']:.2g} GPU-hours** on an {c['gpu']} at {c['utilization']:.0%} of its "
+        f"{c['tflops']:g} TFLOP/s dense TF32 peak (small models reach less of it, so read this as a lower bound)."))
 
 
 def chapters(book: Path = BOOK) -> list[str]:
