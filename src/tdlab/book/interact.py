@@ -169,6 +169,8 @@ class Panel:
             history, source = self.result(self.defaults)
             self.initial = history
             figure = self.plot(history)
+            from tdlab.book.chapter import check_open_figures
+            check_open_figures()    # closed in this cell: read it (legibility, glyphs, percent axes) as the build does
             display(figure)
             plt.close(figure)
             display(HTML(readout_table(self.readout(history))
