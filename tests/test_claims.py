@@ -487,6 +487,31 @@ def test_seed_count_counts_the_committed_row(book):
     assert claims.seed_count("no such row") == "—"
 
 
+def test_seed_values_and_span_read_the_committed_row(book):
+    assert claims.seed_values("A ends above B") is None and claims.seed_span("A ends above B") is None   # no table
+    values = [-0.0002, 0.0, 0.031, 0.006, 0.02, -0.013, 0.007, 0.001, 0.005, 0.009]
+    write_table(book, gain_entry(values=values), gain_entry(words="A ends", nulls=None, threshold=0.0,
+                                                           rule=seed_tables.STATED))
+    assert claims.seed_values("A ends above B") == pytest.approx(values)
+    assert claims.seed_values("A ends") == pytest.approx([0.20 + 0.01 * s for s in range(10)])   # the exact row first
+    assert claims.seed_values("A ends", nulls=True) is None                                      # a row without nulls
+    assert claims.seed_values("A ends above", nulls=True) == pytest.approx([0.02 * (-1) ** s for s in range(10)])
+    assert claims.seed_values("no such row") is None
+    assert claims.seed_span("A ends above B", scale=100, signed=True) == "-1.30 … +3.10"
+    assert claims.seed_span("A ends above B", scale=100, digits=1) == "-1.3 … 3.1"
+    # a value that rounds to zero prints without its sign
+    write_table(book, gain_entry(values=[-0.00002] + [0.001] * 9))
+    assert claims.seed_span("A ends above B", scale=100, signed=True) == "+0.00 … +0.10"
+
+
+def test_a_value_that_rounds_to_zero_is_shown_without_a_minus():
+    points = claims.Claim("a gap", -0.0002, 0.0, ">=", unit="points")
+    assert points.show(-0.0002) == "+0.0 points" and points.show(-0.031) == "-3.1 points"
+    assert points.show(-0.1) == "-10.0 points" and points.show(0.0004) == "+0.0 points"
+    share = claims.Claim("a share", 0.5, 0.0, ">=", unit="%")
+    assert share.show(-0.00001) == "0.0%" and share.show(-0.1) == "-10.0%" and share.show(0.123) == "12.3%"
+
+
 # ----------------------------------------------------------------- a build's values against the table's
 
 

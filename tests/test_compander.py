@@ -97,3 +97,27 @@ def test_compand_model_equals_the_companded_layers():
     (g_plain,) = torch.autograd.grad(plain(x).sum(), plain.net[1].parametrizations.weight.original)
     (g_ours,) = torch.autograd.grad(ours(x).sum(), ours.layers[0].v)
     assert torch.allclose(g_plain, g_ours, atol=1e-5)
+
+
+def test_variants_train_as_separate_calls_and_are_found_by_their_knobs():
+    d = data.load("digits").subset(200)
+    setup = dict(data=d, width=16, depth=1, a=1.0, b=0.6, optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32,
+                 steps=20, eval_every=10, progress=False)
+    variants = {"plain": (None, 0.0, 1.0), "compander + wd": ((1.0, 0.6), 1e-3, 1.0), "plain fast": (None, 0.0, 2.0)}
+    members = [{"seed": s, "noise_rate": 0.0} for s in (0, 1)]
+    grid = compander.train_variants(setup, variants, members, data_seed=0, names=("plain", "compander + wd"))
+    assert grid.num_members == 4                                             # "plain fast" left out
+    assert compander.variant_members(grid, variants["plain"], 0.0) == [0, 1]
+    assert compander.variant_members(grid, variants["compander + wd"], 0.0) == [2, 3]
+    assert compander.variant_members(grid, variants["plain fast"], 0.0) == []
+    assert compander.variant_members(grid, variants["plain"], 0.4) == []
+    alone = compander.train(**{**setup, "lr": 0.05}, members=members[1:], companded=True, weight_decay=1e-3,
+                            data_seed=0)                                     # the same run, by itself
+    np.testing.assert_allclose(compander.final_weights(grid, 3), compander.final_weights(alone, 0),
+                               rtol=1e-4, atol=1e-5)
+    net = alone.models[0]                                                    # Ψ(v) of every layer, by hand
+    by_hand = torch.cat([compander.compand(layer.v.detach(), 1.0, 0.6).flatten() for layer in net.layers])
+    np.testing.assert_allclose(compander.final_weights(alone, 0), by_hand.numpy(), rtol=1e-6)
+    plain = grid.models[0]
+    assert compander.final_weights(grid, 0).size == sum(m.weight.numel() for m in plain.modules()
+                                                        if isinstance(m, nn.Linear))

@@ -302,3 +302,45 @@ def test_steps_to_loss_interpolates_between_evaluations():
     assert multisample.steps_to_loss(h, 1.0) == pytest.approx(10.0)
     assert multisample.steps_to_loss(h, 3.0) == 0.0
     assert math.isnan(multisample.steps_to_loss(h, 0.1))
+
+
+def test_mean_steps_to_loss_averages_the_members_crossings():
+    h = history.History(records=[], knobs=[{}, {}], diverged_at=[None, None], models=[None, None])
+    for member, curve in enumerate(([(0, 2.0), (10, 1.0), (20, 0.5)], [(0, 2.0), (10, 1.5), (20, 0.5)])):
+        for step, value in curve:
+            h.log(step, "train", "loss", value, member)
+    # member 0 reaches 1.0 at step 10; member 1 between 10 (1.5) and 20 (0.5): at 15
+    assert multisample.mean_steps_to_loss(h, 1.0) == pytest.approx(12.5)
+    assert multisample.mean_steps_to_loss(h, 1.0, members=[1]) == pytest.approx(15.0)
+    assert math.isnan(multisample.mean_steps_to_loss(h, 0.1))
+
+
+def test_clock_seconds_to_a_fractional_step_interpolates_the_training_time(monkeypatch):
+    starts = iter([0.0, 1.0, 3.0, 10.0, 11.0])                 # steps took 1, 2, (eval), 1, (last)
+    monkeypatch.setattr(multisample.time, "perf_counter", lambda: next(starts))
+    monkeypatch.setattr(multisample.time, "process_time", lambda: 0.0)
+    clock = multisample.StepClock(eval_every=3)
+    for step in range(1, 6):
+        clock(multisample.Batch(None, None, None, step))
+    # the unknown intervals count at the median (1): elapsed 0, 1, 3, 4, 5, 6 by the end of steps 0..5
+    np.testing.assert_allclose(clock.seconds_at(range(6)), [0, 1, 3, 4, 5, 6])
+    assert clock.seconds_to(1.5) == pytest.approx(2.0)
+    assert clock.seconds_to(2.25) == pytest.approx(3.25)
+    assert clock.seconds_to(5) == pytest.approx(6.0)
+
+
+def test_panel_summary_and_figure_read_one_run():
+    h = history.History()
+    for step, loss, acc in [(0, 2.0, 0.1), (10, 1.0, 0.8), (20, 0.5, 0.7)]:
+        h.log(step, "train", "loss", loss)
+        h.log(step, "test", "acc", acc)
+    summary = multisample.panel_summary(h, 0.75)
+    assert summary["step reaching training loss 0.75"] == pytest.approx(15.0)
+    assert summary["final training loss"] == "0.500"
+    assert summary["final test error"] == pytest.approx(0.3) and summary["best test error"] == pytest.approx(0.2)
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = multisample.panel_figure(h, 0.75)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()][:1] == ["training loss, no dropout"]   # only logged curves
+    assert ax.get_yscale() == "log"

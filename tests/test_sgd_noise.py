@@ -266,8 +266,23 @@ def test_paper_rows_carry_the_build_and_the_table():
     text = " ".join(rows["this build"])
     for piece in ("×1500", "×400", "k = 0.61", "slope 0.50", "+0.11 (D)", "+1.00, -0.20 points at P = 128, 1024",
                   "positive on 5 of 10, 10 of 10 seeds", "2.1%", "2.2%", "slope -0.27 ± 0.05", "3% weight change",
-                  "a factor 8 in P", "not seen to track P"):
+                  "a factor 8 in P", "not seen to track P", "T_c itself", "not measured here"):
         assert piece in text, piece
+    ranged = sgd_noise.paper_rows(
+        eta_hot="2^7", change_alpha=1500.0, change_temp=400.0, eta_ratio=512.0, lazy="α = 2^15", small="2^-6",
+        cold="2^-12", hot="2^-3", k=0.61, k_edge=0.5, window="α = 2^-6 … 2^0", interior=2, rows=4, k_range="K",
+        edge_range="E", interior_range="I", k_minus_edge="+0.11 (D)", slope_t=0.9, slope_p=0.3, largest=1024,
+        reordered=0.021, reorder_range="R", pair=0.022, pair_range="Q", departures=[0.01, -0.002], sizes=[128, 1024],
+        departure_counts=["5 of 10", "10 of 10"], departure_range="DR", departure_verdict="V", tc_slope=-0.27,
+        tc_spread=0.05, networks=5, level=0.03, departure_ranges=["ten seeds A", "ten seeds B"])
+    assert "+1.00 (ten seeds A), -0.20 (ten seeds B) points at P = 128, 1024" in " ".join(ranged["this build"])
+
+
+def test_the_phase_diagram_has_its_own_activation():
+    cpu, paper = sgd_noise.GRIDS["cpu"], sgd_noise.GRIDS["paper"]
+    assert cpu.phase_activation == "relu" and paper.phase_activation == "gelu"
+    assert cpu.phase_recipe(0).model().activation == "relu" and cpu.recipe(0).model().activation == "relu"
+    assert paper.phase_recipe(0).model().activation == "gelu" and paper.recipe(0).model().activation == "relu"
 
 
 def test_optimum_figure_draws_edge_optima_open():
@@ -414,6 +429,10 @@ def test_the_figures_share_one_legend_for_p_and_colour_the_fitted_cells():
     assert fig.axes[1].get_legend() is None                      # nothing of its own to name: no run left out
     assert [t.get_text() for t in fig.axes[3].get_legend().get_texts()][:2] == ["network 7", "network 8"]
     assert "networks" in fig.axes[0].get_title() and "seed" not in fig.axes[0].get_title()
+    assert "build seed" not in fig.legends[0].get_title().get_text()
+    named = sgd_noise.lazy_figure(arrays, sizes, temps, t_c, sgd_noise.power_law(sizes, t_c), 0.03, 2.0**15, seeds,
+                                  540, build_seed=3)
+    assert "build seed 3 (TDLAB_SEED): networks 7 … 8" in named.legends[0].get_title().get_text()
     alphas = [0.25, 1.0]
     error = {(0.25, temps[0]): 0.03, (0.25, temps[1]): 0.05, (0.25, temps[2]): 0.55,
              (1.0, temps[0]): 0.08, (1.0, temps[1]): 0.04, (1.0, temps[2]): math.nan}

@@ -34,6 +34,33 @@ def test_lr_sensitivity_caps_failed_runs_at_the_initial_loss():
     assert list(stability.capped_losses([1.0, float("inf")], 2.0)) == [1.0, 2.0]
 
 
+def test_count_model_losses_equal_a_count_by_hand():
+    # train pairs (0→0), (0→1), (1→1), vocabulary 2, add-½: p(·|0) = (½, ½), p(·|1) = (¼, ¾), p(y) = (3/8, 5/8)
+    out = stability.count_model_losses([0, 0, 1], [0, 1, 1], [1, 0], [1, 0], vocab=2)
+    assert out["bigram"] == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2)
+    assert out["unigram"] == pytest.approx(-(math.log(5 / 8) + math.log(3 / 8)) / 2)
+    # against a dictionary count on random windows (shape (N, T) as the corpus gives them)
+    g = torch.Generator().manual_seed(0)
+    x, y, xt, yt = (torch.randint(0, 5, (6, 7), generator=g) for _ in range(4))
+    counts, totals, single = {}, {}, {}
+    for a, b in zip(x.flatten().tolist(), y.flatten().tolist()):
+        counts[a, b] = counts.get((a, b), 0) + 1
+        totals[a] = totals.get(a, 0) + 1
+        single[b] = single.get(b, 0) + 1
+    s = 0.25
+    bigram = -sum(math.log((counts.get((a, b), 0) + s) / (totals.get(a, 0) + 5 * s))
+                  for a, b in zip(xt.flatten().tolist(), yt.flatten().tolist())) / xt.numel()
+    unigram = -sum(math.log((single.get(b, 0) + s) / (y.numel() + 5 * s)) for b in yt.flatten().tolist()) / yt.numel()
+    out = stability.count_model_losses(x, y, xt, yt, vocab=5, smoothing=s)
+    assert out["bigram"] == pytest.approx(bigram) and out["unigram"] == pytest.approx(unigram)
+    # a deterministic successor: the bigram's loss falls towards 0 as the smoothing does, the unigram's stays log 2
+    seq = torch.tensor([0, 1] * 50)
+    sharp = stability.count_model_losses(seq[:-1], seq[1:], seq[:-1], seq[1:], vocab=2, smoothing=1e-6)
+    assert sharp["bigram"] < 1e-6 and sharp["unigram"] == pytest.approx(math.log(2), abs=0.01)
+    with pytest.raises(ValueError):
+        stability.count_model_losses([0, 1], [1], [0], [1], vocab=2)
+
+
 def test_independent_weight_decay_shrinks_by_the_schedule_times_lambda_not_lr():
     p = torch.full((1, 4), 2.0)
     opt = FlatOptimizer("adamw", p)

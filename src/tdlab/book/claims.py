@@ -92,9 +92,9 @@ class Claim:
         if math.isinf(number):
             return "never" if number > 0 else "−∞"
         if self.unit == "%":
-            return f"{number:.1%}"
+            return f"{number:.1%}".replace("-0.0%", "0.0%")                   # a value that rounds to 0: no sign
         if self.unit == "points":
-            return f"{number * 100:+.1f} points"
+            return f"{number * 100:+.1f} points".replace("-0.0 ", "+0.0 ")
         return f"{number:.4g}"
 
     def show_control(self) -> str:
@@ -256,6 +256,30 @@ def seed_count(start: str, bound: float = 0.0, below: bool = False) -> str:
     if entry is None:
         return "—"
     return f"{sum((v < bound) if below else (v > bound) for v in entry.values)} of {len(entry.values)}"
+
+
+def seed_values(start: str, nulls: bool = False) -> list[float] | None:
+    """The committed table's values on its seeds (``nulls=True``: its nulls) of the row whose words are
+    ``start`` (else the first that begin with it); None without a table at this scale (the paper scale),
+    without that row, or without nulls. For prose that reads a row over the seeds instead of one build."""
+    mine = table()
+    if mine is None:
+        return None
+    entry = mine.find(start) or next((e for e in mine.entries if e.words.startswith(start)), None)
+    values = None if entry is None else (entry.nulls if nulls else entry.values)
+    return [float(v) for v in values] if values else None
+
+
+def seed_span(start: str, nulls: bool = False, scale: float = 1.0, digits: int = 2, signed: bool = False) -> str | None:
+    """``"low … high"`` of :func:`seed_values` times ``scale`` (100: a fraction in points), rounded to ``digits``
+    decimals and never printed as ``-0.00``; ``signed``: positive values with a ``+``. None where
+    :func:`seed_values` is None."""
+    values = seed_values(start, nulls)
+    if values is None:
+        return None
+    low, high = (round(v * scale, digits) + 0.0 for v in (min(values), max(values)))     # + 0.0: never "-0.00"
+    sign = "+" if signed else ""
+    return f"{low:{sign}.{digits}f} … {high:{sign}.{digits}f}"
 
 
 def unchecked() -> list[str]:

@@ -149,7 +149,7 @@ def status_markdown(chapter: str, table: seed_tables.Table | None) -> str:
     else:
         text += f"**{c[EFFECT]} of {paper_claims}** of the paper's claims reproduced here; none found not to reproduce."
     if beyond or carried:
-        text += "\n\nBeyond the paper — this book's own tests, on a setting the paper does not report:"
+        text += "\n\nBeyond the paper — this book's own tests, on a setting the book chose:"
         text += "".join(f"\n- *{e.words}* (holds)" for e in beyond)
         text += "".join(f"\n- *{e.words}* (the paper's claim carried over, not found: {e.paper})" for e in carried)
     shown = [e for e in table.entries if e.kind == SHOWN]

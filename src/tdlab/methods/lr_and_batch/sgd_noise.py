@@ -278,7 +278,9 @@ class Grids:
     """The chapter's sweeps at one scale (:data:`GRIDS`): the data and network of :func:`recipe`, the (α, T)
     phase diagram (one network per cell, ``phase_steps`` steps at P = ``phase_size``), the lazy sweep (α =
     ``lazy_alpha``, ``temperatures`` × ``sizes`` × ``lazy_seeds`` networks, each seed its own training set,
-    :meth:`lazy_steps` steps); T_opt is read on the phase diagram's rows ``rich_alphas``."""
+    :meth:`lazy_steps` steps); T_opt is read on the phase diagram's rows ``rich_alphas``. The phase diagram's
+    networks use ``phase_activation`` (:meth:`phase_recipe`; the official phase-diagram command's GELU at paper
+    scale), the lazy sweep's ReLU."""
 
     dataset: str
     in_features: int
@@ -296,6 +298,7 @@ class Grids:
     min_steps: int
     rich_alphas: list              # the feature-learning rows of the phase diagram whose T_opt is read
     lazy_alpha: float = 2.0**15    # the paper's α = 32768
+    phase_activation: str = "relu"  # the phase diagram's networks (the official code runs it with GELU)
 
     def lazy_steps(self, size: int) -> int:
         return int(max(self.min_steps, round(self.steps_per_point * size)))
@@ -305,11 +308,16 @@ class Grids:
         return recipe(self.dataset, self.in_features, width=self.width, depth=self.depth,
                       batch_size=self.batch_size, data_seed=seed, **settings)
 
+    def phase_recipe(self, seed: int, **settings):
+        """:meth:`recipe` with the phase diagram's activation ``phase_activation``."""
+        return self.recipe(seed, activation=self.phase_activation, **settings)
+
 
 #: ``cpu``: digits parity, 3 hidden layers of 64. ``paper``: the official README commands (MNIST parity, 5
 #: hidden layers of 128; lazy sweep P = 1024 … 16384, T = 2^-13 … 2^2, five initialisations; phase diagram
-#: P = 1024, α = 2^-14 … 2^11, every η = 2^-15 … 2^15 as T = η/(hB); the README runs nine initialisations, a
-#: build one), a fixed budget of 200 000 steps in place of "until the hinge loss is zero or the wall-clock limit".
+#: P = 1024, α = 2^-14 … 2^11, every η = 2^-15 … 2^15 as T = η/(hB), GELU as in the README's phase-diagram
+#: command; the README runs nine initialisations, a build one), a fixed budget of 200 000 steps in place of
+#: "until the hinge loss is zero or the wall-clock limit". The CPU phase diagram keeps ReLU.
 GRIDS = {
     "cpu": Grids("digits", 64, 64, 3, 16, phase_size=512, phase_steps=3000,
                  alphas=[2.0**k for k in (-6, -4, -2, 0, 3, 15)],
@@ -321,7 +329,7 @@ GRIDS = {
                    phase_temperatures=[2.0**k / (128 * 16) for k in range(-15, 16)],
                    sizes=[1024, 2048, 4096, 8192, 16384], temperatures=[2.0**k for k in range(-13, 3)],
                    lazy_seeds=5, steps_per_point=0.0, min_steps=200_000,
-                   rich_alphas=[2.0**k for k in range(-14, 1, 2)]),
+                   rich_alphas=[2.0**k for k in range(-14, 1, 2)], phase_activation="gelu"),
 }
 
 
@@ -564,12 +572,13 @@ def _untimed(label: str, train: Callable, *args, **kwargs):
 
 
 def null_runs(recipe, grid: "Grids", seed: int, seeds: Sequence[int], below: Sequence[float], cold_errors: np.ndarray,
-              level: float, timed: Callable = _untimed) -> dict:
+              level: float, timed: Callable = _untimed, phase_recipe=None) -> dict:
     """The runs of the chapter's nulls (trained by the seed runner, ``TDLAB_NULLS``, not on every build) and
     the nulls read from them. ``recipe`` is the build's (its batch order ``seed``), ``seeds`` the lazy sweep's
     networks, ``below`` the departure's below-T_c temperatures at the largest P and ``cold_errors`` [network,
     T ∈ ``below``] the departure's cold arm there (fitted runs, NaN otherwise); ``timed`` wraps every training
-    call (:func:`tdlab.book.chapter.timed`). Returns:
+    call (:func:`tdlab.book.chapter.timed`); ``phase_recipe`` (default ``recipe``) trains the phase-diagram twins,
+    so that they have the phase diagram's activation (:meth:`Grids.phase_recipe`). Returns:
 
     - ``twin_tc`` [network, k]: the weight-change T_c (``level``) of ``len(grid.sizes)`` other initialisations
       (:func:`twin_seeds`), each on that network's training set of the smallest P: the T_c's spread between
@@ -585,7 +594,8 @@ def null_runs(recipe, grid: "Grids", seed: int, seeds: Sequence[int], below: Seq
     from tdlab.core import history as histories
 
     rich, sizes, temps, width, batch = grid.rich_alphas, grid.sizes, grid.temperatures, grid.width, grid.batch_size
-    phase_run = recipe.but(steps=grid.phase_steps, eval_every=grid.phase_steps // 10)
+    phase_run = (recipe if phase_recipe is None else phase_recipe).but(steps=grid.phase_steps,
+                                                                       eval_every=grid.phase_steps // 10)
     rows = [seed + 1000 + k for k in range(len(rich))]
     twin = add_temperature(timed("null run", phase_run.sweep, members(rich[:1], grid.phase_temperatures, width, batch,
                                                                       rows), train_size=grid.phase_size), width)
@@ -623,13 +633,16 @@ def paper_rows(*, eta_hot: str, change_alpha: float, change_temp: float, eta_rat
                edge_range: str, interior_range: str, k_minus_edge: str, slope_t: float, slope_p: float, largest: int,
                reordered: float, reorder_range: str, pair: float, pair_range: str, departures: Sequence[float],
                sizes: Sequence[int], departure_counts: Sequence[str], departure_range: str, departure_verdict: str,
-               tc_slope: float, tc_spread: float, networks: int, level: float):
+               tc_slope: float, tc_spread: float, networks: int, level: float,
+               departure_ranges: Sequence[str] | None = None):
     """The chapter's ours-vs-the-paper table: one row per claim of the paper (Sclocchi, Geiger & Wyart 2023),
     with this build's numbers and the committed table's ten-seed ranges (strings) beside them. A DataFrame
-    indexed by the paper's claim."""
+    indexed by the paper's claim. ``departure_ranges``: the ten-seed range of the departure at every P, printed
+    beside this build's value (one build's value alone reads as typical)."""
     import pandas as pd
 
-    per_p = ", ".join(f"{100 * d:+.2f}" for d in departures)
+    per_p = ", ".join(f"{100 * d:+.2f}" + (f" ({r})" if departure_ranges else "")
+                      for d, r in zip(departures, departure_ranges or [None] * len(departures)))
     counts = ", ".join(departure_counts)
     return pd.DataFrame({
         "the paper": ["(α, T) phase diagram: noise hurts or helps depending on the regime; raising T and lowering α "
@@ -656,7 +669,8 @@ def paper_rows(*, eta_hot: str, change_alpha: float, change_temp: float, eta_rat
             f"{100 * reordered:.1f}% of the test images ({reorder_range}), the two coldest T on {100 * pair:.1f}% "
             f"({pair_range})",
             f"T_c read from a {level:.0%} weight change: slope {tc_slope:.2f} ± {tc_spread:.2f} over P = {sizes[0]} … "
-            f"{sizes[-1]} ({networks} networks; a factor {sizes[-1] // sizes[0]} in P)"],
+            f"{sizes[-1]} ({networks} networks; a factor {sizes[-1] // sizes[0]} in P) — the paper's scaling argument; "
+            "the paper's T_c itself (where the test error or the trained function departs) is not measured here"],
     }).set_index("the paper")
 
 
@@ -749,7 +763,7 @@ def optimum_figure(error: dict, usable: dict, alphas, temperatures, t_opt, edge,
 
 
 def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLaw, level: float, alpha: float,
-                seeds, images: int, reordered: float | None = None):
+                seeds, images: int, reordered: float | None = None, build_seed: int | None = None):
     """The lazy sweep (``arrays`` of :func:`lazy_arrays`, one row per network ``seeds``): top, the test images
     classified differently from the coldest run (with ``reordered``, the mean disagreement of two batch orders
     at the coldest T and the largest P) and the test error, mean ± std over the networks, dotted at each P's
@@ -757,7 +771,8 @@ def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLa
     × a run not fitted) and the level; bottom right, T_c per network against P with the power-law ``fit``.
     The test-error panel averages the fitted runs only (:func:`fitted_errors`, as the departure does) and
     marks the runs left out with ×. One legend above the panels names the sizes P (the colours the first
-    three panels share); each panel keeps its own marks in a legend below it."""
+    three panels share) and, with ``build_seed``, the build (``TDLAB_SEED``) whose networks these are; each
+    panel keeps its own marks in a legend below it."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -804,7 +819,9 @@ def lazy_figure(arrays: dict, sizes, temperatures, t_c: np.ndarray, fit: PowerLa
     fig.legend([Line2D([], [], color=colors[p], marker="o") for p in sizes] + [Line2D([], [], color="0.3", ls=":")],
                [f"P = {p}" for p in sizes] + ["the weight-change $T_c$ (top, in its P's colour)"],
                loc="outside upper center", ncols=len(sizes) + 1, frameon=False,
-               title="training-set size P: the colours of the first three panels")
+               title="training-set size P: the colours of the first three panels"
+               + (f"; build seed {build_seed} (TDLAB_SEED): networks {seeds[0]} … {seeds[-1]}"
+                  if build_seed is not None else ""))
     for ax, columns in zip(axes.flat, (2, 1, 2, 3)):     # each panel's own marks
         if ax.get_legend_handles_labels()[0]:
             plots.legend_below(ax, columns=columns)

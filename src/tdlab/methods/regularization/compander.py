@@ -198,7 +198,12 @@ def train(data: Dataset, members, *, companded: bool, a: float = 1.0, b: float =
     ``companded=False`` trains the plain network with ordinary weight decay on w. ``members`` are
     the loop's (seeds, noise rates). The knobs record ``compander`` ("off" or "a, b") and
     ``decay`` (the weight decay on the weights, whichever way it was applied), so plain and
-    companded runs sit in one grid."""
+    companded runs sit in one grid.
+
+    The two ways differ beyond the weights: the loop's weight decay on a plain run decays *every*
+    parameter, the biases (and a ResNet's batch-norm scales and shifts) included, while a companded run
+    decays only Ψ(v) and leaves its biases (and batch norm) undecayed. A plain control is therefore not
+    equal to its companded run in everything but the compander: its biases decay too."""
     features, classes = math.prod(data.input_shape), data.num_classes
     if build is None:
         model = ((lambda: CompandedMLP(features, classes, width, depth, a, b, weight_decay)) if companded
@@ -211,12 +216,43 @@ def train(data: Dataset, members, *, companded: bool, a: float = 1.0, b: float =
                       monitors=[weight_monitor(a, b, near_zero), *settings.pop("monitors", [])], **settings)
 
 
+def train_variants(setup: dict, variants: dict, members, data_seed: int, names=None, note: str = "") -> History:
+    """Train the variants ``variants`` — name → (the compander's (a, b), or None for plain training; the weight
+    decay; the learning-rate factor) — each as one :func:`train` call on ``setup`` (its keywords) with
+    ``members``, and stack them in one History (only ``names``, if given). Every member's knobs carry its
+    ``lr_factor`` beside :func:`train`'s ``compander`` and ``decay``, so :func:`variant_members` finds it."""
+    from tdlab.core import history as histories
+
+    return histories.concat([
+        train(**{**setup, "lr": setup["lr"] * factor, **(dict(zip("ab", ab)) if ab else {})}, members=members,
+              companded=ab is not None, weight_decay=decay, data_seed=data_seed, description=name + note,
+              tags={"lr_factor": factor})
+        for name, (ab, decay, factor) in variants.items() if names is None or name in names])
+
+
+def variant_members(history: History, variant: tuple, noise_rate: float) -> list[int]:
+    """The members of ``history`` (from :func:`train_variants`) trained as ``variant`` — ((a, b) or None, weight
+    decay, learning-rate factor) — at label-noise rate ``noise_rate``: one per seed."""
+    ab, decay, factor = variant
+    wanted = f"a={ab[0]:g}, b={ab[1]:g}" if ab else "off"
+    return [i for i, k in enumerate(history.knobs) if k["compander"] == wanted and k["decay"] == decay
+            and k["lr_factor"] == factor and k["noise_rate"] == noise_rate]
+
+
+def final_weights(history: History, member: int):
+    """Every weight of one trained network of ``history`` — Ψ(v) for a companded one (its knobs' a, b), w for
+    a plain one — as one flat numpy array (:func:`effective_weights`)."""
+    knobs = history.knobs[member]
+    return effective_weights(dict(history.models[member].named_parameters()), knobs.get("a"), knobs.get("b")).numpy()
+
+
 # ----------------------------------------------------------------- the paper's own setup
 
 
 def paper_recipe_settings(seed: int = 0):
     """The paper's ResNet-18 / CIFAR-10 setting (Sec. IV, Table I) as a :class:`~tdlab.core.recipes.Recipe` that loads
-    nothing until asked (its data is a function): CIFAR-10 with crop and flip, ResNet-18 with every convolution and
+    nothing until asked (its data is a function): CIFAR-10 with crop and flip, ResNet-18 (He et al. 2016, the paper's
+    [11]: :class:`~tdlab.core.models.ResNet` with blocks (2, 2, 2, 2), not the pre-activation variant) with every convolution and
     linear weight companded at a = 1, b = 0.6, SGD (lr 0.1, momentum 0.9, batch 128) for 200 epochs, the learning
     rate ÷10 at epochs 90 and 136, weight decay 10⁻⁴ on Ψ(v). :func:`paper_setup` is made from it (the recipe card,
     book/03_regularization/02_weight_compander.paper.yaml, checks it), so the two cannot drift apart. It holds the
@@ -224,7 +260,7 @@ def paper_recipe_settings(seed: int = 0):
     and :func:`train`, not by calling the recipe."""
     from tdlab.core.recipes import Recipe
     epoch = 50_000 // 128
-    return Recipe(lambda: data.standardize(data.load("cifar10")), lambda: models.PreActResNet18(10),
+    return Recipe(lambda: data.standardize(data.load("cifar10")), lambda: models.ResNet((2, 2, 2, 2), 10),
                   dict(a=1.0, b=0.6, optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, steps=200 * epoch,
                        eval_every=5 * epoch,
                        schedule_name=lambda step: 0.1 ** ((step >= 90 * epoch) + (step >= 136 * epoch)),
@@ -236,7 +272,9 @@ def paper_setup(seed: int = 0) -> dict:
     CIFAR-10 with crop and flip (loaded here), ResNet-18 with every convolution and linear weight companded at
     a = 1, b = 0.6, SGD (lr 0.1, momentum 0.9, batch 128) for 200 epochs, the learning rate ÷10 at epochs 90 and
     136 — the keywords the chapter's runs take (:func:`paper_recipe_settings`' settings, less the weight decay,
-    which the chapter passes to :func:`train` itself)."""
+    which the chapter passes to :func:`train` itself). It trains on all 50 000 training images and the chapter
+    reports the final step, where the paper holds a tenth out (9/1 split) and tests the best-validation
+    checkpoint."""
     recipe = paper_recipe_settings(seed)
     settings = {k: v for k, v in recipe.settings.items() if k != "weight_decay"}
     return dict(data=recipe.dataset, build=recipe.model, **settings)

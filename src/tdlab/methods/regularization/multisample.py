@@ -24,7 +24,9 @@ same, so the network is an ordinary one.
   training curves can be drawn against the wall time spent *training* (evaluations left out)
   and the per-step cost (CPU time) of each M compared: :func:`step_cost`.
 - :func:`steps_to_loss`: the first step a loss curve reaches a level (interpolated between
-  evaluations); :func:`multiply_adds`: a step's arithmetic counted from the layer shapes.
+  evaluations), :func:`mean_steps_to_loss` its mean over a call's seeds, :meth:`StepClock.seconds_to` the
+  training time by such a step; :func:`multiply_adds`: a step's arithmetic counted from the layer shapes.
+- :func:`panel_summary`, :func:`panel_figure`: the chapter's live panel (one run's summary and curves).
 - :func:`recipe`: a :class:`~tdlab.core.recipes.Recipe` of a multi-sample network (:func:`mlp`,
   :func:`resnet18`) whose M, dropout rate and averaging are knobs (members that differ in them
   train in separate engine calls).
@@ -258,6 +260,12 @@ class StepClock:
         elapsed = np.concatenate([[0.0], np.cumsum(durations)])
         return elapsed[np.asarray(steps, dtype=int)]
 
+    def seconds_to(self, step: float) -> float:
+        """The wall time spent training by a fractional ``step`` (a crossing read by :func:`steps_to_loss`),
+        interpolated linearly between the whole steps of :meth:`seconds_at`."""
+        whole = np.arange(len(self.starts) + 1)
+        return float(np.interp(step, whole, self.seconds_at(whole)))
+
 
 def step_cost(*clocks: StepClock, cpu: bool = True) -> float:
     """The median CPU time (or wall time, ``cpu=False``) of one step over every step timed by
@@ -282,6 +290,13 @@ def steps_to_loss(history: History, level: float, member: int = 0, split: str = 
     return float(steps[k - 1] + fraction * (steps[k] - steps[k - 1]))
 
 
+def mean_steps_to_loss(history: History, level: float, members=None) -> float:
+    """The mean over ``members`` (default: every member of ``history``) of :func:`steps_to_loss` at ``level``:
+    the steps a group of seeds trained in one call needs to reach a training loss (NaN if one never does)."""
+    members = range(history.num_members) if members is None else members
+    return float(np.mean([steps_to_loss(history, level, i) for i in members]))
+
+
 def multiply_adds(model: MultiSampleMLP) -> int:
     """The multiply-adds of one training forward pass of ``model``, per example: every layer before the
     dropout once (in·out each), the M masks (M·F products) and the head M times (M·F·C) — a count from the
@@ -291,6 +306,36 @@ def multiply_adds(model: MultiSampleMLP) -> int:
     head = linear[-1]
     trunk = sum(layer.in_features * layer.out_features for layer in linear[:-1])
     return trunk + model.samples * head.in_features * (1 + head.out_features)
+
+
+# ----------------------------------------------------------------- the chapter's panel
+
+
+def panel_summary(history: History, level: float) -> dict:
+    """The live panel's summary of one run: the step its training loss (no dropout) reaches ``level``
+    (:func:`steps_to_loss`), its final training loss, and its final and best test error."""
+    return {f"step reaching training loss {level:g}": steps_to_loss(history, level),
+            "final training loss": f"{history.final('train', 'loss'):.3f}",
+            "final test error": 1 - history.final("test", "acc"), "best test error": 1 - history.peak("test", "acc")}
+
+
+def panel_figure(history: History, level: float):
+    """The live panel's figure of one run: the dropout objective (the mean of its M losses), the training loss
+    without dropout and the test loss against the step, on a log axis, with ``level`` dotted."""
+    import matplotlib.pyplot as plt
+
+    from tdlab.book import plots
+
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for (split, metric), label, color in ((("train", "objective"), "dropout objective", plots.COLORBLIND[2]),
+                                          (("train", "loss"), "training loss, no dropout", plots.COLORBLIND[0]),
+                                          (("test", "loss"), "test loss", plots.COLORBLIND[1])):
+        if history.has(split, metric):
+            ax.plot(*history.curve(split, metric), color=color, label=label)
+    ax.axhline(level, color="0.3", linestyle=":", linewidth=1)
+    ax.set(xlabel="training step", ylabel="cross-entropy", yscale="log")
+    ax.legend(fontsize=9)
+    return fig
 
 
 # ----------------------------------------------------------------- the recipe

@@ -11,6 +11,8 @@ The pieces of the chapter ``05_stability/01_small_scale_proxies``:
   the logits drift very negative, §3.2);
 - :func:`lr_sensitivity` — the paper's learning-rate sensitivity (§2.2),
   E_η[min(ℓ(η), ℓ₀) − min_η ℓ(η)];
+- :func:`count_model_losses` — the held-out loss of a unigram and a bigram model fitted by counting,
+  the yardstick of the paper's transplant test ("worse than a zero-layer bigram model");
 - :func:`independent_weight_decay` — the paper's independent decay (θ ← θ − s_t λ θ, not multiplied
   by the learning rate) as the coupled decay of AdamW that equals it;
 - :func:`recipe` — the tiny Transformer on the standard-library corpus, with ``qk_layernorm``,
@@ -133,6 +135,29 @@ def capped_losses(final_losses: Sequence[float], initial_loss: float) -> np.ndar
     """min(ℓ(η), ℓ₀) with a diverged run at ℓ₀ (what :func:`lr_sensitivity` averages)."""
     losses = np.asarray(final_losses, dtype=float)
     return np.where(np.isfinite(losses), np.minimum(losses, initial_loss), initial_loss)
+
+
+# ----------------------------------------------------------------- models with no layers
+
+
+def count_model_losses(x_train, y_train, x_test, y_test, vocab: int, smoothing: float = 0.5) -> dict[str, float]:
+    """The held-out cross-entropy (nats per token) of two models with no layers, fitted by counting the
+    training pairs (x, y) of next-token windows: ``"unigram"``, p(y), and ``"bigram"``, p(y | x), the next
+    token given the current one, each with ``smoothing`` added to every count (½: the Krichevsky–Trofimov
+    estimator), so that a pair never seen in training keeps a finite loss.
+
+    Wortsman et al. (2023) rescale a trained model's queries and keys until its max attention logit is
+    about κ: its loss degrades from κ ≈ 10³ and at κ ≈ 10⁴ is "worse than a zero-layer bigram model" —
+    the bigram loss is where a run counts as broken in that sense, with or without a NaN."""
+    check_range("smoothing", smoothing, 0, low_open=True)
+    x, y, xt, yt = (torch.as_tensor(t).reshape(-1).long().cpu() for t in (x_train, y_train, x_test, y_test))
+    if x.numel() != y.numel() or xt.numel() != yt.numel():
+        raise ValueError("count_model_losses needs as many targets as inputs in each split")
+    pairs = torch.zeros(vocab, vocab, dtype=torch.float64)
+    pairs.index_put_((x, y), torch.ones(x.numel(), dtype=torch.float64), accumulate=True)
+    bigram = (pairs + smoothing) / (pairs.sum(1, keepdim=True) + smoothing * vocab)
+    unigram = (pairs.sum(0) + smoothing) / (pairs.sum() + smoothing * vocab)
+    return {"unigram": float(-unigram[yt].log().mean()), "bigram": float(-bigram[xt, yt].log().mean())}
 
 
 # ----------------------------------------------------------------- weight decay
