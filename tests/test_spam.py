@@ -229,14 +229,14 @@ def test_spike_log_counts_match_ratios_from_adam_state(digits):
     log = spikes.SpikeLog(threshold, min_updates=5)
     ours = optim.SPAM(model.parameters(), lr=lr, eps=1e-30, delta_t=0, threshold=0.0, observer=log)
     adam = torch.optim.Adam(twin.parameters(), lr=lr, eps=1e-30)
-    counts, largest, first = [], [], []
+    counts, largest, first, tensor_max = [], [], [], {}
     for index in engine.batch_order(digits.num_train, 32, 40, seed=1):
         x, y = digits.x_train[index].double(), digits.y_train[index]
         for net, opt in ((model, ours), (twin, adam)):
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()
         count, top, unseen = 0, 0.0, 0
-        for p in twin.parameters():
+        for i, p in enumerate(twin.parameters()):
             state = adam.state.get(p)
             if not state:
                 continue
@@ -253,6 +253,8 @@ def test_spike_log_counts_match_ratios_from_adam_state(digits):
                 r = g * g / v
                 count += r > threshold
                 top = max(top, r)
+                if r > tensor_max.get(i, 0.0):          # each tensor's largest ratio over the run
+                    tensor_max[i] = r
         counts.append(count)
         largest.append(top)
         first.append(unseen)
@@ -263,6 +265,10 @@ def test_spike_log_counts_match_ratios_from_adam_state(digits):
     assert log.max_ratio == pytest.approx(largest, rel=1e-9)
     assert log.first_seen == first
     assert log.clipped == [0] * 40 and log.total() == sum(counts)
+    assert log.per_tensor_max == pytest.approx(tensor_max, rel=1e-9) and len(tensor_max) == 4
+    assert max(tensor_max.values()) == pytest.approx(log.largest(), rel=1e-9)
+    assert log.tensor_largest([1, 3]) == pytest.approx(max(tensor_max[1], tensor_max[3]), rel=1e-9)
+    assert log.tensor_largest([]) == 0.0
 
 
 def test_spike_monitor_in_the_engine_and_spam_clips(digits):
@@ -350,6 +356,7 @@ def test_flat_spam_equals_separate_spam_runs():
         assert ours.counts == log.counts and ours.clipped == log.clipped and ours.first_seen == log.first_seen
         assert ours.per_tensor == log.per_tensor
         assert ours.max_ratio == pytest.approx(log.max_ratio, rel=1e-9)
+        assert ours.per_tensor_max == pytest.approx(log.per_tensor_max, rel=1e-9) and len(log.per_tensor_max) == 2
     logs = tracker.logs
     assert sum(logs[1].clipped) > 0 and sum(logs[3].clipped) > 0 and sum(logs[0].clipped) == 0   # clipping happened
     assert all(log.total() > 0 for log in logs) and sum(logs[3].first_seen) > 0                # spikes, v = 0 entries
@@ -442,6 +449,7 @@ def test_spam_recipe_trains_its_members_in_one_stacked_call(digits, monkeypatch)
         assert (ours.counts, ours.clipped, ours.first_seen, ours.per_tensor) == (
             theirs.counts, theirs.clipped, theirs.first_seen, theirs.per_tensor), member
         assert ours.max_ratio == pytest.approx(theirs.max_ratio, rel=1e-4)
+        assert ours.per_tensor_max == pytest.approx(theirs.per_tensor_max, rel=1e-4)
         assert history.final("train", "spikes_total", member) == theirs.total()
         assert history.final("train", "clipped", member) == sum(theirs.clipped)
         assert {k: history.knobs[member][k] for k in knobs} == knobs

@@ -24,7 +24,8 @@ with a small character-level Transformer such ratios crowded into the first few 
 not recorded and not rerun).
 
 - :class:`SpikeLog` — the observer a :class:`tdlab.core.optim.SPAM` calls for every parameter at every
-  step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor.
+  step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor and each
+  tensor's largest ratio over the run (so that a tensor with no spike still shows how close it came).
 - :class:`FlatSpikeLog` — the same numbers for the E runs a :class:`tdlab.core.optim.FlatSPAM` steps
   together, computed on the flat ``(E, P)`` gradient and v at once, one SpikeLog per run.
 - :class:`SpikeTracker` — one SpikeLog per run trained (in member order), and
@@ -61,10 +62,12 @@ class SpikeLog:
     """What one optimizer saw, step by step: spikes (r > ``threshold``), the largest r, entries clipped.
 
     ``counts[k-1]``, ``max_ratio[k-1]`` and ``clipped[k-1]`` are the numbers of step k (all parameters);
-    ``per_tensor[i]`` the spikes of the i-th parameter over the run. A non-zero gradient that meets v = 0
-    (an entry whose gradient was exactly 0 until now: the embedding of a character not yet seen) has no
-    ratio; it is counted apart, in ``first_seen`` — under Adam once per entry, under SPAM's clip, which
-    sets such a gradient to 0 and so leaves v at 0, at every step until a reset.
+    ``per_tensor[i]`` the spikes of the i-th parameter over the run and ``per_tensor_max[i]`` its largest
+    ratio r over the watched steps (absent while that is 0; its root is the tensor's largest online score).
+    A non-zero gradient that meets v = 0 (an entry whose gradient was exactly 0 until now: the embedding of
+    a character not yet seen) has no ratio; it is counted apart, in ``first_seen`` — under Adam once per
+    entry, under SPAM's clip, which sets such a gradient to 0 and so leaves v at 0, at every step until a
+    reset.
     """
 
     threshold: float = RATIO_THRESHOLD
@@ -74,6 +77,7 @@ class SpikeLog:
     clipped: list[int] = field(default_factory=list)
     first_seen: list[int] = field(default_factory=list)
     per_tensor: dict[int, int] = field(default_factory=dict)
+    per_tensor_max: dict[int, float] = field(default_factory=dict)
     reported: int = 0                                # steps already reported by a monitor
     _step: list = field(default_factory=lambda: [0, 0.0, 0, 0], repr=False)
 
@@ -90,7 +94,13 @@ class SpikeLog:
         self._step[0] += count
         if count:
             self.per_tensor[index] = self.per_tensor.get(index, 0) + count
-        self._step[1] = max(self._step[1], float(ratio.max()))
+        top = float(ratio.max())
+        self._step[1] = max(self._step[1], top)
+        self._tensor_max(index, top)
+
+    def _tensor_max(self, index: int, top: float) -> None:
+        if top > self.per_tensor_max.get(index, 0.0):
+            self.per_tensor_max[index] = top
 
     def end_step(self, k: int) -> None:
         self.record(*self._step)
@@ -116,6 +126,11 @@ class SpikeLog:
         window = self.max_ratio[start:stop]
         return float(max(window)) if window else math.nan
 
+    def tensor_largest(self, indices) -> float:
+        """The largest ratio r over the run in the parameter tensors ``indices`` (0 if they never had a ratio
+        above 0); its root is their largest online score √r."""
+        return float(max((self.per_tensor_max.get(int(i), 0.0) for i in indices), default=0.0))
+
     def spike_steps(self) -> np.ndarray:
         """The steps (1-based) with at least one spike."""
         return np.flatnonzero(np.asarray(self.counts) > 0) + 1
@@ -125,7 +140,8 @@ class FlatSpikeLog:
     """The observer of a :class:`tdlab.core.optim.FlatSPAM`: for E members stepped together, the numbers each
     member's :class:`SpikeLog` would get from :class:`tdlab.core.optim.SPAM` one at a time, computed on the
     flat ``(E, P)`` gradient and v at once — the tensors are the ``layout``'s slices of a row
-    (``name -> (start, stop, shape)``, in the order of the model's parameters, which ``per_tensor`` counts).
+    (``name -> (start, stop, shape)``, in the order of the model's parameters, which ``per_tensor`` counts
+    and ``per_tensor_max`` takes the largest ratio of).
     """
 
     def __init__(self, logs: list[SpikeLog], layout: dict[str, tuple[int, int, tuple[int, ...]]]):
@@ -155,18 +171,25 @@ class FlatSpikeLog:
         spiked = ratio > self.threshold
         per_tensor = torch.zeros(grad.shape[0], int(self.tensor_of[-1]) + 1, dtype=torch.float64,
                                  device=grad.device)
-        per_tensor.index_add_(1, self.tensor_of.to(grad.device), spiked.to(torch.float64))
+        index = self.tensor_of.to(grad.device)
+        per_tensor.index_add_(1, index, spiked.to(torch.float64))
+        tensor_max = torch.zeros_like(per_tensor).scatter_reduce_(1, index.expand(grad.shape[0], -1),
+                                                                  ratio.double(), reduce="amax")
         self._step = torch.cat([spiked.sum(1, keepdim=True).double(), ratio.amax(1, keepdim=True).double(),
-                                clipped.unsqueeze(1).double(), unseen.unsqueeze(1).double(), per_tensor], dim=1)
+                                clipped.unsqueeze(1).double(), unseen.unsqueeze(1).double(), per_tensor,
+                                tensor_max], dim=1)
 
     def end_step(self, k: int) -> None:
         rows = self._step.tolist() if self._step is not None else [[0, 0.0, 0, 0] for _ in self.logs]
+        tensors = int(self.tensor_of[-1]) + 1
         for log, row in zip(self.logs, rows):
             count, largest, clipped, unseen = row[:4]
             log.record(int(count), float(largest), int(clipped), int(unseen))
-            for index, spikes in enumerate(row[4:]):
+            for index, spikes in enumerate(row[4:4 + tensors]):
                 if spikes:
                     log.per_tensor[index] = log.per_tensor.get(index, 0) + int(spikes)
+            for index, top in enumerate(row[4 + tensors:]):
+                log._tensor_max(index, top)
         self._step = None
 
 
