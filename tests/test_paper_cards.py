@@ -95,3 +95,25 @@ def test_the_cost_of_a_paper_run_counted_on_the_meta_device_matches_a_real_pass_
 def test_every_card_projects_its_paper_runs_cost(chapter):
     c = paper_cards.cost(paper_cards.load(chapter))
     assert c["flops_per_example"] > 0 and c["runs"] >= 1 and 0 < c["hours"] < 1000
+
+
+def test_a_recipe_whose_optimizer_is_a_knob_is_read_at_the_knobs_defaults():
+    """The optimizer and lr of a recipe that sets them in a derivation (the softmax-collapse chapter's ``optimizer``
+    knob) are that derivation's defaults; a setting wins over a knob; neither gives None."""
+    def choose(optimizer="AdamW", lr=0.01):
+        return {"optimizer": "adamw"}
+
+    card = {"chapter": "x/y", "settings": {}}
+    knobbed = recipes.Recipe(None, lambda: None, dict(steps=10), derive=(choose,))
+    assert paper_cards.ours(knobbed, card, "optimizer") == "AdamW" and paper_cards.ours(knobbed, card, "lr") == 0.01
+    assert paper_cards.ours(knobbed.but(lr=0.5), card, "lr") == 0.5
+    plain = recipes.Recipe(None, lambda: None, dict(steps=10))
+    assert paper_cards.ours(plain, card, "optimizer") is None and paper_cards.ours(plain, card, "lr") is None
+
+
+def test_a_tiny_float_is_shown_as_text_not_as_a_rounded_zero():
+    card = {"chapter": "x/y", "settings": {"eps": {"value": 1e-25, "source": "s"}, "lr": {"value": 0.1, "source": "s"}}}
+    recipe = recipes.Recipe(None, lambda: None, dict(eps=1e-25, lr=0.1))
+    t = paper_cards.table(card, recipe)
+    assert t.loc["eps", "paper"] == "1e-25" and t.loc["eps", "ours (TDLAB_SCALE=paper)"] == "1e-25"
+    assert t.loc["lr", "paper"] == 0.1           # ordinary values stay numbers

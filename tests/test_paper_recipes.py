@@ -94,3 +94,48 @@ def test_elr_paper_recipe_is_app_g3():
     assert s["noise"] == "uniform"
     schedule = s["schedule_name"]
     assert schedule(0) == 1.0 and abs(schedule(recipe.steps - 1) - 1e-4) < 1e-12      # ÷100 twice
+
+
+def test_ldr_kl_paper_recipe_is_the_official_tabular_protocol_on_letter():
+    from tdlab.methods.noisy_labels import ldr_kl
+    recipe = ldr_kl.paper_recipe()
+    s = recipe.settings
+    # by hand: 100 epochs of UCI Letter's 16 000 training rows at batch 64; the MLP 16 → 16 → 16 → 26 with biases
+    assert recipe.steps == 100 * 16_000 // 64 and s["batch_size"] == 64 and s["momentum"] == 0.9
+    assert (s["lr"], s["weight_decay"], s["schedule_name"]) == (1e-3, 5e-3, "step")
+    assert sum(p.numel() for p in recipe.model().parameters()) == (16 * 16 + 16) * 2 + 16 * 26 + 26
+
+
+def test_compressing_features_paper_recipe_schedule_by_epoch():
+    from tdlab.methods.noisy_labels import nested
+    recipe = nested.paper_recipe(seed=0, train=lambda: None)       # nothing loaded
+    epoch = 45_000 // 320
+    rule = recipe.settings["schedule_name"]
+    assert recipe.steps == 450 * epoch and recipe.settings["loss"].forget_rate == 0.2
+    # warm-up (step + 1)/6000, × 0.1 at epochs 200 and 300, stage 2 at 10⁻³ / 0.1 = 0.01, × 0.1 at its epoch 50
+    assert abs(rule(0) - 1 / 6000) < 1e-15 and rule(199 * epoch) == 1.0 and abs(rule(200 * epoch) - 0.1) < 1e-12
+    assert abs(rule(350 * epoch) - 0.01) < 1e-12 and abs(rule(400 * epoch) - 0.001) < 1e-12
+    assert recipe.model().sigma == 10.0 and recipe.model(sigma=0.0).sigma == 0.0
+
+
+def test_grokking_paper_recipes_construct_at_the_papers_sizes():
+    from tdlab.methods.grokking import grokking, lazy_to_rich, local_complexity as lc, numerics
+    corrupted = grokking.paper_recipe(0)
+    assert corrupted.dataset.num_train == round(0.5 * 97 ** 2) and corrupted.settings["noise_rate"] == 0.35
+    assert sum(p.numel() for p in corrupted.model().parameters()) == 3 * 97 * 500
+    collapse = numerics.paper_recipe(0)
+    assert collapse.dataset.num_train == round(0.4 * 113 ** 2) and collapse.steps == 80_000
+    assert collapse.knob_default("beta2") == 0.99 and collapse.settings["eps"] == 1e-25
+    lazy = lazy_to_rich.paper_recipe(0)
+    assert lazy.dataset.x_train.shape == (10_000, 100) and lazy.dataset.num_test == 1000 and lazy.steps == 100_000
+    local = lc.paper_recipe(0)                     # MNIST is not loaded until a run needs it
+    assert local.steps == 10 ** 6 and local.knob_default("init_scale") == 8.0 and local.knob_default("radius") == 1.0
+    assert sum(p.numel() for p in local.model().parameters()) == 784 * 200 + 200 + 2 * (200 * 200 + 200) + 2010
+
+
+def test_the_softmax_collapse_optimizer_knob():
+    from tdlab.methods.grokking import numerics
+    choose = numerics.official_optimizers(0.01, 0.99)
+    assert choose() == {"optimizer": "adamw", "betas": (0.9, 0.99)}
+    assert choose(beta2=0.999) == {"optimizer": "adamw", "betas": (0.9, 0.999)}
+    assert choose(optimizer="AdamW (defaults)") == {"optimizer": "adamw", "betas": (0.9, 0.999), "eps": 1e-8}

@@ -33,6 +33,14 @@ def test_generated_idx_files_read_through_the_loader(tmp_path):
     assert d.y_train.tolist() == [i % 10 for i in range(12)] and d.y_test.tolist() == list(range(5))
 
 
+def test_generated_letter_file_reads_through_the_loader(tmp_path):
+    archives.write_letter_file(tmp_path / "letter-recognition.data", rows=30)
+    d = data.letter(root=tmp_path, num_train=20)
+    assert d.x_train.shape == (20, 16) and d.x_test.shape == (10, 16) and d.num_classes == 26
+    assert d.y_train.tolist() == list(range(20)) and d.y_test.tolist() == [20, 21, 22, 23, 24, 25, 0, 1, 2, 3]
+    assert 0.0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1.0      # features 0–15, ÷ 15
+
+
 def test_balanced_slice_keeps_the_first_examples_of_every_class_aligned():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 5, (40,), generator=g)

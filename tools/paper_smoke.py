@@ -36,23 +36,75 @@ def _compander_recipe(companded: bool):
     return Recipe(data, model, {**setup, "monitors": monitors})
 
 
+def _nested_recipe(sigma: float, matched_dropout: bool = False):
+    """The compressing-features chapter's paper recipe (:func:`tdlab.methods.noisy_labels.nested.paper_recipe`)
+    as the chapter trains it: symmetric noise, the networks' features cut by nested dropout of ``sigma`` (0: plain
+    cross-entropy; with ``matched_dropout``, plain dropout at nested dropout's mean rate), and the monitor that
+    chooses K on the held-out split — its first 64 examples here (the whole split is 5000 CIFAR images)."""
+    import dataclasses
+    import functools
+
+    import numpy as np
+    from tdlab.core import data
+    from tdlab.methods.noisy_labels import nested
+    recipe = nested.paper_recipe(0)
+    held = nested.holdout(data.standardize(data.load("cifar10")), 0.1, seed=0)[1]
+    small = nested.Validation(held.x[:64], held.y[:64], held.num_classes)
+    mean_kept = float(nested.truncation_distribution(512, 10.0) @ np.arange(1, 513)) / 512
+    dropout = 1 - mean_kept if matched_dropout else 0.0
+    run = recipe.but(noise="symmetric", monitors=[nested.monitor(recipe.model(), small, pairs=True, clean_labels=True)])
+    return dataclasses.replace(run, model=functools.partial(recipe.model, sigma=sigma, dropout=dropout))
+
+
 def cases() -> list:
     """Every chapter's paper-scale call whose recipe lives in the library (imported here, when asked for)."""
-    from tdlab.core import smoke
+    from tdlab.core import monitors, smoke
     from tdlab.methods.continual import continual
+    from tdlab.methods.grokking import fourier, grokking, lazy_to_rich, numerics
+    from tdlab.methods.grokking import local_complexity as lc
     from tdlab.methods.lr_and_batch import annealing_law
-    from tdlab.methods.noisy_labels import early_learning, pskd, zloss
+    from tdlab.methods.noisy_labels import early_learning, ldr_kl, pskd, zloss
     from tdlab.methods.regularization import multisample
     from tdlab.methods.representations import neural_collapse
     from tdlab.methods.sparse_training import granet
     from tdlab.methods.stability import stability
+    pair = [{"seed": 0, "noise_rate": 0.2, "forget_rate": 0.2},     # co-teaching: members 2j, 2j + 1 a pair
+            {"seed": 1, "noise_rate": 0.2, "forget_rate": 0.2}]
     return [
         smoke.Case("01_noisy_labels/01_memorization_elr", "ResNet-34, CIFAR-10, 40% noise",
              lambda: early_learning.paper_recipe(0), [{"loss": "ce", "noise_rate": 0.4}, {"loss": "elr", "noise_rate": 0.4}]),
+        smoke.Case("01_noisy_labels/04_ldr_kl", "tanh MLP, UCI Letter, 60% uniform noise",
+             ldr_kl.paper_recipe,
+             [{"loss": "ce", "noise": "uniform", "noise_rate": 0.6},
+              {"loss": "aldr_kl", "lam": 10.0, "alpha": 2.0, "noise": "uniform", "noise_rate": 0.6,
+               "monitors": [monitors.aldr_lambdas]},
+              {"loss": "aldr_kl", "lam": 10.0, "alpha": 1e9, "noise": "uniform", "noise_rate": 0.6,   # λ fixed
+               "monitors": [monitors.aldr_lambdas]}]),
+        smoke.Case("01_noisy_labels/07_compressing_features", "ResNet-18 features, CIFAR-10, cross-entropy",
+             lambda: _nested_recipe(0.0), pair),
+        smoke.Case("01_noisy_labels/07_compressing_features", "ResNet-18 features, CIFAR-10, nested dropout",
+             lambda: _nested_recipe(10.0), pair),
+        smoke.Case("01_noisy_labels/07_compressing_features", "ResNet-18 features, CIFAR-10, matched dropout",
+             lambda: _nested_recipe(0.0, matched_dropout=True), pair),
         smoke.Case("01_noisy_labels/05_zloss", "ResNet-34, CIFAR-100",
              lambda: zloss.paper_recipe(0), [{"loss": "ce"}, {"loss": "zloss"}]),
         smoke.Case("01_noisy_labels/06_pskd", "PreAct ResNet-18, CIFAR-100",
              lambda: pskd.paper_recipe(0), [{"loss": "ce"}, {"loss": "pskd"}]),
+        smoke.Case("02_grokking/01_corrupted_grokking", "quadratic network, addition mod 97, ξ = 0.35",
+             lambda: grokking.paper_recipe(0).but(monitors=[fourier.ipr_monitor()]),
+             [{"weight_decay": wd} for wd in (0.0, 5.0, 7.5, 15.0, 20.0)]),
+        smoke.Case("02_grokking/02_softmax_collapse", "MLP, addition mod 113, softmax CE, StableMax, ⊥Grad",
+             lambda: numerics.paper_recipe(0),
+             [{}, {"precision": "float64"}, {"loss": "stablemax", "precision": "float64", "beta2": 0.999},
+              {"precision": "float64", "beta2": 0.999}, {"optimizer": "⊥Grad-AdamW"},
+              {"optimizer": "AdamW (defaults)"},
+              {"precision": "float16", "lr": 5e-4, "eps": 1e-30}]),
+        smoke.Case("02_grokking/03_lazy_to_rich", "quadratic features, D = 100, N = 500, α from ¼ to 64",
+             lambda: lazy_to_rich.paper_recipe(0),
+             lazy_to_rich.members([0.25, 1.0, 4.0, 64.0], [100, 550, 10_000], 500, 1.0)),
+        smoke.Case("02_grokking/04_local_complexity", "GELU MLP 4 × 200, MNIST, α 1 and 8 (LC on 16 anchors a kind)",
+             lambda: lc.paper_recipe(0, {**lc.PAPER, "anchors": 16, "attacked": 16, "pairs": 8}),   # samples cut
+             [{"init_scale": a, "weight_decay": wd} for a in (1.0, 8.0) for wd in (0.0, 0.01)]),
         smoke.Case("03_regularization/01_multisample_dropout", "ResNet-18, CIFAR-10",
              lambda: multisample.paper_recipe(0, 0.5), [{"samples": 1}, {"samples": 8}]),
         smoke.Case("03_regularization/02_weight_compander", "ResNet-18, CIFAR-10, plain",
@@ -81,9 +133,7 @@ CANNOT_RUN = {
 }
 
 # The chapters whose paper recipe is still written in the notebook (issue 33 item 2): not run here yet.
-INLINE = ("01_noisy_labels/02_mixup", "01_noisy_labels/03_cutmix", "01_noisy_labels/04_ldr_kl",
-          "01_noisy_labels/07_compressing_features", "02_grokking/01_corrupted_grokking",
-          "02_grokking/02_softmax_collapse", "02_grokking/03_lazy_to_rich", "02_grokking/04_local_complexity",
+INLINE = ("01_noisy_labels/02_mixup", "01_noisy_labels/03_cutmix",
           "04_lr_and_batch/01_sgd_noise_regimes", "04_lr_and_batch/02_train_longer", "05_stability/02_spam")
 
 

@@ -124,9 +124,20 @@ def _final_lr(recipe) -> float:
     return round(lr * float(rule(recipe.steps)), 15)
 
 
+def _setting_or_knob(recipe, name: str) -> Any:
+    """A setting of the recipe, else the default of the knob of that name of one of its derivations (a chapter whose
+    optimizer is chosen by a knob: ``optimizer="AdamW"``, ``lr=0.01``), else ``None``."""
+    if name in recipe.settings:
+        return recipe.settings[name]
+    try:
+        return recipe.knob_default(name)
+    except ValueError:
+        return None
+
+
 READERS: dict[str, Callable] = {
-    "optimizer": lambda r, card: r.settings.get("optimizer"),
-    "lr": lambda r, card: r.settings.get("lr"),
+    "optimizer": lambda r, card: _setting_or_knob(r, "optimizer"),
+    "lr": lambda r, card: _setting_or_knob(r, "lr"),
     "momentum": lambda r, card: r.settings.get("momentum"),
     "nesterov": lambda r, card: r.settings.get("nesterov", False),
     "weight_decay": lambda r, card: r.settings.get("weight_decay", 0.0),
@@ -149,6 +160,8 @@ READERS: dict[str, Callable] = {
     "new_weight": _loss_attribute("new_weight"),
     "student_temperature": _loss_attribute("student_temperature"),
     "teacher_temperature": _loss_attribute("teacher_temperature"),
+    "forget_rate": _loss_attribute("forget_rate"),      # co-teaching's τ
+    "sigma": lambda r, card: getattr(_model(r), "sigma", None),   # nested dropout's σ (the model's)
 }
 
 
@@ -189,11 +202,19 @@ def table(card: dict, recipe=None):
     """The chapter's recipe card: setting, ours, the paper's, where the paper's comes from (a difference says why)."""
     import pandas as pd
     recipe = recipe_of(card) if recipe is None else recipe
-    rows = [{"setting": name, "ours (TDLAB_SCALE=paper)": ours(recipe, card, name), "paper": entry["value"],
-             "source": entry["source"]} for name, entry in card["settings"].items()]
-    rows += [{"setting": name, "ours (TDLAB_SCALE=paper)": entry["ours"], "paper": entry["paper"],
+    rows = [{"setting": name, "ours (TDLAB_SCALE=paper)": _shown(ours(recipe, card, name)),
+             "paper": _shown(entry["value"]), "source": entry["source"]} for name, entry in card["settings"].items()]
+    rows += [{"setting": name, "ours (TDLAB_SCALE=paper)": _shown(entry["ours"]), "paper": _shown(entry["paper"]),
               "source": f"differs: {entry['why']}"} for name, entry in (card.get("differences") or {}).items()]
     return pd.DataFrame(rows).set_index("setting")
+
+
+def _shown(value):
+    """A value as the table shows it: a float below 10⁻⁴ in magnitude as text (``1e-25``), which pandas would
+    print as 0 at its default precision; anything else as it is."""
+    if isinstance(value, float) and 0 < abs(value) < 1e-4:
+        return f"{value:.3g}"
+    return value
 
 
 def cost(card: dict, recipe=None) -> dict:

@@ -178,6 +178,18 @@ def write_cifar_archive(path: str | Path, num_classes: int = 10, num_train: int 
     return path
 
 
+def write_letter_file(path: str | Path, rows: int = 20_000, seed: int = 0) -> Path:
+    """UCI's ``letter-recognition.data`` as the real file is laid out (``rows`` lines ``L,x1,…,x16``: a capital
+    letter, then 16 integer features 0–15), with random features and letters cycling A–Z, read by
+    :func:`letter` as the real one is."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features = np.random.default_rng(seed).integers(0, 16, (rows, 16))
+    lines = [",".join([chr(ord("A") + i % 26), *map(str, row)]) for i, row in enumerate(features.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_idx_files(folder: str | Path, num_train: int = 60_000, num_test: int = 10_000, seed: int = 0) -> Path:
     """MNIST's four gzipped IDX files (:data:`IDX_FILES`) with random 28 × 28 images and labels
     cycling through the ten digits, read by :func:`tdlab.core.data.read_idx` as the real ones are."""

@@ -7,8 +7,9 @@ GPU hour. :func:`smoke` runs each chapter's paper recipe — its real model, opt
 step hooks and monitors — for :data:`STEPS` steps, with:
 
 - the datasets that cannot be downloaded replaced by **generated archives in the official formats** at the real
-  shapes, class counts and split sizes (CIFAR-10/100's python tar, MNIST's IDX files: :func:`tdlab.core.archives.write_cifar_archive`,
-  :func:`tdlab.core.archives.write_idx_files`), read through the loaders' real code (:func:`tdlab.core.data.cifar`,
+  shapes, class counts and split sizes (CIFAR-10/100's python tar, MNIST's IDX files, UCI Letter's text file:
+  :func:`tdlab.core.archives.write_cifar_archive`, :func:`tdlab.core.archives.write_idx_files`,
+  :func:`tdlab.core.archives.write_letter_file`), read through the loaders' real code (:func:`tdlab.core.data.cifar`,
   :func:`tdlab.core.data.idx_images`) — the pixels are noise, the numbers mean nothing;
 - then, to fit a CPU, the loaded splits cut to a class-balanced handful (:func:`balanced_slice`,
   :data:`PER_CLASS` examples of each class, :data:`MAX_EXAMPLES` at most) and the batch to at most
@@ -55,6 +56,8 @@ def generated_data(root: str | Path) -> Path:
             archives.write_cifar_archive(root / name, classes)
     if not all((root / "mnist" / f).exists() for f in archives.IDX_FILES):
         archives.write_idx_files(root / "mnist")
+    if not (root / "letter-recognition.data").exists():      # UCI's Letter (the LDR-KL chapter's tabular set)
+        archives.write_letter_file(root / "letter-recognition.data")
     return root
 
 

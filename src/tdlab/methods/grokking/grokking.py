@@ -38,6 +38,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from tdlab.core import models, recipes
 from tdlab.core.config import check_range
 from tdlab.core.history import History
 
@@ -248,3 +249,23 @@ def until(history: History, step: int) -> History:
     knobs = [{**k, "steps": step} if "steps" in k else dict(k) for k in history.knobs]
     diverged = [d if d is not None and d <= step else None for d in history.diverged_at]
     return History(records, knobs, diverged, history.seconds, [None] * history.num_members)
+
+
+# ----------------------------------------------------------------- the paper's setup
+
+
+def paper_recipe(seed: int = 0) -> "recipes.Recipe":
+    """Doshi, Das, He & Gromov's setup (the authors' repo ``d-doshi/Grokking``, ``Training_scripts/phase_diagrams_wd.py``
+    and the saved ``Notebooks/Grokking_with_label_corruption.ipynb``), for a GPU: addition mod p = 97 (l.53), half of
+    the p² pairs for training (the notebook's fraction 0.5), ξ = 0.35 of the training labels redrawn uniformly from all
+    p classes; the quadratic network f(x) = W·(U x_a + V x_b)² of width N = 500 (l.52;
+    :class:`tdlab.core.models.QuadraticModularNet`); mean squared error against the one-hot target (l.124,
+    ``losstype='MSE'``); full-batch AdamW at lr 10⁻² (l.57), β = (0.9, 0.98) (l.112), one step an epoch; 5000
+    steps, the longest of the notebook's budgets (the forgetting run, weight decay 20: the chapter trains each
+    regime for its own budget, ``steps=``), the accuracies read every 50 steps. The weight decay is the members'
+    knob (the regimes: 0, 5, 15, 20). ``seed`` draws the split, the corrupted labels and the initialisation."""
+    p, width = 97, 500
+    return recipes.modular_addition(p, lambda: models.QuadraticModularNet(p, width), seed=seed, train_fraction=0.5,
+                                    loss="mse", optimizer="adamw", lr=1e-2, betas=(0.9, 0.98), steps=5000,
+                                    eval_every=50, noise="uniform", noise_rate=0.35, noise_seed=seed,
+                                    data_seed=seed).but(seed=seed)

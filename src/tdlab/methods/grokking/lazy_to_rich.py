@@ -26,6 +26,19 @@ def recipe(dim: int, width: int, eps: float, pool: int, num_test: int = 1000, se
                    **settings})
 
 
+def paper_recipe(seed: int = 0) -> Recipe:
+    """Kumar, Bordelon, Gershman & Pehlevan's polynomial-regression setup (ICLR 2024, Fig. 1; no official repository:
+    the values of the third-party reproduction built on the authors' supplementary code,
+    ``giovana-morais/amlds_final_project``, ``grokking_polynomial_regression.ipynb``), for a GPU: x ~ N(0, I_D/D) in
+    D = 100 dimensions, y = ½(β⋆·x)² with β⋆ ~ N(0, I_D) not rescaled (``normalize=False``); N = 500 neurons,
+    ε = 0.02; full-batch gradient descent on the centred, α-scaled squared error for 10⁵ steps, the losses read every
+    100 steps. The training pool holds 10 000 examples (P = D², the largest of the chapter's sizes; the paper's
+    P = 550 is the first 550 of them), 1000 test points, the kernel measured on 1000 of them. α, P and the step
+    η = cN/α² (c = 1) are the members' knobs (:func:`members`)."""
+    return recipe(100, 500, 0.02, pool=10_000, num_test=1000, seed=seed, normalize=False, kernel_points=1000,
+                  steps=100_000, eval_every=100, data_seed=seed).but(seed=seed)
+
+
 def members(alphas, sizes, width: int, lr_multiplier: float = 1.0, **knobs) -> list[dict]:
     """Members for :func:`recipe`: every (α, P) pair with the paper's step η = c N / α² as its
     learning rate (c = ``lr_multiplier``; Kumar et al. 2024, Sec. 2), plus any other per-member knobs."""

@@ -492,3 +492,58 @@ def boundary_monitor(model: nn.Module, a: torch.Tensor, b: torch.Tensor, radius:
         return {(split, "lc"): (counts * kept).sum(-1) / kept.sum(-1).clamp(min=1)}
 
     return monitor
+
+
+# ----------------------------------------------------------------- the paper's MNIST MLP
+
+# The chapter's paper-scale settings (its ``S`` at ``TDLAB_SCALE=paper``): the official MNIST MLP
+# (``AhmedImtiazPrio/grok-adversarial``, ``configs.py`` ``config_base_mnist_mlp``): 1000 training points (l.86),
+# 10⁶ steps (l.87), batch 200 (l.94, the recipe's), MSE (l.95), AdamW lr 10⁻³ and weight decay 0.01 (l.97-99), width
+# 200 at depth 4 (l.119: 3 hidden GELU layers, l.103), LC with 50 vertices (``hull_n``, l.110) at r = 1 (one of
+# ``hull_r``, l.114) around up to 10⁴ anchors (``approx_n``, l.109); α = 1 (``initialization_scale``, l.100) and
+# α = 8 (the book's large scale: no official value); PGD at ε = 0.1 on 1000 test images and 1000 boundary pairs (the
+# book's: the official MNIST script runs no attack); LC and PGD at 60 log-spaced steps, the accuracies every 100.
+PAPER = dict(dataset="mnist", train_points=1000, width=200, depth=3, loss="mse", lr=1e-3, weight_decay=0.01,
+             steps=1_000_000, eval_every=100, alphas=(1.0, 8.0), radius=1.0, vertices=50, anchors=10_000, eps=0.1,
+             attacked=1000, pairs=1000, points=60)
+
+
+def paper_recipe(seed: int = 0, settings: dict | None = None):
+    """The chapter's paper-scale recipe (:data:`PAPER`; ``settings`` another such dict), for a GPU: the first
+    ``train_points`` of a seeded permutation of MNIST's training set, the MLP of ``width`` and ``depth`` hidden GELU
+    layers with every initial parameter × α (:func:`tdlab.core.recipes.scaled_init`, α = the larger of ``alphas``,
+    a knob), AdamW with batches of 200, and as a derivation (its knob ``radius``) the monitors of LC around the
+    three kinds of anchors (:func:`anchor_sets`, drawn with ``seed``), at the decision boundary
+    (:func:`boundary_monitor`) and the PGD accuracy (:func:`monitors`) at :func:`log_steps`. Nothing is loaded
+    until a run needs the data (the input size of MNIST, 28 × 28, is known beforehand)."""
+    import functools
+
+    from tdlab.core import data, models, recipes
+    S = PAPER if settings is None else settings
+    features = {"mnist": 28 * 28, "digits": 8 * 8}[S["dataset"]]
+
+    @functools.cache
+    def digits():
+        return data.load(S["dataset"]).subset(S["train_points"], seed=seed)
+
+    @functools.cache
+    def anchors():
+        return anchor_sets(digits().x_train, digits().x_test, S["anchors"], seed=seed)
+
+    measured = log_steps(S["steps"], S["points"], S["eval_every"])
+
+    def mlp():
+        return models.MLP(features, 10, width=S["width"], depth=S["depth"], activation="gelu")
+
+    def measurements(radius: float = S["radius"]) -> dict:
+        """LC around the three kinds of anchors and at decision-boundary points at radius r, and the PGD accuracy."""
+        x_test, y_test = digits().x_test, digits().y_test
+        low, high = float(digits().x_train.min()), float(digits().x_train.max())
+        pairs = x_test[:S["pairs"]], x_test[S["pairs"]:2 * S["pairs"]]
+        return {"monitors": monitors(mlp(), anchors(), radius, S["vertices"], seed, measured, x_test[:S["attacked"]],
+                                     y_test[:S["attacked"]], S["eps"], low, high)
+                + [boundary_monitor(mlp(), *pairs, radius, S["vertices"], seed, measured)]}
+
+    return recipes.scaled_init(digits, mlp, init_scale=S["alphas"][1], loss=S["loss"], optimizer="adamw", lr=S["lr"],
+                               weight_decay=S["weight_decay"], batch_size=200, steps=S["steps"],
+                               eval_every=S["eval_every"], seed=seed, data_seed=seed).but(measurements)

@@ -32,6 +32,7 @@ import torch
 from tdlab.core.losses import (PRECISIONS, Loss, StableMaxCrossEntropy, cross_entropy_in, dtype_of, name_of,
                           stablemax_s)
 from tdlab.core.history import History
+from tdlab.core import models, optim, recipes
 from tdlab.core.monitors import Evaluation
 from tdlab.book.plots import PALETTE, legend_below
 
@@ -233,3 +234,39 @@ def collapse_curves(history: History, member: int = 0, ax=None, precision: str |
     lines = ax.get_lines() + gap_ax.get_lines()[:2]
     legend_below(ax, lines, [line.get_label() for line in lines], columns=1)
     return ax
+
+
+# ----------------------------------------------------------------- the chapter's optimizers and the paper's recipe
+
+
+def official_optimizers(lr: float = 0.01, beta2: float = 0.99):
+    """The softmax-collapse chapter's ``optimizer`` knob, a recipe derivation: ``"AdamW"`` as the official runs set
+    it (``utils.py`` ``get_optimizer``: β = (0.9, ``beta2``), ε the recipe's ``eps``), ``"AdamW (defaults)"``
+    (β = (0.9, 0.999), ε = 10⁻⁸: what the official ⊥Grad run's inner AdamW steps with, ⊥Grad's control) and
+    ``"⊥Grad-AdamW"`` (:func:`tdlab.core.optim.orthograd_adamw` at those defaults). ``lr`` and ``beta2`` are the
+    knobs' defaults."""
+    def optimizer(optimizer="AdamW", loss="softmax_ce", lr=lr, weight_decay=0.0, beta2=beta2):
+        """AdamW as the official runs set it (β₂ a knob); AdamW's defaults (⊥Grad's control); ⊥Grad-AdamW."""
+        if optimizer == "⊥Grad-AdamW":
+            return {"optimizer": optim.orthograd_adamw(lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999), eps=1e-8)}
+        if optimizer == "AdamW (defaults)":
+            return {"optimizer": "adamw", "betas": (0.9, 0.999), "eps": 1e-8}
+        return {"optimizer": "adamw", "betas": (0.9, beta2)}      # ε: the recipe's (ADAM_EPS) unless a run sets one
+
+    return optimizer
+
+
+def paper_recipe(seed: int = 0) -> "recipes.Recipe":
+    """Prieto et al.'s Figure 1 setup (official ``LucasPrietoAl/grokking-at-the-edge-of-numerical-stability``,
+    ``run_main_experiments.sh`` l.50-52 and ``utils.py`` ``parse_args``), for a GPU: addition mod p = 113
+    (``--modulo``), 40% of the pairs for training (``--train_fraction 0.4``), the concatenated one-hot inputs; an MLP
+    of two hidden layers of 200 ReLU units without biases (``--hidden_sizes 200 200``); full batch; AdamW at lr 0.01,
+    β = (0.9, 0.99), ε = 10⁻²⁵ (``--beta2``, ``--adam_epsilon``), no weight decay; softmax cross-entropy in float32
+    (``--softmax_precision 32``) with the Softmax-Collapse monitor (:func:`collapse`); 80 000 steps (``--num_epochs
+    80000``), the accuracies read every 500. The runs of the chapter change the loss (``stablemax``), the precision,
+    β₂ and the optimizer (:func:`official_optimizers`) as knobs."""
+    p, width = 113, 200
+    return recipes.modular_addition(p, lambda: models.MLP(2 * p, p, width=width, depth=2, bias=False), seed=seed,
+                                    train_fraction=0.4, loss="softmax_ce", precision="float32", steps=80_000,
+                                    eval_every=500, eps=1e-25,
+                                    monitors=[collapse("float32")]).but(official_optimizers(0.01, 0.99), seed=seed)

@@ -38,9 +38,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from tdlab.core import models, noise
+from tdlab.core import augment, data, models, noise
 from tdlab.core.config import check_range
 from tdlab.core.data import Dataset
+from tdlab.core.recipes import Recipe
+from tdlab.methods.noisy_labels import coteaching
 from tdlab.core.monitors import chunked
 
 
@@ -386,3 +388,42 @@ def within_pairs(K: list[int]) -> float:
     if len(K) % 2 or not K:
         raise ValueError(f"pairs need an even, non-zero number of K, got {len(K)}")
     return float(np.median([max(a, b) / min(a, b) for a, b in zip(K[0::2], K[1::2])]))
+
+
+# ----------------------------------------------------------------- the paper's CIFAR-10 recipe
+
+
+def paper_recipe(seed: int = 0, train: Callable[[], Dataset] | None = None, sigma: float = 10.0,
+                 forget_rate: float = 0.2) -> Recipe:
+    """The official CIFAR-10 configuration (``yingyichen-cyy/Nested-Co-teaching``; the README's sym-20% checkpoints),
+    for a GPU: the CIFAR ResNet-18 up to its 512 pooled features (:func:`resnet18_trunk`, the official ``NetFeat``)
+    with nested dropout of σ = 10 (``--nested``) and a bias-free classifier; stage 1 SGD (lr 0.1, momentum 0.9,
+    weight decay 5·10⁻⁴, batch 320) for 350 epochs with a linear warm-up over 6000 iterations and the learning rate
+    ×0.1 at epochs 200 and 300, random crop (padding 4) and flip (``nested/train_resnet.py``); then 100 epochs of
+    co-teaching (:class:`~tdlab.methods.noisy_labels.coteaching.CoTeaching`, τ = 0.2 constant: ``nGradual`` 0 in
+    the README's commands) at 10⁻³, ×0.1 at epoch 50 (``co_teaching_resnet/main.py``). The test set is read every
+    5 epochs (the official code: every epoch). ``train`` makes the training split (default: 90% of CIFAR-10's
+    training set, standardized, the other 10% held out by :func:`holdout` with ``seed``, as the official ``val/``).
+
+    Departures (the chapter's Setup): the two stages are one continued run with one optimizer, not two checkpoints
+    reloaded; batch norm uses each batch's statistics throughout (no frozen BN in stage 2)."""
+    epoch = 45_000 // 320                                  # steps per epoch at batch 320
+
+    def official(step):  # warm-up over 6000 iterations, ×0.1 at epochs 200, 300 of 350; then 1e-3, ×0.1 at 50 of 100
+        e = step // epoch
+        if e < 350:
+            return min(1.0, (step + 1) / 6000) * 0.1 ** ((e >= 200) + (e >= 300))
+        return 0.01 * 0.1 ** (e >= 400)
+
+    def nested_resnet18(sigma=sigma, dropout=0.0):
+        return NestedNet(resnet18_trunk(), 512, 10, sigma=sigma, dropout=dropout, mask_seed=seed)
+
+    if train is None:
+        def train():
+            return holdout(data.standardize(data.load("cifar10")), 0.1, seed=seed)[0]
+
+    return Recipe(train, nested_resnet18,
+                  dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=320,
+                       steps=450 * epoch, eval_every=5 * epoch, schedule_name=official,
+                       batch_hook=augment.crop_flip(padding=4, seed=seed),
+                       loss=coteaching.CoTeaching(forget_rate, start=350 / 450, ramp_epochs=0)))
