@@ -255,26 +255,21 @@ def test_departure_leaves_out_unfitted_runs_and_names_its_arms():
 
 
 def test_paper_rows_carry_the_build_and_the_table():
-    rows = sgd_noise.paper_rows(
+    args = dict(
         eta_hot="2^7", change_alpha=1500.0, change_temp=400.0, eta_ratio=512.0, lazy="α = 2^15", small="2^-6",
         cold="2^-12", hot="2^-3", k=0.61, k_edge=0.5, window="α = 2^-6 … 2^0", interior=2, rows=4, k_range="K",
         edge_range="E", interior_range="I", k_minus_edge="+0.11 (D)", slope_t=0.9, slope_p=0.3, largest=1024,
         reordered=0.021, reorder_range="R", pair=0.022, pair_range="Q", departures=[0.01, -0.002], sizes=[128, 1024],
         departure_counts=["5 of 10", "10 of 10"], departure_range="DR", departure_verdict="V", tc_slope=-0.27,
         tc_spread=0.05, networks=5, level=0.03)
+    rows = sgd_noise.paper_rows(**args)
     assert len(rows) == 6 and rows.index[-1] == "T_c ∝ P^(−a)"
     text = " ".join(rows["this build"])
     for piece in ("×1500", "×400", "k = 0.61", "slope 0.50", "+0.11 (D)", "+1.00, -0.20 points at P = 128, 1024",
                   "positive on 5 of 10, 10 of 10 seeds", "2.1%", "2.2%", "slope -0.27 ± 0.05", "3% weight change",
                   "a factor 8 in P", "not seen to track P", "T_c itself", "not measured here"):
         assert piece in text, piece
-    ranged = sgd_noise.paper_rows(
-        eta_hot="2^7", change_alpha=1500.0, change_temp=400.0, eta_ratio=512.0, lazy="α = 2^15", small="2^-6",
-        cold="2^-12", hot="2^-3", k=0.61, k_edge=0.5, window="α = 2^-6 … 2^0", interior=2, rows=4, k_range="K",
-        edge_range="E", interior_range="I", k_minus_edge="+0.11 (D)", slope_t=0.9, slope_p=0.3, largest=1024,
-        reordered=0.021, reorder_range="R", pair=0.022, pair_range="Q", departures=[0.01, -0.002], sizes=[128, 1024],
-        departure_counts=["5 of 10", "10 of 10"], departure_range="DR", departure_verdict="V", tc_slope=-0.27,
-        tc_spread=0.05, networks=5, level=0.03, departure_ranges=["ten seeds A", "ten seeds B"])
+    ranged = sgd_noise.paper_rows(**args, departure_ranges=["ten seeds A", "ten seeds B"])
     assert "+1.00 (ten seeds A), -0.20 (ten seeds B) points at P = 128, 1024" in " ".join(ranged["this build"])
 
 

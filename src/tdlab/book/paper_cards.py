@@ -219,8 +219,8 @@ def _shown(value):
 
 def cost(card: dict, recipe=None) -> dict:
     """What the card's paper run costs (issue 34 item 3). FLOPs of one forward and backward pass per example are
-    counted by :func:`tdlab.core.smoke.example_flops` on the paper model built on PyTorch's ``meta`` device (shapes
-    only: no memory, no arithmetic, so an 85M-parameter model counts in seconds on a CPU); the run reads
+    counted by :func:`tdlab.core.smoke.model_size_and_flops` on the paper model (on PyTorch's ``meta`` device:
+    shapes only, so an 85M-parameter model counts in about a second on a CPU); the run reads
     ``steps × batch`` examples and, at each evaluation, both splits forward (:func:`tdlab.core.smoke.paper_flops`);
     ``runs`` such runs cost ``hours`` on :data:`tdlab.core.smoke.REFERENCE_GPU` at
     :data:`~tdlab.core.smoke.UTILIZATION` of its peak."""
@@ -230,10 +230,8 @@ def cost(card: dict, recipe=None) -> dict:
     if "cost" not in card:
         raise ValueError(f"{card['chapter']}: the card has no 'cost' entry (input, test_size, runs)")
     spec = card["cost"]
-    with torch.device("meta"):
-        model = recipe.model()
-        x = torch.zeros(2, *spec["input"], dtype=getattr(torch, spec.get("dtype", "float32")))
-    per_example = smoke.example_flops(model, x)
+    x = torch.zeros(2, *spec["input"], dtype=getattr(torch, spec.get("dtype", "float32")))
+    per_example = smoke.model_size_and_flops(recipe.model, x)[1]
     train, test = spec.get("train_size", card.get("train_size")), spec.get("test_size")
     if train is None or test is None:      # a local dataset (the bundled text): its own split sizes
         train, test = recipe.dataset.num_train, recipe.dataset.num_test

@@ -136,6 +136,21 @@ def example_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / len(x)
 
 
+def model_size_and_flops(model: Callable[[], torch.nn.Module], x: torch.Tensor) -> tuple[int, float]:
+    """The parameter count of ``model()`` and its :func:`example_flops` on examples shaped as ``x``, counted on
+    PyTorch's ``meta`` device (shapes only: no memory, no arithmetic — an 85M-parameter decoder in about a second);
+    a model that reads its weights' values as it is built (the companded ResNet) is counted on real tensors."""
+    try:
+        with torch.device("meta"):
+            built = model()
+            return sum(p.numel() for p in built.parameters()), example_flops(built, torch.zeros_like(x, device="meta"))
+    except (NotImplementedError, RuntimeError):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            built = model()
+            return sum(p.numel() for p in built.parameters()), example_flops(built, torch.zeros_like(x))
+
+
 def paper_flops(per_example: float, settings: dict, num_train: int, num_test: int, members: int = 1) -> float:
     """The paper run's FLOPs: ``steps × batch`` examples forward and backward, plus a forward pass (a third of
     both) over the training and test splits at every evaluation, for each member."""
@@ -176,17 +191,7 @@ def smoke(case: Case, steps: int = STEPS) -> Result:
         recipe = case.make()
         paper_batch = recipe.settings.get("batch_size")
         full = recipe.dataset
-        try:
-            with torch.device("meta"):      # shapes only: counting costs no arithmetic (the 85M decoder in ~1 s)
-                model = recipe.model()
-                parameters = sum(p.numel() for p in model.parameters())
-                per_example = example_flops(model, torch.zeros_like(full.x_train[:2], device="meta"))
-        except (NotImplementedError, RuntimeError):   # a model that reads its weights' values as it is built
-            with torch.random.fork_rng():
-                torch.manual_seed(0)
-                model = recipe.model()
-                parameters = sum(p.numel() for p in model.parameters())
-                per_example = example_flops(model, full.x_train[:2])
+        parameters, per_example = model_size_and_flops(recipe.model, full.x_train[:2])
         total = paper_flops(per_example, recipe.settings, full.num_train, full.num_test, len(case.members))
         sequences = full.num_classes is None or full.y_train.dim() != 1
         history = shrunk(recipe, steps, SEQUENCES if sequences else BATCH).sweep(case.members)
