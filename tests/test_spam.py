@@ -229,12 +229,13 @@ def test_spike_log_counts_match_ratios_from_adam_state(digits):
     log = spikes.SpikeLog(threshold, min_updates=5)
     ours = optim.SPAM(model.parameters(), lr=lr, eps=1e-30, delta_t=0, threshold=0.0, observer=log)
     adam = torch.optim.Adam(twin.parameters(), lr=lr, eps=1e-30)
-    counts, largest, first, tensor_max = [], [], [], {}
+    counts, largest, first, tensor_max, sizes = [], [], [], {}, []
     for index in engine.batch_order(digits.num_train, 32, 40, seed=1):
         x, y = digits.x_train[index].double(), digits.y_train[index]
         for net, opt in ((model, ours), (twin, adam)):
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()
+        sizes.append([p.grad.abs().flatten().tolist() for p in twin.parameters()])   # |g| of every entry, every step
         count, top, unseen = 0, 0.0, 0
         for i, p in enumerate(twin.parameters()):
             state = adam.state.get(p)
@@ -269,6 +270,23 @@ def test_spike_log_counts_match_ratios_from_adam_state(digits):
     assert max(tensor_max.values()) == pytest.approx(log.largest(), rel=1e-9)
     assert log.tensor_largest([1, 3]) == pytest.approx(max(tensor_max[1], tensor_max[3]), rel=1e-9)
     assert log.tensor_largest([]) == 0.0
+    for first, after_wait in ((0, False), (5, True)):       # every step; steps 6..40, after the 5-step wait
+        offline, scored = {}, []                # the paper's score by hand: max_t |g| / mean_t |g|, largest per tensor
+        for i in range(4):
+            best = 0.0
+            for entry in range(len(sizes[0][i])):
+                series = [step[i][entry] for step in sizes[first:]]
+                mean = sum(series) / len(series)
+                score = max(series) / mean if mean > 0 else 0.0
+                best = max(best, score)
+                scored.append((score, first + 1 + series.index(max(series))))   # and the step of its max
+            offline[i] = best
+        assert log.offline_scores(after_wait) == pytest.approx(offline, rel=1e-9)
+        top = max(score for score, _ in scored)          # ties (an entry active on one step scores T) allow any
+        assert log.offline_worst_step(range(4), after_wait) in {step for score, step in scored if score >= top * (1 - 1e-9)}
+        assert max(offline.values()) > 1.5                      # not a comparison of ones: the |g| vary
+        assert log.tensor_offline_largest([0, 2], after_wait) == pytest.approx(max(offline[0], offline[2]), rel=1e-9)
+    assert log.abs_steps == {i: [40, 35] for i in range(4)}
 
 
 def test_spike_monitor_in_the_engine_and_spam_clips(digits):
@@ -357,6 +375,14 @@ def test_flat_spam_equals_separate_spam_runs():
         assert ours.per_tensor == log.per_tensor
         assert ours.max_ratio == pytest.approx(log.max_ratio, rel=1e-9)
         assert ours.per_tensor_max == pytest.approx(log.per_tensor_max, rel=1e-9) and len(log.per_tensor_max) == 2
+        assert ours.abs_steps == log.abs_steps == {0: [steps, steps - 3], 1: [steps, steps - 3]}
+        for first, after_wait in ((0, False), (3, True)):                         # every step; after the 3-step wait
+            assert ours.offline_scores(after_wait) == pytest.approx(log.offline_scores(after_wait), rel=1e-9)
+            assert ours.offline_worst_step([0, 1], after_wait) == log.offline_worst_step([0, 1], after_wait) > first
+            sizes = torch.stack([torch.cat(g) for g in streams[e][first:]]).abs()  # (steps, P): every |g|, unclipped
+            score = torch.nan_to_num(sizes.max(0).values / sizes.mean(0))         # max_t |g| / mean_t |g|; 0/0 → 0
+            by_hand = {i: float(part.max()) for i, part in enumerate(score.split(list(shapes)))}
+            assert ours.offline_scores(after_wait) == pytest.approx(by_hand, rel=1e-9)
     logs = tracker.logs
     assert sum(logs[1].clipped) > 0 and sum(logs[3].clipped) > 0 and sum(logs[0].clipped) == 0   # clipping happened
     assert all(log.total() > 0 for log in logs) and sum(logs[3].first_seen) > 0                # spikes, v = 0 entries
@@ -450,6 +476,8 @@ def test_spam_recipe_trains_its_members_in_one_stacked_call(digits, monkeypatch)
             theirs.counts, theirs.clipped, theirs.first_seen, theirs.per_tensor), member
         assert ours.max_ratio == pytest.approx(theirs.max_ratio, rel=1e-4)
         assert ours.per_tensor_max == pytest.approx(theirs.per_tensor_max, rel=1e-4)
+        for after_wait in (False, True):
+            assert ours.offline_scores(after_wait) == pytest.approx(theirs.offline_scores(after_wait), rel=1e-4)
         assert history.final("train", "spikes_total", member) == theirs.total()
         assert history.final("train", "clipped", member) == sum(theirs.clipped)
         assert {k: history.knobs[member][k] for k in knobs} == knobs

@@ -25,7 +25,19 @@ not recorded and not rerun).
 
 - :class:`SpikeLog` — the observer a :class:`tdlab.core.optim.SPAM` calls for every parameter at every
   step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor and each
-  tensor's largest ratio over the run (so that a tensor with no spike still shows how close it came).
+  tensor's largest ratio over the run (so that a tensor with no spike still shows how close it came);
+  and, per entry, the running sum and maximum of |g| over every step it saw, from which
+  :meth:`SpikeLog.offline_scores` gives each tensor's largest *offline* score — the paper's kind,
+
+  .. math::
+      \\mathrm{GSS}_i = \\max_t \\frac{|g_{i,t}|}{\\frac{1}{T}\\sum_{s=1}^{T} |g_{i,s}|},
+
+  |g| over the mean |g| of the steps recorded (an entry whose gradient was 0 throughout scores 0), in two
+  windows: the whole run, and the steps after the first ``min_updates`` (at least 1; the online score's wait; the
+  first gradients of an untrained network are far above its later ones, and the whole run's score can
+  be set by step 1 alone). An entry whose gradient is non-zero on only k of the T steps scores at least
+  T/k whatever its sizes (a token-embedding row of a rare character), so the offline score is comparable
+  across tensors only where every entry gets a gradient at every step.
 - :class:`FlatSpikeLog` — the same numbers for the E runs a :class:`tdlab.core.optim.FlatSPAM` steps
   together, computed on the flat ``(E, P)`` gradient and v at once, one SpikeLog per run.
 - :class:`SpikeTracker` — one SpikeLog per run trained (in member order), and
@@ -78,12 +90,18 @@ class SpikeLog:
     first_seen: list[int] = field(default_factory=list)
     per_tensor: dict[int, int] = field(default_factory=dict)
     per_tensor_max: dict[int, float] = field(default_factory=dict)
+    # the offline score's running numbers per tensor, row 0 over every step, row 1 after the wait (step > min_updates)
+    abs_sum: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)   # (2, n) Σ_t |g_t| (float64)
+    abs_max: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)   # (2, n) max_t |g_t|
+    abs_steps: dict[int, list[int]] = field(default_factory=dict)                # [T, T after the wait]
+    abs_max_step: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # (2, n) the step of each max
     reported: int = 0                                # steps already reported by a monitor
     _step: list = field(default_factory=lambda: [0, 0.0, 0, 0], repr=False)
 
     def __call__(self, index: int, grad: torch.Tensor, exp_avg_sq: torch.Tensor, updates: int, beta2: float,
                  clipped: int = 0) -> None:
         self._step[2] += clipped
+        self._add_abs(index, grad.detach().abs())           # the offline score's sums: from step 1
         if updates < max(1, self.min_updates):
             return
         ratio = spike_ratio(grad, exp_avg_sq, updates, beta2)
@@ -97,6 +115,53 @@ class SpikeLog:
         top = float(ratio.max())
         self._step[1] = max(self._step[1], top)
         self._tensor_max(index, top)
+
+    def _add_abs(self, index: int, size: torch.Tensor) -> None:
+        if index not in self.abs_sum:
+            self.abs_sum[index] = torch.zeros((2, *size.shape), dtype=torch.float64, device=size.device)
+            self.abs_max[index] = torch.zeros((2, *size.shape), dtype=size.dtype, device=size.device)
+            self.abs_steps[index] = [0, 0]
+            self.abs_max_step[index] = torch.zeros((2, *size.shape), dtype=torch.long, device=size.device)
+        rows = 2 if self.steps + 1 > max(1, self.min_updates) else 1   # this is step k = steps + 1: past the wait?
+        self.abs_sum[index][:rows] += size                     # Σ_t |g_t|
+        self.abs_max_step[index][:rows][size > self.abs_max[index][:rows]] = self.steps + 1
+        torch.maximum(self.abs_max[index][:rows], size, out=self.abs_max[index][:rows])   # max_t |g_t|
+        for row in range(rows):
+            self.abs_steps[index][row] += 1
+
+    def offline_scores(self, after_wait: bool = False) -> dict[int, float]:
+        """Per parameter tensor, its largest offline score max_t |g_t| / ((1/T) Σ_t |g_t|) over its entries
+        (the paper's gradient spike score at the window's worst step; 0 for a tensor whose gradient was 0):
+        over every step, or with ``after_wait`` over the steps after the first ``min_updates``."""
+        row, found = int(after_wait), {}
+        for index, total in self.abs_sum.items():
+            steps = self.abs_steps[index][row]
+            if steps == 0:
+                found[index] = 0.0
+                continue
+            mean = total[row] / steps                                          # (1/T) Σ_t |g_t|
+            score = torch.where(mean > 0, self.abs_max[index][row].double() / mean, torch.zeros_like(mean))
+            found[index] = float(score.max()) if score.numel() else 0.0
+        return found
+
+    def offline_worst_step(self, indices, after_wait: bool = False) -> int:
+        """The step at which the entry with the largest offline score in the tensors ``indices`` had its
+        largest |g| (0 if none scored above 0)."""
+        row, best, step = int(after_wait), 0.0, 0
+        for index in (int(i) for i in indices):
+            if index not in self.abs_sum or self.abs_steps[index][row] == 0:
+                continue
+            mean = self.abs_sum[index][row] / self.abs_steps[index][row]
+            score = torch.where(mean > 0, self.abs_max[index][row].double() / mean, torch.zeros_like(mean))
+            top = int(score.argmax())
+            if float(score.flatten()[top]) > best:
+                best, step = float(score.flatten()[top]), int(self.abs_max_step[index][row].flatten()[top])
+        return step
+
+    def tensor_offline_largest(self, indices, after_wait: bool = False) -> float:
+        """The largest offline score (:meth:`offline_scores`) over the parameter tensors ``indices`` (0 if none)."""
+        scores = self.offline_scores(after_wait)
+        return float(max((scores.get(int(i), 0.0) for i in indices), default=0.0))
 
     def _tensor_max(self, index: int, top: float) -> None:
         if top > self.per_tensor_max.get(index, 0.0):
@@ -141,7 +206,8 @@ class FlatSpikeLog:
     member's :class:`SpikeLog` would get from :class:`tdlab.core.optim.SPAM` one at a time, computed on the
     flat ``(E, P)`` gradient and v at once — the tensors are the ``layout``'s slices of a row
     (``name -> (start, stop, shape)``, in the order of the model's parameters, which ``per_tensor`` counts
-    and ``per_tensor_max`` takes the largest ratio of).
+    and ``per_tensor_max`` takes the largest ratio of). The offline score's running numbers are two
+    ``(2, E, P)`` buffers (every step; after the wait); each member's log holds views of its slices.
     """
 
     def __init__(self, logs: list[SpikeLog], layout: dict[str, tuple[int, int, tuple[int, ...]]]):
@@ -149,6 +215,11 @@ class FlatSpikeLog:
         spans = sorted(((start, stop) for start, stop, _ in layout.values()))
         sizes = torch.tensor([stop - start for start, stop in spans])
         self.tensor_of = torch.repeat_interleave(torch.arange(len(spans)), sizes)    # (P,) tensor index per entry
+        self.spans = spans
+        self.abs_sum: torch.Tensor | None = None        # (2, E, P) Σ_t |g_t|, made at the first step (its device)
+        self.abs_max: torch.Tensor | None = None        # (2, E, P) max_t |g_t|
+        self.abs_max_step: torch.Tensor | None = None   # (2, E, P) the step of each max
+        self.abs_steps = [0, 0]                         # steps summed: every one, after the wait
         self.threshold = {log.threshold for log in logs}
         self.min_updates = {max(1, log.min_updates) for log in logs}
         if len(self.threshold) != 1 or len(self.min_updates) != 1:
@@ -160,6 +231,23 @@ class FlatSpikeLog:
                  clipped: torch.Tensor) -> None:
         """One step: ``grad`` (E, P) before clipping, ``exp_avg_sq`` v before the update, ``updates`` (E,),
         ``beta2`` (E, 1), ``clipped`` (E,) — as :meth:`SpikeLog.__call__` sees them, for every tensor at once."""
+        size = grad.detach().abs()
+        if self.abs_sum is None:
+            self.abs_sum = torch.zeros((2, *size.shape), dtype=torch.float64, device=size.device)
+            self.abs_max = torch.zeros((2, *size.shape), dtype=size.dtype, device=size.device)
+            self.abs_max_step = torch.zeros((2, *size.shape), dtype=torch.long, device=size.device)
+            for e, log in enumerate(self.logs):            # each log sees its slices, tensor by tensor
+                for index, (start, stop) in enumerate(self.spans):
+                    log.abs_sum[index] = self.abs_sum[:, e, start:stop]
+                    log.abs_max[index] = self.abs_max[:, e, start:stop]
+                    log.abs_max_step[index] = self.abs_max_step[:, e, start:stop]
+        k = self.abs_steps[0] + 1                                                # this step
+        rows = 2 if k > self.min_updates else 1                                  # past the wait?
+        self.abs_sum[:rows] += size                                              # Σ_t |g_t|
+        self.abs_max_step[:rows][size > self.abs_max[:rows]] = k
+        torch.maximum(self.abs_max[:rows], size, out=self.abs_max[:rows])        # max_t |g_t|
+        for row in range(rows):
+            self.abs_steps[row] += 1
         watched = (updates >= self.min_updates).unsqueeze(1)                     # (E, 1): v holds enough updates
         n = updates.clamp(min=1).unsqueeze(1).to(beta2.dtype)
         v_hat = exp_avg_sq / (1 - beta2 ** n).to(exp_avg_sq.dtype)              # Adam's bias-corrected v
@@ -190,6 +278,7 @@ class FlatSpikeLog:
                     log.per_tensor[index] = log.per_tensor.get(index, 0) + int(spikes)
             for index, top in enumerate(row[4 + tensors:]):
                 log._tensor_max(index, top)
+            log.abs_steps.update({index: list(self.abs_steps) for index in range(tensors)})
         self._step = None
 
 
