@@ -1,4 +1,4 @@
-"""SPAM (tdlab.core.optim.SPAM) against a naive per-element loop written from the official SPAM.py, against
+"""SPAM (tdlab.methods.stability.spam.SPAM) against a naive per-element loop written from the official SPAM.py, against
 torch's Adam/AdamW with resets and clipping off, and the spike monitor (tdlab.methods.stability.spikes) against ratios
 computed by hand from torch.optim.Adam's own state."""
 import math
@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlab.core import data, engine, flat, models, optim, train
+from tdlab.core import data, engine, flat, models, train
+from tdlab.methods.stability import spam as optim
 from tdlab.methods.stability import spikes
 
 

@@ -2,6 +2,7 @@
 
 - :mod:`tdlab.core.losses` — Losses, written once for a single run and for a batch of E models (a package: base, targets, robust, grokking).
 - :mod:`tdlab.core.engine` — The one training loop of tdlab: one run or many, batched or one at a time.
+- :mod:`tdlab.core.batches` — What each step of the loop sees: the batches' order, the epoch, the learning-rate schedule, the hooks' records.
 - :mod:`tdlab.core.data` — Datasets as tensors that live on the device, with example indices: loading by name.
 - :mod:`tdlab.core.dataset` — The :class:`Dataset` every loader returns, and where data are kept on disk.
 - :mod:`tdlab.core.archives` — Datasets read from (and written in) the official archives' formats: CIFAR, MNIST's IDX, UCI Letter.
@@ -9,7 +10,7 @@
 - :mod:`tdlab.core.models` — Models: an MLP, small 1-D/2-D CNNs, the modular-arithmetic network, and PreAct ResNet-18 and ResNet-34 for …
 - :mod:`tdlab.core.augment` — Batch transforms for the training loop's ``batch_hook``: they take and return a :class:`tdlab.core.train.Batch` …
 - :mod:`tdlab.core.recipes` — Recipes: a chapter's whole training setup in one object, and the book's standard setups.
-- :mod:`tdlab.core.optim` — ⊥Grad (OrthoGrad): the gradient of each weight, made orthogonal to the weight.
+- :mod:`tdlab.core.optim` — The optimizers the loop steps beyond the named ones of :mod:`tdlab.core.flat`, and how it finds them.
 - :mod:`tdlab.core.monitors` — What the training loop measures, as functions of the logits it has just computed.
 - :mod:`tdlab.core.transformer` — A tiny pre-LN decoder-only Transformer, for the stability chapters (Wortsman et al.
 - :mod:`tdlab.core.history` — The record of a training run: a tidy table of (step, split, metric, value).

@@ -19,7 +19,7 @@ draw, and the loss's own coefficients — in one of two ways, through the same l
 
 Besides the named optimizers, a *flat rule* — an object whose ``flat(flat, layout)`` returns a
 stepper of the ``(E, P)`` buffer with :class:`~tdlab.core.flat.FlatOptimizer`'s ``step`` (SPAM:
-:func:`tdlab.core.optim.flat_spam`) — stacks too; its ``member_settings`` (one dict per member), if
+:func:`tdlab.methods.stability.spam.flat_spam`) — stacks too; its ``member_settings`` (one dict per member), if
 any, land in each member's knobs, and its ``member(i)`` is member i's rule alone.
 
 :func:`tdlab.core.train.train` is the one-member case, :func:`tdlab.core.sweep.sweep` the
@@ -38,174 +38,25 @@ import copy
 import inspect
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from tdlab.core import progress as progress_bars
+from tdlab.core.batches import (SCHEDULES, Batch, StepState, batch_order, flat_layout, schedule,  # noqa: F401
+                                steps_per_epoch, train_subset)
 from tdlab.core.config import check_choice, check_range
 from tdlab.core.data import Dataset, with_label_noise
-from tdlab.core.flat import OPTIMIZERS, FlatOptimizer, flat_grad, flatten_, flattenable, stack
+from tdlab.core.flat import flat_grad, flatten_, flattenable, stack
 from tdlab.core.history import History, concat
 from tdlab.core.losses import Loss, get_loss
 from tdlab.core.monitors import Evaluation, Monitor, accuracy, as_list, chunked, evaluating
+from tdlab.core.optim import (flat_optimizer, is_flat_rule, make_optimizer, optimizer_name,  # noqa: F401
+                              OPTIMIZERS)
 
 KNOBS = ("seed", "lr", "weight_decay", "momentum", "noise_rate", "noise_seed", "noise")
-SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
-
-
-# ----------------------------------------------------------------- batches and schedules
-
-
-@dataclass
-class Batch:
-    """What a ``batch_hook`` receives and returns: inputs, targets (E, B), dataset indices, step.
-
-    ``x`` is shared by the members, (B, ...), unless ``per_member`` is set: then it is (E, B, ...),
-    one batch of inputs per member (what :func:`tdlab.core.augment.per_member` returns when members
-    mix their batches differently)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    index: torch.Tensor
-    step: int
-    per_member: bool = False
-
-
-@dataclass
-class StepState:
-    """What a ``step_hook`` receives right after each optimizer step (before any evaluation).
-
-    ``flat`` is the ``(E, P)`` buffer every parameter of every member is a view of (edit it in
-    place: masks, resets), ``grad`` the ``(E, P)`` minibatch gradient this step used (without
-    weight decay), ``layout[name] = (start, stop, shape)`` where a parameter lies in a row of
-    ``flat``, ``optimizer`` the :class:`~tdlab.core.flat.FlatOptimizer` whose state (momentum) is laid
-    out like ``flat``. ``step`` counts from 1; ``steps`` is the run's length.
-    """
-
-    step: int
-    steps: int
-    epoch_length: int
-    flat: torch.Tensor
-    grad: torch.Tensor
-    layout: dict[str, tuple[int, int, tuple[int, ...]]]
-    optimizer: FlatOptimizer
-
-
-def flat_layout(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> dict[str, tuple[int, int, tuple[int, ...]]]:
-    """``name -> (start, stop, shape)`` of parameters laid one after another in a flat row."""
-    layout, offset = {}, 0
-    for name, shape in shapes:
-        size = math.prod(shape)
-        layout[name] = (offset, offset + size, tuple(shape))
-        offset += size
-    return layout
-
-
-def steps_per_epoch(num_examples: int, batch_size: int | None) -> int:
-    """How many steps of :func:`batch_order` make one epoch: n // batch_size (the last incomplete
-    batch is dropped), or 1 for full-batch training."""
-    if batch_size is None or batch_size >= num_examples:
-        return 1
-    return num_examples // batch_size
-
-
-def batch_order(num_examples: int, batch_size: int | None, steps: int, seed: int,
-                device=None) -> Iterator[torch.Tensor]:
-    """Example indices for each step: a fresh seeded permutation every epoch, sliced in batches.
-
-    ``batch_size=None`` (or ≥ n) is full-batch training: every step sees ``arange(n)``.
-    The last incomplete batch of an epoch is dropped, as most of the papers' loaders do.
-    """
-    if batch_size is None or batch_size >= num_examples:
-        everything = torch.arange(num_examples, device=device)
-        for _ in range(steps):
-            yield everything
-        return
-    gen = torch.Generator().manual_seed(seed)
-    per_epoch = steps_per_epoch(num_examples, batch_size)
-    done = 0
-    while done < steps:
-        order = torch.randperm(num_examples, generator=gen).to(device)
-        for b in range(min(per_epoch, steps - done)):
-            yield order[b * batch_size:(b + 1) * batch_size]
-        done += min(per_epoch, steps - done)
-
-
-def schedule(name: str | Callable[[int], float], steps: int, warmup: int = 0,
-             milestones: Sequence[float] = (0.5, 0.75), factor: float = 0.1) -> Callable[[int], float]:
-    """A learning-rate multiplier ``step -> factor`` by name.
-
-    - ``constant``;
-    - ``cosine``: 1 → 0 over the run;
-    - ``step``: × ``factor`` at each of the ``milestones`` (fractions of the run; by default
-      ×0.1 at 50% and 75%, the schedule of the mixup and CutMix code; ELR's CIFAR runs use
-      ×0.01 at 1/3 and 2/3 of 120 epochs);
-    - ``warmup_cosine``: linear warm-up over ``warmup`` steps, then cosine.
-
-    A callable is returned unchanged.
-    """
-    if callable(name):
-        return name
-    check_choice("schedule", name, SCHEDULES)
-    if name == "constant":
-        return lambda step: 1.0
-    if name == "cosine":
-        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-    if name == "step":
-        marks = [int(round(m * steps)) for m in milestones]
-        return lambda step: factor ** sum(step >= mark for mark in marks)
-
-    def warmup_cosine(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_ = (step - warmup) / max(1, steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress_, 1.0)))
-
-    return warmup_cosine
-
-
-def make_optimizer(optimizer, parameters, lr: float, weight_decay: float, momentum: float = 0.9,
-                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, nesterov: bool = False):
-    """A ``torch.optim`` optimizer by name (``sgd`` with momentum, ``adam``, ``adamw``), a
-    factory ``params -> Optimizer`` called on ``parameters``, or an optimizer object passed through.
-
-    The loop steps the named optimizers with :class:`tdlab.core.flat.FlatOptimizer` (the same
-    rules, fewer operations) whenever it can; this is the fallback and the reference.
-    """
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
-    if callable(optimizer):
-        return optimizer(parameters)
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    if optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-    if optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    return torch.optim.AdamW(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-
-
-def is_flat_rule(optimizer) -> bool:
-    """Whether ``optimizer`` is a flat rule: ``optimizer.flat(flat, layout)`` makes the stepper of a flat
-    ``(E, P)`` buffer (:class:`tdlab.core.optim.SPAMRule`), which the loop stacks like a named optimizer."""
-    return not isinstance(optimizer, str) and callable(getattr(optimizer, "flat", None))
-
-
-def flat_optimizer(optimizer, flat: torch.Tensor, layout: dict, betas, eps: float, nesterov: bool):
-    """The stepper of a flat buffer: a :class:`~tdlab.core.flat.FlatOptimizer` by name, or a flat rule's."""
-    if is_flat_rule(optimizer):
-        return optimizer.flat(flat, layout)
-    return FlatOptimizer(optimizer, flat, betas=betas, eps=eps, nesterov=nesterov)
-
-
-def optimizer_name(optimizer) -> str:
-    """How a History names an optimizer: its name, a factory's ``name`` attribute, or its class."""
-    if isinstance(optimizer, str):
-        return optimizer
-    return getattr(optimizer, "name", None) or getattr(optimizer, "__name__", None) or type(optimizer).__name__
 
 
 def member_list(spec) -> list[dict]:
@@ -225,13 +76,6 @@ def member_list(spec) -> list[dict]:
     if not members:
         raise ValueError("a run needs at least one member")
     return members
-
-
-def train_subset(num_train: int, n: int, seed: int, device=None) -> torch.Tensor:
-    """The n training examples an evaluation with ``eval_train_subset=n`` reads: the first n of a
-    permutation of ``num_train`` drawn from ``seed`` (a generator of its own), in ascending order."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return torch.randperm(num_train, generator=generator)[:n].sort().values.to(device)
 
 
 def check_hyperparameters(lr: float, weight_decay: float, steps: int, batch_size, eval_every: int) -> None:
@@ -384,7 +228,7 @@ def run(model: nn.Module | Callable[[], nn.Module], data: Dataset, members, *, l
     - ``loss``: a name of :data:`tdlab.core.losses.LOSSES` or a :class:`~tdlab.core.losses.Loss`; extra
       keyword arguments go to the loss (``lam=3, beta=0.7`` for ELR).
     - ``optimizer``: ``"sgd"`` (momentum, ``nesterov``), ``"adam"``, ``"adamw"`` (``betas``,
-      ``eps``), a flat rule (:func:`is_flat_rule`: SPAM, :func:`tdlab.core.optim.flat_spam`; stacked
+      ``eps``), a flat rule (:func:`is_flat_rule`: SPAM, :func:`tdlab.methods.stability.spam.flat_spam`; stacked
       like the named ones, its ``member_settings`` in each member's knobs), a factory
       ``params -> Optimizer`` or an optimizer object (one member at a time).
     - ``noise_rate``, ``noise`` and ``noise_seed`` (knobs): each member trains on

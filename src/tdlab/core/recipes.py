@@ -196,7 +196,7 @@ class Recipe:
         every member has the same knobs (recorded as tags), else one hook per member
         (:func:`tdlab.core.augment.per_member`, each member's knobs in its own History entry). A derivation
         that makes only an ``optimizer`` (a flat rule) is joined the same way, by the rule's own
-        ``per_member`` (:meth:`tdlab.core.optim.SPAMRule.per_member`)."""
+        ``per_member`` (:meth:`tdlab.methods.stability.spam.SPAMRule.per_member`)."""
         signature, names = inspect.signature(derivation), _parameters(derivation)
         arguments = []
         for full in fulls:
@@ -227,7 +227,7 @@ def per_member(derivation: Callable[..., dict]) -> Callable[..., dict]:
     early-stopped mixup then train together, each member with its own hook
     (:func:`tdlab.core.augment.per_member`), instead of one engine call each. Every member's batches
     are what its hook alone would make. A derivation that makes only an ``optimizer`` with a
-    ``per_member`` join (SPAM's ΔT and θ: :meth:`tdlab.core.optim.SPAMRule.per_member`) may be marked
+    ``per_member`` join (SPAM's ΔT and θ: :meth:`tdlab.methods.stability.spam.SPAMRule.per_member`) may be marked
     too: each member then steps with its own settings, stacked."""
     derivation.per_member = True
     return derivation

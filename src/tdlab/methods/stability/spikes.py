@@ -5,7 +5,7 @@ gradient entries are, for one step, hundreds or thousands of times larger than u
 Adam's moments carry such a spike for many steps after it. Their *gradient spike score* is
 offline: |g| at one step over the mean of |g| across the recorded training steps, a spike above 50;
 their optimizer clips online, where g² > θ·v (θ = 5000, v Adam's raw second moment,
-:class:`tdlab.core.optim.SPAM`).
+:class:`tdlab.methods.stability.spam.SPAM`).
 
 Here the spike measure is the ratio of each entry's squared gradient to Adam's *bias-corrected*
 second moment before the step,
@@ -23,7 +23,7 @@ to be near 0 gives ratios of 10⁶ and more that are noise of the estimate, not 
 with a small character-level Transformer such ratios crowded into the first few steps: an observation
 not recorded and not rerun).
 
-- :class:`SpikeLog` — the observer a :class:`tdlab.core.optim.SPAM` calls for every parameter at every
+- :class:`SpikeLog` — the observer a :class:`tdlab.methods.stability.spam.SPAM` calls for every parameter at every
   step: spikes per step, the largest ratio, entries SPAM clipped, spikes per parameter tensor and each
   tensor's largest ratio over the run (so that a tensor with no spike still shows how close it came);
   and, per entry, the running sum and maximum of |g| over every step it saw, from which
@@ -38,7 +38,7 @@ not recorded and not rerun).
   be set by step 1 alone). An entry whose gradient is non-zero on only k of the T steps scores at least
   T/k whatever its sizes (a token-embedding row of a rare character), so the offline score is comparable
   across tensors only where every entry gets a gradient at every step.
-- :class:`FlatSpikeLog` — the same numbers for the E runs a :class:`tdlab.core.optim.FlatSPAM` steps
+- :class:`FlatSpikeLog` — the same numbers for the E runs a :class:`tdlab.methods.stability.spam.FlatSPAM` steps
   together, computed on the flat ``(E, P)`` gradient and v at once, one SpikeLog per run.
 - :class:`SpikeTracker` — one SpikeLog per run trained (in member order), and
   :meth:`SpikeTracker.monitor`, which logs the numbers of the runs being trained at each evaluation.
@@ -202,8 +202,8 @@ class SpikeLog:
 
 
 class FlatSpikeLog:
-    """The observer of a :class:`tdlab.core.optim.FlatSPAM`: for E members stepped together, the numbers each
-    member's :class:`SpikeLog` would get from :class:`tdlab.core.optim.SPAM` one at a time, computed on the
+    """The observer of a :class:`tdlab.methods.stability.spam.FlatSPAM`: for E members stepped together, the numbers each
+    member's :class:`SpikeLog` would get from :class:`tdlab.methods.stability.spam.SPAM` one at a time, computed on the
     flat ``(E, P)`` gradient and v at once — the tensors are the ``layout``'s slices of a row
     (``name -> (start, stop, shape)``, in the order of the model's parameters, which ``per_tensor`` counts
     and ``per_tensor_max`` takes the largest ratio of). The offline score's running numbers are two
@@ -285,9 +285,9 @@ class FlatSpikeLog:
 class SpikeTracker:
     """One :class:`SpikeLog` per member trained, in the order the members were trained.
 
-    Pass ``tracker.new_flat`` as the ``observer`` of :func:`tdlab.core.optim.flat_spam` (E members stacked
+    Pass ``tracker.new_flat`` as the ``observer`` of :func:`tdlab.methods.stability.spam.flat_spam` (E members stacked
     in one engine call: E logs, in member order), or ``tracker.new`` as that of
-    :func:`tdlab.core.optim.spam` (one log per optimizer built); and ``tracker.monitor`` to the run's
+    :func:`tdlab.methods.stability.spam.spam` (one log per optimizer built); and ``tracker.monitor`` to the run's
     ``monitors``. The engine builds the optimizer of an engine call (or of one member trained alone)
     just before its first evaluation, so the monitor reads the logs of the call being trained
     (``tracker.group``).
@@ -299,13 +299,13 @@ class SpikeTracker:
         self.group: list[SpikeLog] = []           # the logs of the engine call being trained, in member order
 
     def new(self) -> SpikeLog:
-        """One log, for a :class:`tdlab.core.optim.SPAM` (one member)."""
+        """One log, for a :class:`tdlab.methods.stability.spam.SPAM` (one member)."""
         self.logs.append(SpikeLog(self.threshold, self.min_updates))
         self.group = self.logs[-1:]
         return self.logs[-1]
 
     def new_flat(self, layout: dict, members: int) -> FlatSpikeLog:
-        """``members`` logs, one per member of a :class:`tdlab.core.optim.FlatSPAM`, and their observer."""
+        """``members`` logs, one per member of a :class:`tdlab.methods.stability.spam.FlatSPAM`, and their observer."""
         self.group = [SpikeLog(self.threshold, self.min_updates) for _ in range(members)]
         self.logs.extend(self.group)
         return FlatSpikeLog(self.group, layout)
@@ -344,16 +344,16 @@ def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[f
 
     After a reset at step r the moments hold n = k − r + 1 updates, m ≈ (1 − β₁ⁿ)ḡ and
     v ≈ (1 − β₂ⁿ)E[g²], but the released code corrects them with the run's step count t = k
-    (:class:`tdlab.core.optim.SPAM`). Against Adam's m̂/√v̂ ≈ ḡ/√E[g²] the update is then
+    (:class:`tdlab.methods.stability.spam.SPAM`). Against Adam's m̂/√v̂ ≈ ḡ/√E[g²] the update is then
 
     .. math::
         s_k\\cdot\\frac{\\sqrt{1-\\beta_2^{k}}}{\\sqrt{1-\\beta_2^{n}}}\\cdot\\frac{1-\\beta_1^{n}}{1-\\beta_1^{k}},
 
-    s_k the post-reset warm-up (:func:`tdlab.core.optim.spam_warmup`): 0.01 at a reset, then above 1 for
+    s_k the post-reset warm-up (:func:`tdlab.methods.stability.spam.spam_warmup`): 0.01 at a reset, then above 1 for
     the rest of the cycle, since v of n ≪ 1/(1 − β₂) updates is far below E[g²]. ``delta_t=0``: Adam, 1.
     ``reset_count=True`` (t reset with m and v, t = n): the two ratios cancel and only s_k is left.
     """
-    from tdlab.core.optim import spam_warmup
+    from tdlab.methods.stability.spam import spam_warmup
     beta1, beta2 = betas
     if delta_t == 0 or k < delta_t:
         return 1.0
@@ -370,13 +370,13 @@ def spam_step_multiplier(k: int, delta_t: int, warmup_steps: int, betas: tuple[f
 
 def spam_recipe(data, model, tracker: SpikeTracker, *, lr: float, delta_t: int, threshold: float,
                 warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, **settings):
-    """A :class:`tdlab.core.recipes.Recipe` training with SPAM (:func:`tdlab.core.optim.flat_spam`), its knobs ``lr``,
+    """A :class:`tdlab.core.recipes.Recipe` training with SPAM (:func:`tdlab.methods.stability.spam.flat_spam`), its knobs ``lr``,
     ``delta_t`` (ΔT; 0: no resets), ``threshold`` (θ; 0: no clipping), ``warmup_steps``, ``beta2``,
     ``reset_count`` (the count reset with m and v) and ``clip_norm`` (global-norm clip; 0: none)
     (Adam: ``delta_t=0, threshold=0``), watched by ``tracker`` (its monitor is added to the run's).
     Members that differ only in these knobs and their seed train stacked, in one engine call (the
     SPAM knobs through a :func:`tdlab.core.recipes.per_member` derivation, ``lr`` as the engine's own knob)."""
-    from tdlab.core import optim
+    from tdlab.methods.stability import spam as optim
     from tdlab.core.recipes import Recipe, per_member
 
     @per_member
