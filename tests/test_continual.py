@@ -100,6 +100,22 @@ def test_metrics_against_a_hand_computed_example():
     assert continual.windowed_forgetting([0.1, 0.2, 0.3], window=10) == 0.0
 
 
+def test_stability_gap_against_a_hand_computation():
+    steps = np.arange(7)
+    curves = np.array([[0.1, 0.8, 0.9, 0.4, 0.7, 0.5, 0.8],
+                       [0.0, 0.0, 0.0, 0.6, 0.9, 0.3, 0.6],
+                       [0.0, 0.0, 0.0, 0.0, 0.0, 0.7, 0.9]])
+    tasks = continual.Tasks.split(6, 3, steps_per_task=2)           # task ends 2, 4, 6
+    # task ends only: task 1 min(0.7, 0.8) = 0.7, task 2 min(0.6) = 0.6; every step: 0.4 and 0.3 (as above)
+    assert math.isclose(continual.stability_gap(steps, curves, tasks), (0.7 + 0.6) / 2 - (0.4 + 0.3) / 2)
+    # the first step of tasks 2 and 3 (steps 3 and 5) left out: task 1 min(0.7, 0.8) over 4, 6 → 0.7; task 2 0.6
+    after = continual.after_switches(steps, tasks, window=1)
+    assert after.tolist() == [False, False, False, True, False, True, False]
+    assert continual.after_switches(steps, tasks, window=2).tolist() == [False] * 3 + [True] * 4
+    assert math.isclose(continual.stability_gap(steps, curves, tasks, evaluated=~after), 0.0, abs_tol=1e-12)
+    assert continual.stability_gap(steps, curves, tasks) >= 0
+
+
 def test_switches_find_the_dip_and_the_recovery():
     steps = [0, 1, 2, 3, 4, 5, 6]
     curves = np.array([[0.1, 0.8, 0.9, 0.4, 0.7, 0.5, 0.8],

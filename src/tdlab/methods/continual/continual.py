@@ -258,6 +258,27 @@ def average_min_accuracy(steps, curves: np.ndarray, tasks: Tasks) -> float:
     return float(np.mean([min_accuracy(steps, curves[k], tasks.end(k)) for k in range(tasks.count - 1)]))
 
 
+def stability_gap(steps, curves: np.ndarray, tasks: Tasks, evaluated=None) -> float:
+    """The stability gap as one number: the average min-ACC (:func:`average_min_accuracy`) from the
+    task-end evaluations alone minus the one from the evaluations ``evaluated`` (a boolean mask over
+    ``steps``; default: every one). The paper's point (min-ACC ≪ the accuracy at task ends):
+    evaluated at every step, min-ACC sees the drops right after the task switches that the task-end
+    evaluation steps over. Never negative when ``evaluated`` holds the task ends."""
+    steps = np.asarray(steps)
+    ends = np.isin(steps, tasks.ends)
+    every = np.ones(len(steps), bool) if evaluated is None else np.asarray(evaluated, bool)
+    return (average_min_accuracy(steps[ends], curves[:, ends], tasks)
+            - average_min_accuracy(steps[every], curves[:, every], tasks))
+
+
+def after_switches(steps, tasks: Tasks, window: int) -> np.ndarray:
+    """A boolean mask over ``steps``: the first ``window`` steps of every task but the first (the steps
+    right after a task switch, where the stability gap's drops lie)."""
+    steps = np.asarray(steps)
+    return np.any([(steps > tasks.end(k - 1)) & (steps <= tasks.end(k - 1) + window)
+                   for k in range(1, tasks.count)], axis=0)
+
+
 def worst_case_accuracy(steps, curves: np.ndarray, tasks: Tasks, at_step: int) -> float:
     """WC-ACC at ``at_step`` (Eq. 4; ``WCACCPluginMetric``): with k the task being trained and
     T = k + 1 tasks seen, (1/T)·(A_k(at_step) + Σ_{j<k} min-ACC_j up to at_step)."""
