@@ -120,8 +120,27 @@ def test_monitor_in_a_stacked_run_matches_the_metrics_of_the_trained_models():
         with torch.no_grad():
             expected = nc.metrics(model.features(subset.x_train), subset.y_train,
                                   dict(model.named_parameters())[model.classifier_name], 10, [7, 8, 9])
+            expected["nc1_trunk"] = nc.nc1(model.net[:7](subset.x_train), subset.y_train, 10)   # Flatten + 2 blocks
         for key, value in expected.items():
             np.testing.assert_allclose(history.final("collapse", key, m), value, rtol=1e-4, atol=1e-6)
     tpt = nc.terminal_phase(history, 0, level=0.0)
     assert tpt["terminal phase starts at step"] == 0
     np.testing.assert_allclose(tpt["nc1 fall factor"], history.curve("collapse", "nc1", 0)[1][0] / history.final("collapse", "nc1", 0))
+
+
+def test_the_trunk_is_the_heads_input():
+    """``trunk(x)`` is the output of the last batch-norm block: the features themselves without a head, and
+    with an identity linear head NC1 at the head's input equals NC1 at its output."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 6), torch.arange(40) % 4
+    bare = nc.CollapseMLP(6, 4, width=5, depth=2, head_depth=0)
+    with torch.no_grad():
+        torch.testing.assert_close(bare.trunk(x), bare.features(x))
+        assert isinstance(bare.net[bare.trunk_end - 1], torch.nn.ReLU)
+        linear = nc.CollapseMLP(6, 4, width=5, depth=2, head_depth=1, head="linear")
+        head = linear.net[linear.trunk_end]
+        head.weight.copy_(torch.eye(5)), head.bias.zero_()
+        torch.testing.assert_close(linear.trunk(x), linear.features(x))
+        np.testing.assert_allclose(nc.nc1(linear.trunk(x), y, 4), nc.nc1(linear.features(x), y, 4), rtol=1e-6)
+        relu = nc.CollapseMLP(6, 4, width=5, depth=3, head_depth=2, head="relu")
+        torch.testing.assert_close(relu.trunk(x), relu.net[:10](x))

@@ -198,6 +198,7 @@ class CollapseMLP(nn.Module):
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
         self.head, self.eps = head, eps
+        self.trunk_end = 1 + 3 * depth           # the layers up to the trunk's output (the head's input)
 
     @property
     def classifier_name(self) -> str:
@@ -210,6 +211,12 @@ class CollapseMLP(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate features h(x) (B, width): the input to the last layer."""
         return self.net[:-1](x)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's output (B, width): the input to the head (equal to :meth:`features` when
+        ``head_depth = 0``). NC1 here against NC1 of :meth:`features` separates the trunk's collapse from
+        the head's own (Dang et al. 2023: a deep linear head collapses what it receives)."""
+        return self.net[:self.trunk_end](x)
 
     def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """E copies at once: ``params[name]`` stacked to (E, ...), ``x`` shared → logits (E, B, C)."""
@@ -246,7 +253,8 @@ def monitor(model: CollapseMLP | Callable[[], CollapseMLP], minority: Sequence[i
     whole training set (in eval mode, from its current parameters) and its classifier W, measured with
     :func:`metrics` against the labels the member is trained on; logged as split ``collapse``,
     metrics ``nc1``, ``nc2_w``, ``nc2_h``, ``nc3``, ... (``minority``: the minority classes, for
-    ``minority_cos_w`` / ``minority_cos_h``). ``model`` is any module of the runs' shape, or a
+    ``minority_cos_w`` / ``minority_cos_h``), and ``nc1_trunk``: NC1 of the trunk's output, the head's
+    input (:meth:`CollapseMLP.trunk`). ``model`` is any module of the runs' shape, or a
     factory of one (called at every evaluation, so a factory whose shape is a knob stays in step)."""
 
     @torch.no_grad()
@@ -258,6 +266,13 @@ def monitor(model: CollapseMLP | Callable[[], CollapseMLP], minority: Sequence[i
         k = ev.logits["train"].shape[-1]
         weight = params[template.classifier_name]
         rows = [metrics(feats[m], labels[m], weight[m], k, minority) for m in range(ev.members)]
+        if template.trunk_end == len(template.net) - 1:           # no head: the trunk's output is the features
+            for row in rows:
+                row["nc1_trunk"] = row["nc1"]
+        else:
+            trunk = template.stacked(params, x, template.trunk_end)   # (E, N, width): the head's input
+            for m, row in enumerate(rows):
+                row["nc1_trunk"] = nc1(trunk[m], labels[m], k)
         return {("collapse", name): [row[name] for row in rows] for name in rows[0]}
 
     return measure
@@ -288,13 +303,15 @@ def imbalanced(data, per_class: int, imbalance: float = 1.0, minority: Sequence[
                               "minority": list(minority)})
 
 
-def terminal_phase(history, member: int = 0, level: float = 1.0) -> dict[str, float]:
+def terminal_phase(history, member: int = 0, level: float = 1.0,
+                   names: Sequence[str] = ("nc1", "nc2_w", "nc2_h", "nc3")) -> dict[str, float]:
     """The numbers of the terminal phase of one run: the first evaluated step with training accuracy ≥
-    ``level`` (TPT start, NaN if never), and for NC1, NC2 (W and H) and NC3 their value there, at the
-    end, and the factor by which they fell in between (value at TPT start / final value)."""
+    ``level`` (TPT start, NaN if never), and for NC1, NC2 (W and H) and NC3 (or the monitor's metrics
+    ``names``, e.g. ``nc1_trunk``) their value there, at the end, and the factor by which they fell in
+    between (value at TPT start / final value)."""
     start = history.first_step("train", "acc", level, member)
     out = {"terminal phase starts at step": start}
-    for name in ("nc1", "nc2_w", "nc2_h", "nc3"):
+    for name in names:
         final = history.final("collapse", name, member)
         at = history.at_step("collapse", name, int(start), member) if np.isfinite(start) else math.nan
         out[f"{name} at TPT start"], out[f"{name} final"] = at, final
