@@ -117,3 +117,21 @@ def test_a_tiny_float_is_shown_as_text_not_as_a_rounded_zero():
     t = paper_cards.table(card, recipe)
     assert t.loc["eps", "paper"] == "1e-25" and t.loc["eps", "ours (TDLAB_SCALE=paper)"] == "1e-25"
     assert t.loc["lr", "paper"] == 0.1           # ordinary values stay numbers
+
+
+def test_a_hook_made_by_a_per_member_derivation_is_read_at_its_default_knobs():
+    """The mixup and CutMix chapters make their batch hook in a per_member derivation (the method is a knob): the
+    augmentation reader builds it at the derivation's defaults; a hook in the settings still wins."""
+    from tdlab.core import augment
+
+    @recipes.per_member
+    def mixing(mixup_alpha=32.0):
+        return {"batch_hook": augment.compose(augment.crop_flip(padding=4), augment.mixup(mixup_alpha, 10))}
+
+    card = {"chapter": "x/y", "settings": {}}
+    derived = recipes.Recipe(None, lambda: None, dict(steps=10), derive=(mixing,))
+    assert paper_cards.ours(derived, card, "augmentation") == {
+        "crop_padding": 4, "crop_flip": True, "mixup_alpha": 32.0, "mixup_stop_after": None,
+        "mixup_label_map": "label_identity"}
+    plain = recipes.Recipe(None, lambda: None, dict(steps=10), derive=(lambda lr=0.1: {"lr": lr},))
+    assert paper_cards.ours(plain, card, "augmentation") == "none"      # a derivation not marked per_member

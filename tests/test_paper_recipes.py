@@ -139,3 +139,47 @@ def test_the_softmax_collapse_optimizer_knob():
     assert choose() == {"optimizer": "adamw", "betas": (0.9, 0.99)}
     assert choose(beta2=0.999) == {"optimizer": "adamw", "betas": (0.9, 0.999)}
     assert choose(optimizer="AdamW (defaults)") == {"optimizer": "adamw", "betas": (0.9, 0.999), "eps": 1e-8}
+
+
+def test_mixup_paper_recipe_and_its_hook():
+    """The official train.py run (391 batches of 128 an epoch, 200 epochs, ÷10 at 50% and 75%), and the chapter's
+    per-member hook: crop and flip then mixup at paper scale, mixup alone on the CPU, each the hook built by hand."""
+    import torch
+    from tdlab.core import augment
+    from tdlab.core.engine import Batch
+    from tdlab.methods.noisy_labels import mixup
+    recipe = mixup.paper_recipe(seed=3)
+    s = recipe.settings
+    assert recipe.steps == 200 * 391 and s["eval_every"] == 391 and s["schedule_name"] == "step"
+    assert (s["lr"], s["momentum"], s["weight_decay"], s["batch_size"], s["loss"]) == (0.1, 0.9, 1e-4, 128, "soft_ce")
+    assert recipe.knob_default("mixup_alpha") == 32.0 and recipe.knob_default("mixup_stop_after") == 200 * 391
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 10, (1, 6), generator=g)
+    for crop in (False, True):
+        made = mixup.mixing(8.0, 100, 3, crop=crop)(mixup_alpha=8.0, mixup_stop_after=100, mixup_gamma=1.0)["batch_hook"]
+        by_hand = augment.compose(augment.crop_flip(padding=4, seed=3) if crop else None,
+                                  augment.mixup(8.0, 10, stop_after=100, seed=3))
+        for step in (1, 2):
+            a, b = made(Batch(x, y, torch.arange(6), step)), by_hand(Batch(x, y, torch.arange(6), step))
+            assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+
+
+def test_cutmix_paper_recipe_is_the_readme_run():
+    from tdlab.methods.noisy_labels import cutmix, pyramidnet
+    recipe = cutmix.paper_recipe(seed=0)
+    s = recipe.settings
+    assert recipe.model is pyramidnet.pyramidnet200 and recipe.steps == 300 * (50_000 // 64)
+    assert (s["lr"], s["batch_size"], s["nesterov"], s["weight_decay"], s["loss"]) == (0.25, 64, True, 1e-4, "soft_ce")
+    assert recipe.knob_default("cutmix_prob") == 0.5 and recipe.knob_default("cutmix_beta") == 1.0
+    assert recipe.knob_default("method") == "CutMix" and recipe.knob_default("mixup_alpha") == 8.0
+
+
+def test_sgd_noise_paper_recipe_is_the_readme_lazy_sweep():
+    from tdlab.methods.lr_and_batch import sgd_noise
+    recipe = sgd_noise.paper_recipe(seed=1)
+    s = recipe.settings
+    assert recipe.steps == 200_000 and s["eval_every"] == 20_000 and s["batch_size"] == 16 and s["data_seed"] == 1
+    assert s["optimizer"] == "sgd" and s["momentum"] == 0.0 and s["weight_decay"] == 0.0
+    model = recipe.model()
+    assert (model.width, len(model.hidden), model.activation) == (128, 5, "relu")
+    assert sum(p.numel() for p in model.parameters()) == 784 * 128 + 4 * 128 * 128 + 128

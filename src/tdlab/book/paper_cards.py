@@ -110,8 +110,14 @@ def _loss_attribute(name: str) -> Callable:
 
 def _augmentation(recipe) -> Any:
     """The recipe's batch hook as its ``settings`` record it (crop and flip: ``{crop_padding: 4, crop_flip: true}``),
-    ``"none"`` without one."""
+    ``"none"`` without one. A recipe whose hook is made by a :func:`tdlab.core.recipes.per_member` derivation (the
+    mixup and CutMix chapters: the method is a knob) is read at the derivation's default knobs."""
     hook = recipe.settings.get("batch_hook")
+    if hook is None:
+        from tdlab.core import recipes
+        made = [f() for f in recipe.derive if recipes._is_per_member(f)
+                and all(p.default is not p.empty for p in inspect.signature(f).parameters.values())]
+        hook = next((m["batch_hook"] for m in made if "batch_hook" in m), None)
     return "none" if hook is None else getattr(hook, "settings", type(hook).__name__)
 
 

@@ -69,7 +69,7 @@ def activation_scale(name: str, points: int = 80) -> float:
     nodes, weights = np.polynomial.hermite_e.hermegauss(points)        # ∫ g(x) e^{−x²/2} dx
     phi = _activation(name)
     with torch.no_grad():
-        values = phi(torch.as_tensor(nodes, dtype=torch.float64)).numpy()
+        values = phi(torch.as_tensor(nodes, dtype=torch.float64, device="cpu")).numpy()   # on the CPU under a meta device too
     return float(np.sqrt(np.sum(weights * values**2) / np.sqrt(2 * np.pi)))
 
 
@@ -331,6 +331,19 @@ GRIDS = {
                    lazy_seeds=5, steps_per_point=0.0, min_steps=200_000,
                    rich_alphas=[2.0**k for k in range(-14, 1, 2)], phase_activation="gelu"),
 }
+
+
+def paper_recipe(seed: int = 0):
+    """The paper's lazy sweep as the official README runs it (``README.md`` l.81: ``--arch mlp --act relu --L 5
+    --h 128 --alpha 32768 --dataset mnist_parity --loss hinge --dynamics sgd --bs 16``): MNIST parity, the
+    mean-field MLP with 5 hidden layers of 128 (ReLU), the α-trick hinge loss, plain SGD with batches of 16, a
+    budget of 200 000 steps read every 20 000 (``GRIDS["paper"]``; the official run stops when the hinge loss is
+    zero, or at ``--max_wall`` 10 000 s). α, the temperature (through the learning rate, :func:`members`), P and
+    the network are the members' knobs; the phase diagram is :meth:`Grids.phase_recipe` of ``GRIDS["paper"]``
+    (GELU). ``seed`` draws the training set and the batch order."""
+    grid = GRIDS["paper"]
+    steps = grid.lazy_steps(grid.sizes[0])
+    return grid.recipe(seed, progress=False, steps=steps, eval_every=steps // 10)
 
 
 # ----------------------------------------------------------------- reading a sweep
