@@ -340,24 +340,6 @@ def curve_areas(history, member: int, lam: float, split: str = "test", metric: s
     return steps, s1[steps - 1], s2[steps - 1], values
 
 
-def pair_agreement(measured: Sequence[float], predicted: Sequence[float],
-                   tolerance: Sequence[Sequence[float]] | float = 0.0) -> tuple[int, int]:
-    """How many pairs of schedules the prediction orders as measured, among the pairs whose
-    measured final losses differ by more than ``tolerance`` (a number, or a matrix per pair):
-    ``(agreeing, resolved)``."""
-    measured, predicted = np.asarray(measured, dtype=float), np.asarray(predicted, dtype=float)
-    n = len(measured)
-    tol = np.broadcast_to(np.asarray(tolerance, dtype=float), (n, n))
-    agreeing = resolved = 0
-    for i, j in itertools.combinations(range(n), 2):
-        gap = measured[i] - measured[j]
-        if abs(gap) <= tol[i, j]:
-            continue
-        resolved += 1
-        agreeing += int(np.sign(gap) == np.sign(predicted[i] - predicted[j]))
-    return agreeing, resolved
-
-
 # ----------------------------------------------------------------- the chapter's recipes, fits and scores
 
 
