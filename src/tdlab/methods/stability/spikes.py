@@ -129,19 +129,23 @@ class SpikeLog:
         for row in range(rows):
             self.abs_steps[index][row] += 1
 
+    def _offline_score(self, index: int, row: int) -> torch.Tensor | None:
+        """Each entry's max_t |g_t| / ((1/T) Σ_t |g_t|) in tensor ``index`` over window ``row`` (0 where its
+        |g| was 0 throughout); None where that window holds no step."""
+        steps = self.abs_steps[index][row]
+        if steps == 0:
+            return None
+        mean = self.abs_sum[index][row] / steps                                # (1/T) Σ_t |g_t|
+        return torch.where(mean > 0, self.abs_max[index][row].double() / mean, torch.zeros_like(mean))
+
     def offline_scores(self, after_wait: bool = False) -> dict[int, float]:
         """Per parameter tensor, its largest offline score max_t |g_t| / ((1/T) Σ_t |g_t|) over its entries
         (the paper's gradient spike score at the window's worst step; 0 for a tensor whose gradient was 0):
         over every step, or with ``after_wait`` over the steps after the first ``min_updates``."""
-        row, found = int(after_wait), {}
-        for index, total in self.abs_sum.items():
-            steps = self.abs_steps[index][row]
-            if steps == 0:
-                found[index] = 0.0
-                continue
-            mean = total[row] / steps                                          # (1/T) Σ_t |g_t|
-            score = torch.where(mean > 0, self.abs_max[index][row].double() / mean, torch.zeros_like(mean))
-            found[index] = float(score.max()) if score.numel() else 0.0
+        found = {}
+        for index in self.abs_sum:
+            score = self._offline_score(index, int(after_wait))
+            found[index] = float(score.max()) if score is not None and score.numel() else 0.0
         return found
 
     def offline_worst_step(self, indices, after_wait: bool = False) -> int:
@@ -149,10 +153,9 @@ class SpikeLog:
         largest |g| (0 if none scored above 0)."""
         row, best, step = int(after_wait), 0.0, 0
         for index in (int(i) for i in indices):
-            if index not in self.abs_sum or self.abs_steps[index][row] == 0:
+            score = self._offline_score(index, row) if index in self.abs_sum else None
+            if score is None or not score.numel():
                 continue
-            mean = self.abs_sum[index][row] / self.abs_steps[index][row]
-            score = torch.where(mean > 0, self.abs_max[index][row].double() / mean, torch.zeros_like(mean))
             top = int(score.argmax())
             if float(score.flatten()[top]) > best:
                 best, step = float(score.flatten()[top]), int(self.abs_max_step[index][row].flatten()[top])
